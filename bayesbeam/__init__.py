@@ -1,0 +1,1 @@
+"""Wiring: catalog, RunEngine session, rehearsals and the command line."""

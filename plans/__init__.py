@@ -1,0 +1,1 @@
+"""Bluesky plans (generators). Device-agnostic: devices and agents are arguments."""

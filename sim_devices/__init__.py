@@ -1,0 +1,1 @@
+"""Simulated beamline: ophyd devices on one beamtime clock, the sample physics behind them."""
