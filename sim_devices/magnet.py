@@ -31,11 +31,11 @@ class SimMagnet(Device):
     def position(self) -> float:
         return self.readback.get()
 
-    def fail_next(self, n: int = 1, mode: str = "stuck") -> None:
-        """Inject ``n`` failed moves (``mode``: "stuck" or "timeout")."""
+    def fail_next(self, n: int = 1, mode: str = "stuck", after: int = 0) -> None:
+        """Make ``n`` moves fail (``mode``: "stuck" or "timeout") after ``after`` good ones."""
         if mode not in ("stuck", "timeout"):
             raise ValueError(f"unknown magnet failure mode {mode!r}")
-        self._failures.extend([mode] * int(n))
+        self._failures.extend([None] * int(after) + [mode] * int(n))
 
     def set(self, value):
         value = float(value)

@@ -1,0 +1,106 @@
+"""The adaptive Compton plan through a real RunEngine into a real embedded catalog."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bayesbeam.rehearse_compton import make_agent, rehearse_run
+from plans.compton import adaptive_compton
+from sim_devices.compton_beamline import make_compton_beamline
+
+
+def test_run_stops_on_target_and_is_stored(RE, catalog):
+    result = rehearse_run(RE, "fe", target_std=0.01, seed=4, time_scale=1e6)
+    run = catalog[result.uid]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "success"
+    assert stop["reason"].startswith("target_std: std(mu_s)") and stop["reason"] == result.stop_reason
+    post = run["posterior"].read()
+    assert len(post["mu_s_std"]) == result.agent.cycles
+    assert post["mu_s_std"][-1] <= 0.01 < post["mu_s_std"][-2]
+    assert bool(post["stop"][-1]) and not np.any(post["stop"][:-1])
+    spectra = run["primary"]["ge_spectrum"].read()
+    assert spectra.shape == (4 * result.agent.cycles, 1024)
+    # The posterior stream is re-derivable from the stored spectra: replay them into a fresh agent.
+    fields = run["primary"]["cycle_field_sign"].read()
+    plus, minus = spectra[fields > 0].sum(0), spectra[fields < 0].sum(0)
+    assert np.allclose(result.agent.sums[0], plus) and np.allclose(result.agent.sums[1], minus)
+
+
+def test_discarded_cycles_are_not_mixed_in(RE, catalog):
+    bl = make_compton_beamline("fe", time_scale=1e6, seed=8)
+    bl.magnet.fail_next(1, mode="stuck")  # first flip never reaches +2 T
+    agent = make_agent(bl.sample, 0.01)
+    (uid,) = RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    cycles = catalog[uid]["cycles"].read()
+    assert not cycles["valid"][0] and "did not reach +2.000 T" in str(cycles["reason"].values[0])
+    assert cycles["valid"][1:].all()
+    assert agent.cycles == len(cycles["valid"]) - 1 and len(agent.failures) == 1
+
+
+def test_beam_dump_during_a_count_discards_that_cycle(RE, catalog):
+    bl = make_compton_beamline("fe", time_scale=1e6, seed=9)
+    bl.ring.dump(at_s=450.0, duration_s=1200.0)  # while the third cycle is counting
+    bl.ge.fail_next("nan")  # and a corrupted readout in the first cycle
+    agent = make_agent(bl.sample, 0.01)
+    (uid,) = RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    cycles = catalog[uid]["cycles"].read()
+    reasons = [str(r) for r in cycles["reason"].values]
+    assert "non-finite counts" in reasons[0]
+    lost = [i for i, r in enumerate(reasons) if "beam lost during the count" in r]
+    assert lost == [2], reasons
+    assert agent.cycles == len(reasons) - 2 and cycles["valid"].values.sum() == agent.cycles
+    primary = {k: catalog[uid]["primary"][k].read() for k in ("cycle_cycle", "ring_current", "ge_spectrum")}
+    # Every spectrum the agent used was counted with beam; the posterior only holds valid cycles.
+    valid_cycles = np.asarray(cycles["cycle"])[np.asarray(cycles["valid"], bool)]
+    used = np.isin(primary["cycle_cycle"], valid_cycles)
+    assert np.all(primary["ring_current"][used] > 10)
+    assert np.allclose(agent.sums[0] + agent.sums[1], primary["ge_spectrum"][used].sum(0))
+
+
+def test_repeated_failures_abort_but_keep_what_was_counted(RE, catalog):
+    bl = make_compton_beamline("fe", time_scale=1e6, seed=10)
+    agent = make_agent(bl.sample, 0.001)
+    bl.magnet.fail_next(3, mode="timeout", after=4)  # one good cycle, then three failed flips in a row
+    with pytest.raises(RuntimeError, match="3 consecutive cycles discarded"):
+        RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    run = catalog.values().last()
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    assert "consecutive cycles discarded" in run.metadata["stop"]["reason"]
+    assert run["primary"]["ge_spectrum"].read().shape == (4, 1024)  # the good cycle is stored
+    assert list(run["cycles"]["valid"].read()) == [True, False, False, False]
+
+
+def test_catalog_round_trip_in_a_fresh_process(RE, catalog, catalog_dir):
+    result = rehearse_run(RE, "fe", target_std=0.01, seed=12, time_scale=1e6, md={"operator": "round-trip"})
+    code = f"""
+import json
+from bayesbeam.catalog import open_catalog, find_runs
+client = open_catalog({str(catalog_dir)!r})
+run = client[{result.uid!r}]
+by_md = list(find_runs(client, sample="fe", operator="round-trip"))
+print(json.dumps({{"found": by_md, "reason": run.metadata["stop"]["reason"],
+  "spectra": list(run["primary"]["ge_spectrum"].read().shape),
+  "std": run["posterior"]["mu_s_std"].read().tolist(),
+  "truth": run.metadata["start"]["truth_spin_moment_mub"]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["found"] == [result.uid]
+    assert got["reason"] == result.stop_reason
+    assert got["spectra"] == [4 * result.agent.cycles, 1024]
+    assert got["std"] == pytest.approx([h["mu_s_std"] for h in result.agent.history])
+    assert got["truth"] == pytest.approx(2.2)
+
+
+def test_bad_plan_arguments_fail_before_anything_moves(RE):
+    bl = make_compton_beamline("fe", time_scale=1e6)
+    agent = make_agent(bl.sample, 0.01)
+    with pytest.raises(ValueError, match="exceeds the magnet's limit"):
+        RE(adaptive_compton(bl.ge, bl.magnet, agent, field_t=5.0))
+    with pytest.raises(ValueError, match="field must be positive"):
+        RE(adaptive_compton(bl.ge, bl.magnet, agent, field_t=-1.0))
+    assert bl.clock.now == 0.0 and bl.magnet.readback.get() == 0.0
