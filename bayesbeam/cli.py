@@ -38,7 +38,8 @@ def _progress_callback(progress, task, quantity: str, target: float):
 
 @rehearse.command("compton")
 @click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/presets).")
-@click.option("--target-std", type=float, default=0.01, help="Stop when the posterior std of QUANTITY reaches this (μB).")
+@click.option("--target-std", type=float, default=0.01,
+              help="Stop when the posterior std of QUANTITY reaches this (μB).")
 @click.option("--quantity", default="mu_s", help="Quantity the target applies to: mu_s (spin moment) or a3d, a4s.")
 @click.option("--max-cycles", type=int, default=136, help="Budget: stop after this many valid + − − + cycles.")
 @click.option("--count-time", type=float, default=60.0, help="Count time per spectrum (s of beamtime).")

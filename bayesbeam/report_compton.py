@@ -8,7 +8,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .rehearse_compton import RepeatStatistics, Rehearsal
+from .rehearse_compton import Rehearsal, RepeatStatistics
 
 
 def result_table(r: Rehearsal) -> Table:

@@ -93,7 +93,8 @@ def compton_presets(path: str | None = None) -> dict[str, ComptonSample]:
             orbitals=tuple(d["orbitals"]), amplitudes_mub=tuple(map(float, d["amplitudes_mub"])),
             pz_broadening=tuple(map(float, d["pz_broadening"])), diffuse_area_mub=float(d["diffuse_area_mub"]),
             diffuse_fwhm_au=float(d["diffuse_fwhm_au"]),
-            band_terms=tuple(tuple(map(float, t)) for t in d.get("band_terms", ())), resolution_fwhm_au=float(d["resolution_fwhm_au"]),
+            band_terms=tuple(tuple(map(float, t)) for t in d.get("band_terms", ())),
+            resolution_fwhm_au=float(d["resolution_fwhm_au"]),
             count_rate_cps=float(d["count_rate_cps"]),
         )
     return out
