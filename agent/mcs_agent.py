@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .base import BayesAgent
-from .linear_posterior import GridPosterior, LinearGridPosterior, Mixture1D
+from .linear_posterior import GridPosterior, LinearGridPosterior
 from .mcs_model import ComptonGeometry, MCSModel
 from .stopping import Budget, Plateau, StopRule, TargetStd, any_of
 
@@ -140,22 +140,21 @@ class SpinMomentAgent(BayesAgent):
         rep: dict[str, Any] = {"cycles": self.cycles, "count_time_s": self.count_time_s,
                                "beamtime_s": self.beamtime_s}
         names = ("mu_s", *(f"a{o}" for o in self.orbitals))
-        post = self.posterior() if self._post is not None else None
-        for q in names:
-            mix: Mixture1D | None = post[q] if post else None
-            rep[f"{q}_mean"] = mix.mean if mix else np.nan
-            rep[f"{q}_std"] = mix.std if mix else np.nan
-            if mix:
-                bounds = mix.quantiles([p for lv in INTERVAL_LEVELS for p in ((1 - lv) / 2, (1 + lv) / 2)])
-            else:
-                bounds = np.full(2 * len(INTERVAL_LEVELS), np.nan)
-            for i, lv in enumerate(INTERVAL_LEVELS):
-                rep[f"{q}_lo{_level_key(lv)}"] = float(bounds[2 * i])
-                rep[f"{q}_hi{_level_key(lv)}"] = float(bounds[2 * i + 1])
-        for q in ("gamma", "noise_scale"):
-            m, s = post[q] if post else (np.nan, np.nan)
-            rep[f"{q}_mean"], rep[f"{q}_std"] = m, s
-        rep["log_evidence"] = post["log_evidence"] if post else np.nan
+        probs = [p for lv in INTERVAL_LEVELS for p in ((1 - lv) / 2, (1 + lv) / 2)]
+        if self._post is not None:
+            mix = self._post.marginal(np.stack([self.coefficients(q) for q in names]))
+            mean, std, bounds = mix.mean, mix.std, mix.quantiles(probs)
+        else:
+            mean = std = np.full(len(names), np.nan)
+            bounds = np.full((len(names), len(probs)), np.nan)
+        for i, q in enumerate(names):
+            rep[f"{q}_mean"], rep[f"{q}_std"] = float(mean[i]), float(std[i])
+            for j, lv in enumerate(INTERVAL_LEVELS):
+                rep[f"{q}_lo{_level_key(lv)}"] = float(bounds[i, 2 * j])
+                rep[f"{q}_hi{_level_key(lv)}"] = float(bounds[i, 2 * j + 1])
+        for q, axis in (("gamma", "gamma"), ("noise_scale", "scale")):
+            rep[f"{q}_mean"], rep[f"{q}_std"] = self._post.grid_marginal(axis) if self._post else (np.nan, np.nan)
+        rep["log_evidence"] = self._post.log_evidence if self._post else np.nan
         return rep
 
     # -- checkpoint -----------------------------------------------------------------------

@@ -97,3 +97,15 @@ def test_bad_data_rejected(problem):
         solver.fit(np.where(np.arange(y.size) == 3, np.nan, y), var)
     with pytest.raises(ValueError):
         solver.fit(y, -var)
+
+
+def test_batched_marginals_equal_single_ones(problem):
+    solver, _, y, var = problem
+    post = solver.fit(y, var)
+    coeffs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    batch = post.marginal(coeffs)
+    probs = [0.025, 0.16, 0.84, 0.975]
+    for i, c in enumerate(coeffs):
+        one = post.marginal(c)
+        assert batch.mean[i] == pytest.approx(one.mean) and batch.std[i] == pytest.approx(one.std)
+        assert np.allclose(batch.quantiles(probs)[i], one.quantiles(probs), atol=1e-9)
