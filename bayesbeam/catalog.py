@@ -8,6 +8,7 @@ embedded catalog (created on first use); an ``http(s)://`` URI means a tiled ser
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -31,11 +32,15 @@ def open_catalog(location: str | os.PathLike | None = None):
         from tiled.client import from_uri
 
         return from_uri(location, api_key=os.environ.get("TILED_API_KEY"))
+    from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.catalog import from_uri as catalog_from_uri
     from tiled.client import from_context
     from tiled.client.context import Context
+    from tiled.media_type_registration import default_serialization_registry
     from tiled.server.app import build_app
 
+    registry = copy.deepcopy(default_serialization_registry)
+    registry.register("container", "application/json-seq", json_seq_exporter)  # run.documents()
     root = Path(location).expanduser().resolve()
     new = not (root / "catalog.db").exists()
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -44,7 +49,7 @@ def open_catalog(location: str | os.PathLike | None = None):
         writable_storage=[f"file://{root / 'data'}", f"sqlite:///{root / 'tables.db'}"],
         init_if_not_exists=new,
     )
-    return from_context(Context.from_app(build_app(catalog)))
+    return from_context(Context.from_app(build_app(catalog, serialization_registry=registry)))
 
 
 def find_runs(client, **start_md):
@@ -55,3 +60,10 @@ def find_runs(client, **start_md):
     for key, value in start_md.items():
         results = results.search(Key(f"start.{key}") == value)
     return results
+
+
+def replay(run, callback) -> None:
+    """Feed a stored run's documents, in order, to ``callback(name, doc)`` (e.g. an agent feeder:
+    the agent's state and every decision are rebuilt from the catalog)."""
+    for name, doc in run.documents():
+        callback(name, doc)

@@ -104,3 +104,22 @@ def test_bad_plan_arguments_fail_before_anything_moves(RE):
     with pytest.raises(ValueError, match="field must be positive"):
         RE(adaptive_compton(bl.ge, bl.magnet, agent, field_t=-1.0))
     assert bl.clock.now == 0.0 and bl.magnet.readback.get() == 0.0
+
+
+def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
+    """Checkpointable through the catalog: replaying the stored documents into a fresh agent
+    reproduces every posterior the run recorded, and the stop decision."""
+    from agent.callbacks import ComptonFeeder
+    from bayesbeam.catalog import replay
+
+    bl = make_compton_beamline("fe", time_scale=1e6, seed=21)
+    bl.magnet.fail_next(1, mode="stuck", after=5)  # include a discarded cycle
+    live = make_agent(bl.sample, 0.01)
+    (uid,) = RE(adaptive_compton(bl.ge, bl.magnet, live, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    rebuilt = make_agent(bl.sample, 0.01)
+    replay(catalog[uid], ComptonFeeder(rebuilt, detector="ge"))
+    assert rebuilt.cycles == live.cycles and len(rebuilt.failures) == 1
+    stored = catalog[uid]["posterior"]["mu_s_std"].read()
+    valid = np.asarray(catalog[uid]["cycles"]["valid"].read(), bool)
+    assert np.allclose([h["mu_s_std"] for h in rebuilt.history], np.asarray(stored)[valid])
+    assert rebuilt.should_stop() == live.should_stop() == (True, catalog[uid].metadata["stop"]["reason"])
