@@ -97,3 +97,13 @@ def test_rejects_corrupt_cycles(geometry):
     with pytest.raises(ValueError, match="both field directions"):
         agent.ingest([{**point, "fields": [1, 1, 1, 1], "spectra": np.ones((4, 1024))}])
     assert agent.cycles == 0
+
+
+def test_speaks_the_bluesky_adaptive_protocols():
+    import bluesky_adaptive.protocols as p
+
+    agent = spin_moment_agent(0.01)
+    for proto in (p.Optimizer, p.SupportsStoppingCriteria, p.Checkpointable, p.TrialFaultAware):
+        assert isinstance(agent, proto), proto.__name__
+    assert agent.suggest(2) == [{"cycle": 0, "_id": 0}, {"cycle": 1, "_id": 1}]
+    assert agent.should_stop() == (False, None)
