@@ -113,5 +113,23 @@ def runs(catalog, sample, last):
                    f"{stop.get('exit_status', 'running'):8s} {stop.get('reason', '')}")
 
 
+@main.command("ioc")
+@click.option("--port", type=int, default=5064, help="Channel Access port (UDP search and TCP) on 127.0.0.1.")
+@click.option("--prefix", default="SIM08W:", help="PV prefix.")
+@click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/presets).")
+@click.option("--time-scale", type=float, default=1e3, help="Simulated seconds of beamtime per wall-clock second.")
+@click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh).")
+def ioc(port, prefix, sample, time_scale, seed):
+    """Serve the simulated beamline over EPICS Channel Access on 127.0.0.1 (caproto IOC)."""
+    from sim_devices.compton_samples import compton_sample
+    from sim_devices.ioc import serve
+
+    try:
+        compton_sample(sample)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    serve(port=port, prefix=prefix, sample=sample, time_scale=time_scale, seed=seed)
+
+
 if __name__ == "__main__":
     main()

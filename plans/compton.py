@@ -42,7 +42,9 @@ def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATT
     Returns ``(valid, reason)``. The cycle is invalid, and counting stops, if the magnet did not
     reach its field, a device reported a fault, the counts are not finite, or the beam was lost
     during a count (ring current below ``beam_floor_ma`` mA when read back). Before each count the
-    plan waits for beam, so a dump between spectra costs time but corrupts nothing.
+    plan waits for beam, so a dump between spectra costs time but corrupts nothing. A checkpoint
+    precedes each count: a RunEngine suspender (ring-current floor) that trips during a count drops
+    that count and re-counts it once the beam is back.
     """
     info = info or CycleInfo()
     info.state["cycle"] = cycle
@@ -59,10 +61,12 @@ def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATT
         if ring is not None:
             yield from wait_for_beam(ring, beam_floor_ma, beam_poll_s)
         info.state.update(flip=flip, field_sign=sign)
+        yield from bps.checkpoint()  # a suspension (beam dump) re-counts from here; nothing half-counted is saved
         try:
             reading = yield from bps.trigger_and_read(detectors)
         except _DEVICE_FAULTS as exc:
             return False, f"detector fault on flip {flip} ({type(exc).__name__}: {exc})"
+        yield from bps.checkpoint()  # never replay a saved event
         counts = reading[f"{det.name}_spectrum"]["value"]
         if not np.all(np.isfinite(counts)):
             return False, f"non-finite counts in the spectrum of flip {flip}"
@@ -121,10 +125,12 @@ def adaptive_compton(det, magnet, agent, *, field_t: float = 2.0, ring=None, bea
             cycle_state.update(cycle=cycle, valid=valid, reason=why, beamtime_s=float(bt),
                                count_time_s=len(FLIP_PATTERN) * count_time)
             yield from bps.trigger_and_read([status], name="cycles")
+            yield from bps.checkpoint()
             failures = 0 if valid else failures + 1
             stop, reason = agent.should_stop()
             decision.update(stop=bool(stop), stop_reason=reason or "", next_cycle=cycle + 1)
             yield from bps.trigger_and_read([report], name="posterior")
+            yield from bps.checkpoint()
             if stop:
                 break
             if failures >= max_consecutive_failures:

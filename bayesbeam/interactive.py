@@ -1,0 +1,33 @@
+"""What both IPython profiles share: the RunEngine wired to the catalog and a live table, and the banner."""
+
+from __future__ import annotations
+
+import os
+
+from bluesky.callbacks.best_effort import BestEffortCallback
+
+from .catalog import default_catalog_location, open_catalog
+from .session import make_run_engine
+
+
+def configure_session(md: dict, plots: bool | None = None):
+    """``(RE, catalog, bec)``: a RunEngine storing every document in the catalog
+    (``$BAYESBEAM_CATALOG`` or the default) with bluesky's BestEffortCallback subscribed. Plots are
+    on when a display is available (``plots=None``) or as asked; ``$BAYESBEAM_PLOTS=0`` turns them off."""
+    catalog = open_catalog()
+    RE = make_run_engine(catalog, md=md)
+    bec = BestEffortCallback()
+    if plots is None:
+        plots = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
+            and os.environ.get("BAYESBEAM_PLOTS", "1") != "0"
+    if not plots:
+        bec.disable_plots()
+    RE.subscribe(bec)
+    return RE, catalog, bec
+
+
+def banner(title: str, devices: dict, extra: list[str]) -> str:
+    """A short session banner: what is connected, where runs go, one line to start."""
+    lines = [title, f"  catalog: {default_catalog_location()}  (RE stores every run; `catalog` to browse)",
+             "  devices: " + ", ".join(f"{k} ({type(v).__name__})" for k, v in devices.items()), *extra]
+    return "\n".join(lines)

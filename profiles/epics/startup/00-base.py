@@ -1,0 +1,15 @@
+"""Session base: beamline file, Channel Access environment (before pyepics starts), RunEngine +
+embedded catalog + BestEffortCallback. ``$BAYESBEAM_BEAMLINE`` picks the file (default
+profiles/beamlines/sim_bl08w.toml)."""
+
+import bluesky.plan_stubs as bps  # noqa: F401
+import bluesky.plans as bp  # noqa: F401
+import numpy as np  # noqa: F401
+
+from bayesbeam.beamline_config import load_beamline
+from bayesbeam.epics_devices import ca_environment
+from bayesbeam.interactive import configure_session
+
+beamline = load_beamline()
+ca_env = ca_environment(beamline)
+RE, catalog, bec = configure_session(md={"beamline_id": beamline.name, "profile": "epics"})

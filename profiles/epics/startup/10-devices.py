@@ -1,0 +1,9 @@
+# ruff: noqa: F821  (names defined by the earlier startup files of this profile)
+"""Devices from stock ophyd EPICS classes with the PV names of the beamline file; every PV must
+connect within the configured timeout, or the message names the ones that did not."""
+
+from bayesbeam.epics_devices import connect_beamline
+
+epics_bl = connect_beamline(beamline)
+ge, magnet, ring, beamtime = epics_bl.ge, epics_bl.magnet, epics_bl.ring, epics_bl.beamtime
+faults = epics_bl.faults

@@ -1,0 +1,4 @@
+"""Agents and plans: the same as in the simulated session."""
+
+from agent.mcs_agent import spin_moment_agent  # noqa: F401
+from plans.compton import adaptive_compton, flip_cycle  # noqa: F401

@@ -1,0 +1,5 @@
+"""Agents and plans. The simulated ring has no monitor to suspend on: ``adaptive_compton(ring=ring)``
+polls it before each count and discards a cycle counted while the beam was lost."""
+
+from agent.mcs_agent import spin_moment_agent  # noqa: F401
+from plans.compton import adaptive_compton, flip_cycle  # noqa: F401

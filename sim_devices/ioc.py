@@ -1,0 +1,192 @@
+"""A caproto IOC serving the simulated magnetic-Compton beamline over EPICS Channel Access (DESIGN §5).
+
+The physics and faults are those of ``sim_devices`` (the IOC drives a ``make_compton_beamline``
+behind the PVs); the PVs are the record fields real beamlines use. Beamtime passes at
+``time_scale`` × wall time while the IOC runs. PVs, after ``prefix`` (default ``SIM08W:``):
+
+- ``RING:Current`` ring current (mA), read-only, posted every ``tick_s``; ``CLOCK:Beamtime`` (s)
+- ``MAG:FieldSP`` / ``MAG:FieldRB`` magnet field setpoint / readback (T); a put completes when the
+  magnet has settled (put-callback), as a power supply with a done flag does
+- ``GE:mca1.<FIELD>`` an MCA record: ``VAL`` (spectrum, counts), ``PRTM``/``PLTM`` (preset real/live
+  time, s), ``ERTM``/``ELTM``, ``CALO``/``CALS``/``CALQ`` (calibration, keV), ``NUSE``, ``ACQG``,
+  ``MODE``, ``BG``, ``STOP``; and the mca.db extras ``GE:mca1EraseStart`` … that ophyd's
+  ``EpicsMCA`` connects. A put to ``EraseStart`` completes when the count is done.
+- ``MON:Counts`` incident-beam monitor counts of the last spectrum
+- faults: ``FAULT:BeamDump`` (put s: the beam is dumped now for that long), ``FAULT:DumpMidCount``
+  (put s: dumped half-way through the next count), ``FAULT:MagnetStuck`` (put n: the next n moves do
+  not reach the field), ``FAULT:DetectorNaN`` (put n: the next n spectra carry NaNs)
+- ``STAT:Counts`` number of spectra counted since start
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+
+from caproto import ChannelType
+from caproto.server import PVGroup, SubGroup, pvproperty
+
+from .compton_beamline import make_compton_beamline
+
+N_CHANNELS = 1024
+
+
+async def _wait(status, poll_s: float = 0.002) -> None:
+    """Await an ophyd status from the simulated clock; re-raise its failure."""
+    while not status.done:
+        await asyncio.sleep(poll_s)
+    if status.exception() is not None:
+        raise status.exception()
+
+
+class MCARecord(PVGroup):
+    """The fields of a synApps MCA record and of mca.db that ``ophyd.EpicsMCA`` uses."""
+
+    val = pvproperty(name=".VAL", value=[0.0] * N_CHANNELS, dtype=float, max_length=N_CHANNELS, read_only=True,
+                     doc="spectrum (counts)")
+    bg = pvproperty(name=".BG", value=[0.0] * N_CHANNELS, dtype=float, max_length=N_CHANNELS, read_only=True)
+    prtm = pvproperty(name=".PRTM", value=60.0, doc="preset real time (s)")
+    pltm = pvproperty(name=".PLTM", value=0.0, doc="preset live time (s)")
+    ertm = pvproperty(name=".ERTM", value=0.0, read_only=True, doc="elapsed real time (s)")
+    eltm = pvproperty(name=".ELTM", value=0.0, read_only=True, doc="elapsed live time (s)")
+    calo = pvproperty(name=".CALO", value=86.0, doc="calibration offset (keV)")
+    cals = pvproperty(name=".CALS", value=0.036, doc="calibration slope (keV/channel)")
+    calq = pvproperty(name=".CALQ", value=0.0, doc="calibration quadratic term (keV/channel²)")
+    nuse = pvproperty(name=".NUSE", value=N_CHANNELS, read_only=True)
+    acqg = pvproperty(name=".ACQG", value=0, read_only=True, doc="1 while acquiring")
+    mode = pvproperty(name=".MODE", value="PHA", dtype=ChannelType.ENUM, enum_strings=["PHA", "MCS", "List"])
+    rec_stop = pvproperty(name=".STOP", value=0)
+    erase_start = pvproperty(name="EraseStart", value=0, doc="put 1: erase and count PRTM seconds")
+    start_pv = pvproperty(name="Start", value=0)
+    stop_pv = pvproperty(name="Stop", value=0)
+    erase = pvproperty(name="Erase", value=0)
+    check_acqg = pvproperty(name="CheckACQG", value=0)
+    client_wait = pvproperty(name="ClientWait", value=0)
+    enable_wait = pvproperty(name="EnableWait", value=0)
+    force_read = pvproperty(name="Read", value=0)
+    set_client_wait = pvproperty(name="SetClientWait", value=0)
+    status_pv = pvproperty(name="Status", value=0)
+    when_acq_stops = pvproperty(name="WhenAcqStops", value=0)
+    why1 = pvproperty(name="Why1", value=0)
+    why2 = pvproperty(name="Why2", value=0)
+    why3 = pvproperty(name="Why3", value=0)
+    why4 = pvproperty(name="Why4", value=0)
+
+    @erase_start.putter
+    async def erase_start(self, instance, value):
+        if value:
+            await self.parent.count()
+        return 0
+
+    @start_pv.putter
+    async def start_pv(self, instance, value):
+        if value:
+            await self.parent.count()
+        return 0
+
+
+class ComptonBeamlineIOC(PVGroup):
+    """The simulated BL08W-style beamline behind Channel Access (see module docstring)."""
+
+    ring_current = pvproperty(name="RING:Current", value=0.0, read_only=True, precision=3, units="mA")
+    beamtime = pvproperty(name="CLOCK:Beamtime", value=0.0, read_only=True, precision=1, units="s")
+    field_sp = pvproperty(name="MAG:FieldSP", value=0.0, precision=4, units="T")
+    field_rb = pvproperty(name="MAG:FieldRB", value=0.0, read_only=True, precision=4, units="T")
+    monitor = pvproperty(name="MON:Counts", value=0.0, read_only=True, units="counts")
+    mca = SubGroup(MCARecord, prefix="GE:mca1")
+    fault_dump = pvproperty(name="FAULT:BeamDump", value=0.0, units="s")
+    fault_dump_mid = pvproperty(name="FAULT:DumpMidCount", value=0.0, units="s")
+    fault_stuck = pvproperty(name="FAULT:MagnetStuck", value=0)
+    fault_nan = pvproperty(name="FAULT:DetectorNaN", value=0)
+    n_counts = pvproperty(name="STAT:Counts", value=0, read_only=True)
+
+    def __init__(self, *args, sample: str = "fe", time_scale: float = 1e3, seed: int | None = None,
+                 tick_s: float = 0.02, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bl = make_compton_beamline(sample, time_scale=time_scale, seed=seed)
+        self.tick_s = float(tick_s)
+        self._count_lock = asyncio.Lock()
+        self._wall0 = time.monotonic()
+
+    def _advance_clock(self) -> None:
+        """Let beamtime pass with wall time (s × time_scale)."""
+        target = (time.monotonic() - self._wall0) * self.bl.clock.time_scale
+        if target > self.bl.clock.now:
+            self.bl.clock.idle(target - self.bl.clock.now)
+
+    @ring_current.startup
+    async def ring_current(self, instance, async_lib):
+        while True:
+            self._advance_clock()
+            await instance.write(float(self.bl.ring.current_at(self.bl.clock.now)))
+            await self.beamtime.write(self.bl.clock.now)
+            await async_lib.library.sleep(self.tick_s)
+
+    @field_sp.putter
+    async def field_sp(self, instance, value):
+        if self.fault_stuck.value > 0:
+            self.bl.magnet.fail_next(1, mode="stuck")
+            await self.fault_stuck.write(self.fault_stuck.value - 1)
+        await _wait(self.bl.magnet.set(value))
+        await self.field_rb.write(float(self.bl.magnet.readback.get()))
+        return value
+
+    @fault_dump.putter
+    async def fault_dump(self, instance, value):
+        if value > 0:
+            self.bl.ring.dump(at_s=self.bl.clock.now, duration_s=value)
+        return value
+
+    async def count(self) -> None:
+        """One spectrum of PRTM seconds of beamtime (counts are serialised, as one MCA does)."""
+        ge, mca = self.bl.ge, self.mca
+        async with self._count_lock:
+            self._advance_clock()
+            preset = float(mca.prtm.value)
+            ge.preset_time.put(preset)
+            ge.calib_offset.put(float(mca.calo.value))
+            ge.calib_slope.put(float(mca.cals.value))
+            if self.fault_dump_mid.value > 0:
+                self.bl.ring.dump(at_s=self.bl.clock.now + preset / 2, duration_s=self.fault_dump_mid.value)
+                await self.fault_dump_mid.write(0.0)
+            if self.fault_nan.value > 0:
+                ge.fail_next("nan")
+                await self.fault_nan.write(self.fault_nan.value - 1)
+            await mca.acqg.write(1)
+            try:
+                await _wait(ge.trigger())
+            finally:
+                await mca.acqg.write(0)
+            await mca.val.write(ge.spectrum.get())
+            await mca.ertm.write(preset)
+            await mca.eltm.write(preset)
+            await self.monitor.write(float(ge.monitor.get()))
+            await self.n_counts.write(self.n_counts.value + 1)
+
+
+def loopback_environment(port: int) -> dict[str, str]:
+    """The EPICS server environment that keeps the IOC on 127.0.0.1:``port`` (DESIGN §8)."""
+    return {"EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1", "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO", "EPICS_CA_SERVER_PORT": str(int(port)),
+            "EPICS_CA_ADDR_LIST": f"127.0.0.1:{int(port)}", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+
+
+def serve(port: int = 5064, prefix: str = "SIM08W:", sample: str = "fe", time_scale: float = 1e3,
+          seed: int | None = None) -> None:
+    """Run the IOC on 127.0.0.1:``port`` until interrupted; prints ``IOC ready`` once serving."""
+    from caproto.asyncio.server import run
+
+    os.environ.update(loopback_environment(port))
+    # No caRepeater listens on 127.0.0.1: beacons are refused, harmlessly (DESIGN §8).
+    logging.getLogger("caproto.ctx").addFilter(lambda rec: "beacon" not in rec.getMessage())
+    ioc = ComptonBeamlineIOC(prefix=prefix, sample=sample, time_scale=time_scale, seed=seed)
+
+    async def ready(async_lib):
+        print(f"IOC ready: {len(ioc.pvdb)} PVs with prefix {prefix!r} on 127.0.0.1:{port} "
+              f"(sample {sample}, time scale {time_scale:g})", flush=True)
+
+    sys.stdout.flush()
+    run(ioc.pvdb, interfaces=["127.0.0.1"], startup_hook=ready)

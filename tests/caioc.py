@@ -1,0 +1,79 @@
+"""Test helper: one caproto IOC (``bayesbeam ioc``) per test process on 127.0.0.1, on a free port.
+
+pyepics fixes its Channel Access environment when its context starts, so every test in the process
+talks to this one IOC. It is stopped at exit (also when tests fail)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_ioc: dict = {}
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def start_ioc(port: int, time_scale: float = 2e3, seed: int = 1, timeout_s: float = 60.0) -> subprocess.Popen:
+    """Start ``bayesbeam ioc`` on 127.0.0.1:``port`` and wait for its ``IOC ready`` line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from bayesbeam.cli import main; main()", "ioc", "--port", str(port),
+         "--time-scale", str(time_scale), "--seed", str(seed)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "IOC ready" in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"IOC did not start on port {port}: {proc.stdout.read() if proc.stdout else ''}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def shared_ioc() -> int:
+    """The port of this process's IOC (started on first use); sets the CA client environment."""
+    if "port" not in _ioc:
+        port = free_port()
+        proc = start_ioc(port)
+        atexit.register(stop, proc)
+        _ioc.update(port=port, proc=proc)
+        os.environ.update({"EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}", "EPICS_CA_AUTO_ADDR_LIST": "NO"})
+    if _ioc["proc"].poll() is not None:
+        raise RuntimeError("the test IOC died")
+    return _ioc["port"]
+
+
+def run_startup(profile_dir: Path, namespace: dict | None = None) -> dict:
+    """Execute a profile's ``startup/*.py`` in name order in one namespace, as IPython does."""
+    ns = namespace if namespace is not None else {"__name__": "__main__"}
+    for path in sorted((profile_dir / "startup").glob("*.py")):
+        exec(compile(path.read_text(), str(path), "exec"), ns)
+    return ns
