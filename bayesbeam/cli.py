@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .catalog import default_catalog_location
+from .rehearse_xps import rehearse_xps
 
 CATALOG_HELP = ("Catalog to store runs in: a directory (embedded SQLite catalog, created on first use) or a "
                 "tiled server URI. Default: $BAYESBEAM_CATALOG, else ~/.local/share/bayesbeam/catalog.")
@@ -18,6 +19,9 @@ def main():
 @main.group()
 def rehearse():
     """Rehearse a measurement on the simulated beamline before beamtime."""
+
+
+rehearse.add_command(rehearse_xps)
 
 
 def _progress_callback(progress, task, quantity: str, target: float):

@@ -1,0 +1,207 @@
+"""Anderson-impurity cluster models of 4f-oxide core-level spectra (DESIGN §4.3), in numba.
+
+Configurations f^n L̲^n (n ligand holes), N_f = 14, sudden approximation. Energies in eV.
+
+* 3d XPS, 2-level basis {f⁰, f¹L̲}: H_i = [[0, √N_f V], [√N_f V, Δ]], H_f = H_i with Δ → Δ − U_fc.
+  Parameters θ = (Δ, V, U_fc, Γ).
+* 3d XPS, 3-level basis {f⁰, f¹L̲, f²L̲²}: H_i tridiagonal with diagonal (0, Δ, 2Δ + U_ff) and
+  hopping (√N_f V, √(2(N_f − 1)) V); H_f = H_i with diagonal (0, Δ − U_fc, 2Δ + U_ff − 2U_fc).
+  The final state keeps the hybridisation, as in the 2-level model (DESIGN §4.3 writes H_f
+  diagonal; with that, CeO₂'s f¹L̲ and f²L̲² final states lie 0.4 eV apart, the spectrum has two
+  lines and no data can tell the 3-level from the 2-level model). θ = (Δ, V, U_ff, U_fc, Γ).
+* Second spectroscopy for Bayesian integration: 3d→4f XAS (M₅-edge-like), same impurity model
+  without multiplets or spin-orbit partner. Final configurations 3d⁹ f^{n+1} L̲^n with diagonal
+  (0, Δ + U_ff − U_fc, 2Δ + 3U_ff − 2U_fc), hopping (√(N_f − 1) V, √(2(N_f − 2)) V), dipole
+  amplitudes √(N_f − n) from f^n, uniform otherwise. It shares (Δ, V, U_ff, U_fc) with the XPS
+  model and has its own Lorentzian width; its energy axis is relative to the bare 3d⁹f¹ final
+  level (assumed calibrated, like the XPS axis). θ = (Δ, V, U_ff, U_fc, Γ_XAS).
+
+Spectra: I(E) = Σ_j w_j (Γ/π)/((E − ε_j)² + Γ²) with Σ_j w_j = 1 (area-normalised), ε_j = E_fj − E_g
+the removal (XPS, binding-energy-like) or excitation (XAS) energy relative to the core level, and
+Γ the Lorentzian half width at half maximum. The spin-orbit partner (3d₃/₂) is not modelled.
+Eigenproblems are solved in closed form (2×2 rotation; 3×3 trigonometric roots refined by Newton
+steps, eigenvectors from cross products of rows of H − λ).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+N_F = 14
+
+XPS2_PARAMS = ("delta", "V", "U_fc", "gamma")
+XPS3_PARAMS = ("delta", "V", "U_ff", "U_fc", "gamma")
+XAS3_PARAMS = ("delta", "V", "U_ff", "U_fc", "gamma_xas")
+
+#: DESIGN §4.3 parameters (eV): Δ, V, U_ff, U_fc, Γ.
+LA2O3 = {"delta": 12.5, "V": 0.57, "U_ff": 10.5, "U_fc": 12.7, "gamma": 0.5}
+CEO2 = {"delta": 1.6, "V": 0.76, "U_ff": 10.5, "U_fc": 12.5, "gamma": 0.7}
+
+
+@njit(cache=True)
+def eig2(a, b, c):
+    """Symmetric [[a, b], [b, c]]: (λ_low, λ_high, v_low[0], v_low[1]); v_high = (−v_low[1], v_low[0])."""
+    m = 0.5 * (a + c)
+    r = np.sqrt(0.25 * (a - c) ** 2 + b * b)
+    phi = 0.5 * np.arctan2(2.0 * b, a - c)
+    return m - r, m + r, -np.sin(phi), np.cos(phi)
+
+
+@njit(cache=True)
+def _charpoly(lam, d0, d1, d2, e0, e1):
+    a, b, c = d0 - lam, d1 - lam, d2 - lam
+    p = a * (b * c - e1 * e1) - e0 * e0 * c
+    dp = -(b * c - e1 * e1) - a * (b + c) + e0 * e0
+    return p, dp
+
+
+@njit(cache=True)
+def eigvals3(d0, d1, d2, e0, e1):
+    """Eigenvalues (ascending) of the symmetric tridiagonal [[d0,e0,0],[e0,d1,e1],[0,e1,d2]]."""
+    q = (d0 + d1 + d2) / 3.0
+    p2 = (d0 - q) ** 2 + (d1 - q) ** 2 + (d2 - q) ** 2 + 2.0 * (e0 * e0 + e1 * e1)
+    out = np.empty(3)
+    if p2 <= 1e-300:
+        out[:] = q
+        return out
+    p = np.sqrt(p2 / 6.0)
+    b0, b1, b2, f0, f1 = (d0 - q) / p, (d1 - q) / p, (d2 - q) / p, e0 / p, e1 / p
+    r = 0.5 * (b0 * (b1 * b2 - f1 * f1) - f0 * f0 * b2)
+    r = min(1.0, max(-1.0, r))
+    phi = np.arccos(r) / 3.0
+    out[2] = q + 2.0 * p * np.cos(phi)
+    out[0] = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    out[1] = 3.0 * q - out[0] - out[2]
+    for i in range(3):
+        lam = out[i]
+        for _ in range(2):
+            f, df = _charpoly(lam, d0, d1, d2, e0, e1)
+            if df != 0.0:
+                lam -= f / df
+        out[i] = lam
+    return out
+
+
+@njit(cache=True)
+def eigvec3(lam, d0, d1, d2, e0, e1):
+    """Unit eigenvector of the tridiagonal matrix for eigenvalue ``lam`` (largest row cross product)."""
+    a, b, c = d0 - lam, d1 - lam, d2 - lam
+    v = np.empty(3)
+    x = np.array([e0 * c, -a * c, a * e1])  # rows 0 × 2
+    y = np.array([e0 * e1, -a * e1, a * b - e0 * e0])  # rows 0 × 1
+    z = np.array([b * c - e1 * e1, -e0 * c, e0 * e1])  # rows 1 × 2
+    nx, ny, nz = np.sum(x * x), np.sum(y * y), np.sum(z * z)
+    if nx >= ny and nx >= nz:
+        v[:] = x / np.sqrt(nx)
+    elif ny >= nz:
+        v[:] = y / np.sqrt(ny)
+    else:
+        v[:] = z / np.sqrt(nz)
+    return v
+
+
+@njit(cache=True)
+def xps2_lines(delta, v, ufc):
+    """2-level 3d XPS: (positions ε_j, weights w_j), eV."""
+    t = np.sqrt(N_F) * v
+    eg, _, g0, g1 = eig2(0.0, t, delta)
+    f0, f1, u0, u1 = eig2(0.0, t, delta - ufc)
+    pos = np.array([f0 - eg, f1 - eg])
+    o0 = u0 * g0 + u1 * g1
+    o1 = -u1 * g0 + u0 * g1
+    return pos, np.array([o0 * o0, o1 * o1])
+
+
+@njit(cache=True)
+def _ground3(delta, v, uff):
+    e0 = np.sqrt(N_F) * v
+    e1 = np.sqrt(2.0 * (N_F - 1)) * v
+    d2 = 2.0 * delta + uff
+    eg = eigvals3(0.0, delta, d2, e0, e1)[0]
+    return eg, eigvec3(eg, 0.0, delta, d2, e0, e1)
+
+
+@njit(cache=True)
+def xps3_lines(delta, v, uff, ufc):
+    """3-level 3d XPS: (positions ε_j, weights w_j) of the three final states, eV."""
+    eg, g = _ground3(delta, v, uff)
+    e0 = np.sqrt(N_F) * v
+    e1 = np.sqrt(2.0 * (N_F - 1)) * v
+    d1 = delta - ufc
+    d2 = 2.0 * delta + uff - 2.0 * ufc
+    lam = eigvals3(0.0, d1, d2, e0, e1)
+    w = np.empty(3)
+    for j in range(3):
+        o = np.sum(eigvec3(lam[j], 0.0, d1, d2, e0, e1) * g)
+        w[j] = o * o
+    return lam - eg, w / np.sum(w)
+
+
+@njit(cache=True)
+def xas3_lines(delta, v, uff, ufc):
+    """3-level 3d→4f XAS: (excitation energies, normalised weights), eV."""
+    eg, g = _ground3(delta, v, uff)
+    d1 = delta + uff - ufc
+    d2 = 2.0 * delta + 3.0 * uff - 2.0 * ufc
+    e0 = np.sqrt(N_F - 1.0) * v
+    e1 = np.sqrt(2.0 * (N_F - 2)) * v
+    lam = eigvals3(0.0, d1, d2, e0, e1)
+    amp = np.array([np.sqrt(N_F) * g[0], np.sqrt(N_F - 1.0) * g[1], np.sqrt(N_F - 2.0) * g[2]])
+    w = np.empty(3)
+    for j in range(3):
+        u = eigvec3(lam[j], 0.0, d1, d2, e0, e1)
+        o = np.sum(u * amp)
+        w[j] = o * o
+    return lam - eg, w / np.sum(w)
+
+
+@njit(cache=True)
+def lorentzians(e, pos, w, gamma):
+    """Σ_j w_j (Γ/π)/((E − ε_j)² + Γ²) on the energy grid ``e`` (eV⁻¹)."""
+    out = np.zeros(e.size)
+    g2 = gamma * gamma
+    c = gamma / np.pi
+    for i in range(e.size):
+        s = 0.0
+        for j in range(pos.size):
+            dx = e[i] - pos[j]
+            s += w[j] / (dx * dx + g2)
+        out[i] = c * s
+    return out
+
+
+@njit(cache=True)
+def xps2(theta, e):
+    """2-level 3d XPS spectrum, θ = (Δ, V, U_fc, Γ) in eV, on binding energies ``e`` (eV)."""
+    pos, w = xps2_lines(theta[0], theta[1], theta[2])
+    return lorentzians(e, pos, w, theta[3])
+
+
+@njit(cache=True)
+def xps3(theta, e):
+    """3-level 3d XPS spectrum, θ = (Δ, V, U_ff, U_fc, Γ) in eV."""
+    pos, w = xps3_lines(theta[0], theta[1], theta[2], theta[3])
+    return lorentzians(e, pos, w, theta[4])
+
+
+@njit(cache=True)
+def xas3(theta, e):
+    """3-level 3d→4f XAS spectrum, θ = (Δ, V, U_ff, U_fc, Γ_XAS) in eV."""
+    pos, w = xas3_lines(theta[0], theta[1], theta[2], theta[3])
+    return lorentzians(e, pos, w, theta[4])
+
+
+def dense_lines(h_initial: np.ndarray, h_final: np.ndarray, transition: np.ndarray | None = None):
+    """Reference by ``numpy.linalg.eigh``: positions E_fj − E_g and normalised weights
+    |⟨f_j|T|g⟩|² (T diagonal, identity by default)."""
+    ei, vi = np.linalg.eigh(h_initial)
+    ef, vf = np.linalg.eigh(h_final)
+    g = vi[:, 0] * (1.0 if transition is None else transition)
+    w = (vf.T @ g) ** 2
+    return ef - ei[0], w / w.sum()
+
+
+def theta_of(truth: dict, names: tuple[str, ...]) -> np.ndarray:
+    """Parameter vector in the order ``names`` from a dict such as :data:`CEO2`."""
+    return np.array([truth[n] for n in names], float)

@@ -1,0 +1,43 @@
+"""The adaptive XPS plan through a real RunEngine into the embedded catalog, and its CLI command."""
+
+import numpy as np
+from click.testing import CliRunner
+
+from bayesbeam.rehearse_xps import make_xps_agent, rehearse_xps, rehearse_xps_run
+
+FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
+
+
+def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog):
+    agent = make_xps_agent(target_delta=0.08, target_ufc=0.08, max_sweeps=6, **FAST)
+    r = rehearse_xps_run(RE, "ceo2", agent, seed=3, time_scale=1e6)
+    run = catalog[r.uid]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "success" and stop["reason"] == r.stop_reason
+    assert r.stop_reason.startswith("model_decided: P(3-level)")
+    post = run["posterior"].read()
+    assert len(post["model_prob_max"]) == agent.sweeps and bool(post["stop"][-1])
+    assert str(post["model_best"].values[-1]) == "3-level"
+    counts = run["primary"]["analyser_counts"].read()
+    assert np.allclose(counts.sum(0), agent.counts)  # the posterior is re-derivable from the record
+
+
+def test_corrupted_sweep_is_discarded(RE, catalog):
+    from plans.xps import adaptive_xps
+    from sim_devices.clock import SimClock
+    from sim_devices.electron_analyser import SimElectronAnalyser
+    from sim_devices.xps_samples import sample
+
+    det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=1)
+    det.fail_next("nan")
+    agent = make_xps_agent(max_sweeps=2, **FAST)
+    (uid,) = RE(adaptive_xps(det, agent))
+    sweeps = catalog[uid]["sweeps"].read()
+    assert list(sweeps["valid"]) == [False, True, True]
+    assert "non-finite" in str(sweeps["reason"].values[0])
+    assert agent.sweeps == 2 and catalog[uid].metadata["stop"]["reason"].startswith("budget")
+
+
+def test_cli_bad_input_is_rejected_before_anything_moves(tmp_path):
+    res = CliRunner().invoke(rehearse_xps, ["--truth", "ceo2", "--p-model", "1.5", "--catalog", str(tmp_path)])
+    assert res.exit_code != 0 and "probability" in res.output
