@@ -3,7 +3,9 @@
 ``ComptonFeeder`` configures a ``SpinMomentAgent`` from the detector configuration in the
 ``primary`` descriptor, buffers the spectra of each flip cycle from ``primary`` events and, on the
 ``cycles`` event that closes a cycle, ingests it if valid or registers it as a failure if not.
-The same callback works live in the RunEngine, from a document stream, or replaying a catalog run.
+``XPSFeeder`` does the same for an ``XPSAgent`` with one analyser sweep per ``primary`` event,
+closed by its ``sweeps`` event. The same callbacks work live in the RunEngine, from a document
+stream, or replaying a catalog run.
 """
 
 from __future__ import annotations
@@ -67,5 +69,49 @@ class ComptonFeeder(CallbackBase):
                 "spectra": np.stack([s[1] for s in spectra]),
                 "monitors": [s[2] for s in spectra],
                 "count_time_s": float(data.get("count_time_s", 0.0)),
+                "beamtime_s": beamtime if np.isfinite(beamtime) else doc["time"] - self._t0,
+            }])
+
+
+class XPSFeeder(CallbackBase):
+    """Feed an ``XPSAgent`` from the documents of an adaptive 3d XPS run (plans.xps).
+
+    ``analyser``: the analyser's name (fields ``<analyser>_counts``, ``<analyser>_energies``, eV).
+    Each ``primary`` event (absent after a device fault) is held by its ``sweep_sweep`` number until
+    the ``sweeps`` event that closes that sweep: ingested if valid (with that event's
+    ``beamtime_s``, s), registered as a failure otherwise.
+    """
+
+    def __init__(self, agent, analyser: str = "analyser"):
+        super().__init__()
+        self.agent = agent
+        self.det = analyser
+        self._streams: dict[str, str] = {}
+        self._pending: dict[int, dict] = {}
+        self._t0 = 0.0
+
+    def start(self, doc):
+        self._t0 = doc["time"]
+        self._pending.clear()
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc["name"]
+
+    def event(self, doc):
+        stream = self._streams.get(doc["descriptor"])
+        data = doc["data"]
+        if stream == "primary":
+            self._pending[int(data["sweep_sweep"])] = data
+        elif stream == "sweeps":
+            sweep = int(data["sweep"])
+            reading = self._pending.pop(sweep, None)
+            if not data["valid"] or reading is None:
+                self.agent.register_failures([{"_id": sweep, "reason": data["reason"]}])
+                return
+            beamtime = float(data.get("beamtime_s", np.nan))
+            self.agent.ingest([{
+                "_id": sweep,
+                "counts": np.asarray(reading[f"{self.det}_counts"], dtype=float),
+                "energies": np.asarray(reading[f"{self.det}_energies"], dtype=float),
                 "beamtime_s": beamtime if np.isfinite(beamtime) else doc["time"] - self._t0,
             }])

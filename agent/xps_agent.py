@@ -5,9 +5,11 @@ Monte Carlo; each model's free energy F (nats) gives posterior model probabiliti
 P(m) ∝ exp(−F_m) (equal prior odds). ``model_prob_max`` is computed conservatively from
 |ΔF| − 2·err(ΔF), so Monte-Carlo noise in F cannot decide the model. The reported parameters
 ``<q>_mean/_std/_lo95/_hi95`` (eV) are those of the leading model; U_ff is NaN while the 2-level
-model leads (it has none).
+model leads (it has none). ``delta_f`` = Δ − U_fc (eV), the final-state charge-transfer energy, is
+derived from the samples: the 2-level model (pure f⁰ initial state) fixes only Δ_f and V, not Δ and
+U_fc separately, so the default stop targets are on Δ_f and V, identifiable in both models.
 
-Likelihood: Gaussian on the accumulated counts with σ² = (counts averaged over 9 channels) + 1,
+Likelihood: Gaussian on the accumulated counts with σ² = (counts averaged over ±0.2 eV) + 1,
 the local mean, so that downward fluctuations get no extra weight (Neyman's χ², σ² = counts, is
 biased low); an unknown intensity scale and flat background are marginalised analytically
 (agent.nonlinear ``linear="scale+offset"``, uniform priors a ∈ [0, 3·Σy·ΔE], b ∈ [0, max y]:
@@ -29,16 +31,17 @@ from .stopping import ModelDecided, StopRule, TargetStd, all_of
 
 MODELS = {"2-level": (xps2, XPS2_PARAMS), "3-level": (xps3, XPS3_PARAMS)}
 
-#: Uniform priors (eV) shared by both models.
+#: Uniform priors (eV) shared by both models (the 2-level parameters are a subset); physically
+#: plausible ranges for 4f oxides (seed 002: Δ 1.6–12.5, V 0.6–0.8, U_ff 10.5, U_fc 12.5–12.7).
 XPS_PRIORS = {
     "delta": Param("delta", -2.0, 16.0),
     "V": Param("V", 0.2, 1.5),
-    "U_ff": Param("U_ff", 6.0, 14.0),
+    "U_ff": Param("U_ff", 4.0, 14.0),
     "U_fc": Param("U_fc", 8.0, 16.0),
     "gamma": Param("gamma", 0.2, 1.5),
 }
 
-SMOOTH_CHANNELS = 9
+SMOOTH_EV = 0.4  # width (eV) of the running mean that estimates the count variance
 SAMPLER_DEFAULTS = {"n_sweeps": 800, "n_burn": 400, "n_runs": 2}
 
 
@@ -52,7 +55,8 @@ def xps_dataset(energies, counts, model: str) -> Dataset:
     if not np.all(np.isfinite(y)) or np.any(y < 0):
         raise ValueError("counts must be finite and >= 0")
     step = float(np.mean(np.abs(np.diff(e)))) if e.size > 1 else 1.0
-    variance = uniform_filter1d(y, SMOOTH_CHANNELS, mode="nearest") + 1.0
+    width = max(1, int(round(SMOOTH_EV / step))) | 1
+    variance = uniform_filter1d(y, width, mode="nearest") + 1.0
     return Dataset(f, e, y, np.sqrt(variance), names, name=model, linear="scale+offset",
                    scale_max=3.0 * max(y.sum(), 1.0) * step, offset_range=(0.0, max(y.max(), 1.0)))
 
@@ -61,6 +65,15 @@ def fit_xps(energies, counts, model: str, priors: Mapping[str, Param] = XPS_PRIO
     """Posterior of one cluster ``model`` ("2-level"/"3-level") given accumulated counts."""
     ds = xps_dataset(energies, counts, model)
     return fit([priors[n] for n in ds.params], ds, **{**SAMPLER_DEFAULTS, **sampler})
+
+
+def _with_delta_f(post: Posterior) -> dict[str, float]:
+    """``post.summary()`` plus ``delta_f_mean/_std/_lo95/_hi95`` of Δ_f = Δ − U_fc (eV)."""
+    out = post.summary()
+    d = post.samples[:, post.names.index("delta")] - post.samples[:, post.names.index("U_fc")]
+    out.update(delta_f_mean=float(d.mean()), delta_f_std=float(d.std(ddof=1)),
+               delta_f_lo95=float(np.quantile(d, 0.025)), delta_f_hi95=float(np.quantile(d, 0.975)))
+    return out
 
 
 def model_probabilities(free_energies: Mapping[str, float], errors: Mapping[str, float]) -> dict[str, float]:
@@ -74,8 +87,9 @@ def model_probabilities(free_energies: Mapping[str, float], errors: Mapping[str,
 
 
 def default_stop_rule(p: float = 0.99, targets: Mapping[str, float] | None = None) -> StopRule:
-    """``all_of(ModelDecided(p), TargetStd(q, t) for each target)``; targets in eV."""
-    targets = {"delta": 0.1, "U_fc": 0.1} if targets is None else targets
+    """``all_of(ModelDecided(p), TargetStd(q, t) for each target)``; targets in eV
+    (default std(Δ_f) ≤ 0.1, std(V) ≤ 0.01)."""
+    targets = {"delta_f": 0.1, "V": 0.01} if targets is None else targets
     return all_of(ModelDecided(p), *(TargetStd(q, t) for q, t in targets.items()))
 
 
@@ -86,7 +100,7 @@ class XPSAgent(BayesAgent):
     the same every sweep), optional ``beamtime_s`` (beamtime at the end of the sweep, s), ``_id``.
     """
 
-    quantities = ("delta", "V", "U_ff", "U_fc", "gamma")
+    quantities = ("delta", "V", "U_ff", "U_fc", "gamma", "delta_f")
 
     def __init__(self, stop_rule: StopRule | None = None, seed: int = 0, checkpoint_path=None, **sampler):
         super().__init__(stop_rule or default_stop_rule(), checkpoint_path)
@@ -147,7 +161,7 @@ class XPSAgent(BayesAgent):
             out[f"p_{tag}"] = probs.get(m, nan)
             out[f"rhat_max_{tag}"] = post.summary()["rhat_max"] if post else nan
         out["dF_3level_minus_2level"] = out["F_3level"] - out["F_2level"]
-        summ = self.posteriors[out["model_best"]].summary() if probs else {}
+        summ = _with_delta_f(self.posteriors[out["model_best"]]) if probs else {}
         for q in self.quantities:
             for s in ("mean", "std", "lo95", "hi95"):
                 out[f"{q}_{s}"] = summ.get(f"{q}_{s}", nan)

@@ -2,8 +2,9 @@
 
 One adaptive run (plans.xps.adaptive_xps) through the RunEngine into the catalog on a simulated
 electron analyser; the agent fits the 2- and 3-level cluster models after every sweep and stops
-when one model's probability passes ``--p-model`` and the leading model's Δ and U_fc stds reach
-their targets, or after ``--max-sweeps``. Prints a table and writes a figure: the spectrum with
+when one model's probability passes ``--p-model`` and the leading model's stds of Δ_f = Δ − U_fc
+and V reach their targets (the quantities both models identify; the 2-level model fixes Δ and U_fc
+only through their difference), or after ``--max-sweeps``. Prints a table and writes a figure: the spectrum with
 the fit, the free-energy difference versus sweeps, and the parameter posteriors.
 """
 
@@ -32,14 +33,14 @@ class XPSRehearsal:
     uid: str | None
 
 
-def make_xps_agent(p_model: float = 0.99, target_delta: float = 0.05, target_ufc: float = 0.05,
+def make_xps_agent(p_model: float = 0.99, target_delta_f: float = 0.1, target_v: float = 0.01,
                    max_sweeps: int = 20, seed: int = 0, **sampler) -> XPSAgent:
-    """Stop when the model is decided with probability ``p_model`` and std(Δ), std(U_fc) (eV)
+    """Stop when the model is decided with probability ``p_model`` and std(Δ − U_fc), std(V) (eV)
     reach their targets, or after ``max_sweeps`` sweeps."""
     from agent.stopping import Budget, ModelDecided, TargetStd, all_of, any_of
     from agent.xps_agent import XPSAgent
 
-    rule = any_of(all_of(ModelDecided(p_model), TargetStd("delta", target_delta), TargetStd("U_fc", target_ufc)),
+    rule = any_of(all_of(ModelDecided(p_model), TargetStd("delta_f", target_delta_f), TargetStd("V", target_v)),
                   Budget(cycles=max_sweeps))
     return XPSAgent(rule, seed=seed, **sampler)
 
@@ -127,21 +128,22 @@ def _table(r: XPSRehearsal):
     t.add_row("leading model", f"{rep['model_best']} (P ≥ {rep['model_prob_max']:.4f})")
     t.add_row("F 2-level / 3-level", f"{rep['F_2level']:.2f} ± {rep['F_2level_err']:.2f} / "
                                      f"{rep['F_3level']:.2f} ± {rep['F_3level_err']:.2f} nats")
+    truths = {**r.sample.params, "delta_f": r.sample.params["delta"] - r.sample.params["U_fc"]}
     for q in r.agent.quantities:
-        truth = r.sample.params.get(q, float("nan"))
+        truth = truths.get(q, float("nan"))
         if not np.isfinite(rep[q + "_mean"]):
             t.add_row(q, f"not in the {rep['model_best']} model (truth {truth})")
             continue
         t.add_row(q, f"{rep[q + '_mean']:.4g} ± {rep[q + '_std']:.2g} eV "
-                     f"[{rep[q + '_lo95']:.4g}, {rep[q + '_hi95']:.4g}] (truth {truth})")
+                     f"[{rep[q + '_lo95']:.4g}, {rep[q + '_hi95']:.4g}] (truth {truth:.4g})")
     return t
 
 
 @click.command("xps")
 @click.option("--truth", type=click.Choice(["ceo2", "la2o3"]), default="ceo2", help="Simulated sample.")
 @click.option("--p-model", type=float, default=0.99, help="Stop when a model's posterior probability reaches this.")
-@click.option("--target-delta", type=float, default=0.05, help="Target posterior std of Δ (eV).")
-@click.option("--target-ufc", type=float, default=0.05, help="Target posterior std of U_fc (eV).")
+@click.option("--target-delta-f", type=float, default=0.1, help="Target posterior std of Δ − U_fc (eV).")
+@click.option("--target-v", type=float, default=0.01, help="Target posterior std of V (eV).")
 @click.option("--max-sweeps", type=int, default=20, help="Budget: stop after this many sweeps.")
 @click.option("--dwell", type=float, default=0.1, help="Dwell time per analyser channel (s).")
 @click.option("--mc-sweeps", type=int, default=800, help="Exchange-MC sweeps per run and model after each sweep.")
@@ -149,7 +151,7 @@ def _table(r: XPSRehearsal):
 @click.option("--time-scale", type=float, default=1e4, help="Simulated seconds per wall-clock second.")
 @click.option("--catalog", default=None, help="Catalog directory or tiled URI (default as for `rehearse compton`).")
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xps.png", help="Figure (PNG).")
-def rehearse_xps(truth, p_model, target_delta, target_ufc, max_sweeps, dwell, mc_sweeps, seed, time_scale,
+def rehearse_xps(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps, seed, time_scale,
                  catalog, figure):
     """Hamiltonian selection (2- vs 3-level cluster model) from repeated simulated 3d XPS sweeps."""
     from rich.console import Console
@@ -160,7 +162,7 @@ def rehearse_xps(truth, p_model, target_delta, target_ufc, max_sweeps, dwell, mc
     try:
         if not dwell > 0 or mc_sweeps < 50:
             raise ValueError("dwell must be > 0 s and mc-sweeps >= 50")
-        agent = make_xps_agent(p_model, target_delta, target_ufc, max_sweeps, seed or 0,
+        agent = make_xps_agent(p_model, target_delta_f, target_v, max_sweeps, seed or 0,
                                n_sweeps=mc_sweeps, n_burn=max(mc_sweeps // 2, 50))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -1,9 +1,10 @@
 """Adaptive 3d XPS plan: repeated analyser sweeps until the XPS agent decides the model.
 
-Streams: ``primary`` (one event per sweep: counts, energies), ``sweeps`` (valid or discarded and
+Streams: ``primary`` (one event per sweep: counts, energies, ``sweep_sweep`` number), ``sweeps`` (valid or discarded and
 why, beamtime), ``posterior`` (the agent's report after each sweep: free energies, model
 probabilities, parameters of the leading model, with the stop decision). The stop reason goes into
-the stop document's ``reason``. The agent is fed from the reading of each valid sweep.
+the stop document's ``reason``. The agent is fed from this run's own documents through
+``agent.callbacks.XPSFeeder`` (valid sweeps ingested, discarded ones registered as failures).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import itertools
 from typing import Any
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.utils import FailedStatus
 from ophyd.utils import StatusTimeoutError, WaitTimeoutError
+
+from agent.callbacks import XPSFeeder
 
 from .common import ValuesReadable
 
@@ -23,8 +27,9 @@ _DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutErr
 
 def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: int = 3,
                  md: dict[str, Any] | None = None):
-    """Sweeps of ``analyser`` until ``agent.should_stop()`` (an ``XPSAgent``: model decided and
-    parameter stds on target, or its budget). ``beamtime``: optional readable of the elapsed
+    """Sweeps of ``analyser`` until ``agent.should_stop()`` (an ``XPSAgent``, fed through
+    ``XPSFeeder`` from this run's documents: model decided and parameter stds on target, or its
+    budget). ``beamtime``: optional readable of the elapsed
     beamtime (s). Discarded sweeps (device fault, non-finite counts) are not accumulated;
     ``max_consecutive_failures`` in a row abort the run."""
     if int(max_consecutive_failures) < 1:
@@ -39,34 +44,37 @@ def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: in
     }
     _md.update(md or {})
     sweep_state: dict[str, Any] = {"sweep": 0, "valid": True, "reason": "", "beamtime_s": 0.0}
+    current = {"sweep": 1}  # the sweep being measured, in each primary event
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_sweep": 1}
     status = ValuesReadable("sweeps", lambda: sweep_state)
+    index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]}, prefix="sweep_")
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
-    counts_key, energies_key = f"{analyser.name}_counts", f"{analyser.name}_energies"
+    counts_key = f"{analyser.name}_counts"
 
-    yield from bps.open_run(md=_md)
-    failures, reason = 0, None
-    for sweep in itertools.count(1):
-        valid, why = True, ""
-        try:
-            reading = yield from bps.trigger_and_read([analyser])
-        except _DEVICE_FAULTS as exc:
-            valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
-        if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):
-            valid, why = False, "non-finite counts in the sweep"
-        bt = float((yield from bps.rd(beamtime))) if beamtime is not None else float("nan")
-        if valid:
-            agent.ingest([{"counts": reading[counts_key]["value"], "energies": reading[energies_key]["value"],
-                           "beamtime_s": bt, "_id": sweep}])
-        sweep_state.update(sweep=sweep, valid=valid, reason=why, beamtime_s=bt)
-        yield from bps.trigger_and_read([status], name="sweeps")
-        failures = 0 if valid else failures + 1
-        stop, reason = agent.should_stop()
-        decision.update(stop=bool(stop), stop_reason=reason or "", next_sweep=sweep + 1)
-        yield from bps.trigger_and_read([report], name="posterior")
-        if stop:
-            break
-        if failures >= max_consecutive_failures:
-            raise RuntimeError(f"{failures} consecutive sweeps discarded; last: {why}")
-    yield from bps.close_run(exit_status="success", reason=reason)
-    return reason
+    def run():
+        yield from bps.open_run(md=_md)
+        failures, reason = 0, None
+        for sweep in itertools.count(1):
+            valid, why = True, ""
+            current["sweep"] = sweep
+            try:
+                reading = yield from bps.trigger_and_read([analyser, index])
+            except _DEVICE_FAULTS as exc:
+                valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
+            if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):
+                valid, why = False, "non-finite counts in the sweep"
+            bt = float((yield from bps.rd(beamtime))) if beamtime is not None else float("nan")
+            sweep_state.update(sweep=sweep, valid=valid, reason=why, beamtime_s=bt)
+            yield from bps.trigger_and_read([status], name="sweeps")  # XPSFeeder ingests here
+            failures = 0 if valid else failures + 1
+            stop, reason = agent.should_stop()
+            decision.update(stop=bool(stop), stop_reason=reason or "", next_sweep=sweep + 1)
+            yield from bps.trigger_and_read([report], name="posterior")
+            if stop:
+                break
+            if failures >= max_consecutive_failures:
+                raise RuntimeError(f"{failures} consecutive sweeps discarded; last: {why}")
+        yield from bps.close_run(exit_status="success", reason=reason)
+        return reason
+
+    return (yield from bpp.subs_wrapper(run(), XPSFeeder(agent, analyser=analyser.name)))

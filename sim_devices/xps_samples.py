@@ -1,9 +1,16 @@
 """Ce/La oxide 3d XPS sample physics for the simulated electron analyser (DESIGN §4.3).
 
-Truth: La₂O₃ follows the 2-level and CeO₂ the 3-level Anderson-impurity cluster model
-(agent.cluster_models) with the DESIGN parameters, on a flat background. Energies are binding
-energies relative to the bare 3d₅/₂ core level (eV); rates are counts/s per analyser channel.
-Simplifications: no 3d₃/₂ partner, no Shirley background, no analyser transmission function.
+Truth: La₂O₃ follows the 2-level (pure f⁰ initial state, seed 002) and CeO₂ the 3-level
+Anderson-impurity cluster model (agent.cluster_models) with the DESIGN parameters, on a flat
+background. Energies are binding energies relative to the bare 3d₅/₂ core level (eV), assumed
+calibrated; rates are counts/s per analyser channel.
+
+Window: −20…+20 eV in 0.1 eV steps (401 channels), a 3d₅/₂ detail region wide enough to hold every
+line either model can put there with the prior ranges of agent.xps_agent (CeO₂'s poorly screened
+line near −13 eV; a 3-level model of La₂O₃-like data puts its f²L̲²-like line at ≈ U_ff + 1 eV,
+i.e. +5…+16 eV for U_ff 4–14 eV), so the data can penalise intensity a model predicts there.
+Simplifications: no 3d₃/₂ partner (it would sit at +17…+19 eV), no Shirley background, no
+analyser transmission function.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 
 from agent.cluster_models import CEO2, LA2O3, XPS2_PARAMS, XPS3_PARAMS, theta_of, xps2, xps3
 
-DEFAULT_ENERGIES = np.linspace(-16.0, 8.0, 500)
+DEFAULT_ENERGIES = np.linspace(-20.0, 20.0, 401)
 
 
 @dataclass(frozen=True)

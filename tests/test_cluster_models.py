@@ -16,7 +16,7 @@ from agent.cluster_models import (
     xps3,
     xps3_lines,
 )
-from agent.xps_agent import XPS_PRIORS, fit_xps, model_probabilities
+from agent.xps_agent import fit_xps, model_probabilities
 from sim_devices.xps_samples import DEFAULT_ENERGIES, sample
 
 
@@ -38,7 +38,7 @@ def test_closed_forms_match_eigh(seed):
     hi, hf, hx = hamiltonians(d, v, uff, ufc)
     for got, ref in (
         (xps3_lines(d, v, uff, ufc), dense_lines(hi, hf)),
-        (xps2_lines(d, v, ufc), dense_lines(hi[:2, :2], hf[:2, :2])),
+        (xps2_lines(d, v, ufc), dense_lines(np.diag([0.0, 1.0]), hf[:2, :2])),  # pure f⁰ initial state
         (xas3_lines(d, v, uff, ufc), dense_lines(hi, hx, np.sqrt([N_F, N_F - 1, N_F - 2]))),
     ):
         order = np.argsort(got[0])
@@ -71,9 +71,9 @@ def inside(post, truth):
 
 
 def test_ceo2_selects_three_levels():
-    y = counts("ceo2", 5, seed=2)
+    y = counts("ceo2", 5, seed=3)
     p2 = fit_xps(DEFAULT_ENERGIES, y, "2-level", seed=1, **KW)
-    p3 = fit_xps(DEFAULT_ENERGIES, y, "3-level", seed=2, **KW)
+    p3 = fit_xps(DEFAULT_ENERGIES, y, "3-level", seed=3, **KW)
     assert p2.free_energy - p3.free_energy > 20
     assert all(inside(p3, CEO2).values()), (p3.mean, p3.interval())
     probs = model_probabilities({"2-level": p2.free_energy, "3-level": p3.free_energy},
@@ -81,15 +81,18 @@ def test_ceo2_selects_three_levels():
     assert probs["3-level"] > 0.999
 
 
-def test_la2o3_two_levels_suffice():
-    """La₂O₃ (f⁰, Δ ≫ V): the f²L̲² state lies ~35 eV up, so the data cannot see it. The 2-level
-    model is not disfavoured (F within noise or lower) and recovers the truth; the 3-level
-    model's extra parameter U_ff stays at its prior width (Occam: nothing to pay for)."""
-    y = counts("la2o3", 10, seed=4)
+def test_la2o3_selects_two_levels():
+    """La₂O₃ (seed 002's 2-level model: pure f⁰ initial state, E_g = 0) is decided for the 2-level
+    model. Not by a third line: the 3-level model's f²L̲²-like line (≈ U_ff + 1 eV, inside the
+    window) carries only 10⁻⁴–10⁻² of the weight. It loses because its initial state is always
+    hybridised (E_g ≈ −N_f V²/Δ ≈ −0.3 eV, ~3 % f¹L̲), which shifts and re-weights the two lines on
+    the calibrated energy axis; mimicking a pure f⁰ state needs Δ, U_fc beyond their 16 eV bounds."""
+    y = counts("la2o3", 2, seed=4)
     p2 = fit_xps(DEFAULT_ENERGIES, y, "2-level", seed=3, **KW)
     p3 = fit_xps(DEFAULT_ENERGIES, y, "3-level", seed=4, **KW)
-    err = np.hypot(p2.free_energy_err, p3.free_energy_err)
-    assert p2.free_energy - p3.free_energy < max(3 * err, 0.5)
+    assert p3.free_energy - p2.free_energy > 10
     assert all(inside(p2, LA2O3).values()), (p2.mean, p2.interval())
-    prior = XPS_PRIORS["U_ff"]
-    assert p3.std["U_ff"] > 0.6 * (prior.upper - prior.lower) / np.sqrt(12)
+    # the 2-level data fix Δ − U_fc and V; Δ and U_fc separately stay near their prior ridge
+    d_f = p2.samples[:, 0] - p2.samples[:, 2]
+    assert abs(d_f.mean() - (LA2O3["delta"] - LA2O3["U_fc"])) < 3 * d_f.std() and d_f.std() < 0.1
+    assert p2.std["delta"] > 1.0

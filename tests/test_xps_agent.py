@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.cluster_models import CEO2
+from agent.cluster_models import CEO2, LA2O3
 from agent.stopping import Budget, ModelDecided, TargetStd, all_of, any_of
 from agent.xps_agent import XPSAgent, default_stop_rule, model_probabilities
 from sim_devices.clock import SimClock
@@ -83,6 +83,27 @@ def test_agent_decides_ceo2_and_stops():
     assert len(agent.history) == rep["sweeps"]
     assert agent.suggest(2) == [{"sweep": rep["sweeps"] + 1, "_id": rep["sweeps"] + 1},
                                 {"sweep": rep["sweeps"] + 2, "_id": rep["sweeps"] + 2}]
+
+
+def test_agent_decides_la2o3_and_stops():
+    """La₂O₃-like data: the 2-level model wins decisively (why: tests/test_cluster_models.py::
+    test_la2o3_selects_two_levels) and the default targets on Δ − U_fc and V are met."""
+    det, clock = analyser("la2o3", seed=7)
+    agent = XPSAgent(any_of(default_stop_rule(), Budget(cycles=6)), seed=3, **FAST)
+    reason = None
+    while reason is None:
+        det.trigger().wait(1)
+        r = det.read()
+        agent.ingest([{"counts": r["xps_counts"]["value"], "energies": r["xps_energies"]["value"],
+                       "beamtime_s": clock.now, "_id": agent.sweeps + 1}])
+        _, reason = agent.should_stop()
+    rep = agent.report()
+    assert reason.startswith("model_decided: P(2-level)"), reason
+    assert rep["sweeps"] <= 4 and rep["F_3level"] - rep["F_2level"] > 5
+    truth = {**LA2O3, "delta_f": LA2O3["delta"] - LA2O3["U_fc"]}
+    for q in ("delta", "V", "U_fc", "gamma", "delta_f"):
+        assert abs(rep[f"{q}_mean"] - truth[q]) < 3 * rep[f"{q}_std"], (q, rep)
+    assert math.isnan(rep["U_ff_mean"])  # not a parameter of the leading model
 
 
 def test_agent_checkpoint_roundtrip(tmp_path):

@@ -9,7 +9,7 @@ FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
 
 
 def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog):
-    agent = make_xps_agent(target_delta=0.08, target_ufc=0.08, max_sweeps=6, **FAST)
+    agent = make_xps_agent(max_sweeps=6, **FAST)
     r = rehearse_xps_run(RE, "ceo2", agent, seed=3, time_scale=1e6)
     run = catalog[r.uid]
     stop = run.metadata["stop"]
@@ -30,12 +30,37 @@ def test_corrupted_sweep_is_discarded(RE, catalog):
 
     det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=1)
     det.fail_next("nan")
-    agent = make_xps_agent(max_sweeps=2, **FAST)
+    agent = make_xps_agent(target_v=1e-6, max_sweeps=2, **FAST)  # budget binds
     (uid,) = RE(adaptive_xps(det, agent))
     sweeps = catalog[uid]["sweeps"].read()
     assert list(sweeps["valid"]) == [False, True, True]
     assert "non-finite" in str(sweeps["reason"].values[0])
     assert agent.sweeps == 2 and catalog[uid].metadata["stop"]["reason"].startswith("budget")
+    assert [f["_id"] for f in agent.failures] == [1]
+
+
+def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
+    """Replaying the stored documents through XPSFeeder into a fresh agent reproduces the counts,
+    every recorded free energy and the stop decision; a discarded sweep is registered again."""
+    from agent.callbacks import XPSFeeder
+    from bayesbeam.catalog import replay
+    from plans.xps import adaptive_xps
+    from sim_devices.clock import SimClock
+    from sim_devices.electron_analyser import SimElectronAnalyser
+    from sim_devices.xps_samples import sample
+
+    det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=2)
+    det.fail_next("timeout")
+    live = make_xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
+    (uid,) = RE(adaptive_xps(det, live))
+    rebuilt = make_xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
+    replay(catalog[uid], XPSFeeder(rebuilt))
+    assert rebuilt.sweeps == live.sweeps == 2 and len(rebuilt.failures) == 1
+    assert np.array_equal(rebuilt.counts, live.counts)
+    stored = catalog[uid]["posterior"].read()
+    valid = np.asarray(catalog[uid]["sweeps"]["valid"].read(), bool)
+    assert np.allclose([h["F_2level"] for h in rebuilt.history], np.asarray(stored["F_2level"])[valid])
+    assert rebuilt.should_stop() == live.should_stop() == (True, catalog[uid].metadata["stop"]["reason"])
 
 
 def test_cli_bad_input_is_rejected_before_anything_moves(tmp_path):
