@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .catalog import default_catalog_location
+from .rehearse_xas import design_xas, rehearse_xas
 from .rehearse_xps import rehearse_xps
 
 CATALOG_HELP = ("Catalog to store runs in: a directory (embedded SQLite catalog, created on first use) or a "
@@ -21,7 +22,16 @@ def rehearse():
     """Rehearse a measurement on the simulated beamline before beamtime."""
 
 
+rehearse.add_command(rehearse_xas)
 rehearse.add_command(rehearse_xps)
+
+
+@main.group()
+def design():
+    """Offline experimental designs: fixed point sets for users who want a fixed scan."""
+
+
+design.add_command(design_xas)
 
 
 def _progress_callback(progress, task, quantity: str, target: float):

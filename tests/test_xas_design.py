@@ -1,0 +1,128 @@
+"""Sequential A-optimal design: rank-1 posterior = direct conditioning, choice = brute force."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from agent.xas_design import (
+    CountingNoise,
+    MoveCost,
+    Nuisance,
+    XASPosterior,
+    choose_next,
+    greedy_batch,
+    scan_time,
+)
+from agent.xas_prior import SpectraLibrary, default_grid, library_prior
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def prior():
+    lib = SpectraLibrary.from_csv()
+    return library_prior(lib.without("Fe3O4"), default_grid(step_eV=0.5))
+
+
+def direct(prior, post, energies, ys, vs):
+    """Independent dense Gaussian conditioning of mu = m + L x on y = H x + noise."""
+    n = prior.energy.size
+    s0, x0 = post.prior_cov(), post.x0
+    h = post.rows(energies)
+    lmat = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))])
+    c = h @ s0 @ h.T + np.diag(vs)
+    gain = s0 @ h.T @ np.linalg.inv(c)
+    x = x0 + gain @ (ys - h @ x0)
+    s = s0 - gain @ h @ s0
+    return post.m + lmat @ x, lmat @ s @ lmat.T
+
+
+def test_rank1_posterior_equals_direct_conditioning(prior):
+    rng = np.random.default_rng(0)
+    post = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6)
+    e = rng.uniform(prior.energy[0], prior.energy[-1], 25)
+    ys = 1.7 * np.interp(e, prior.energy, prior.mean) + 0.4 + 0.01 * rng.standard_normal(25)
+    vs = rng.uniform(1e-5, 1e-3, 25)
+    for a, b, c in zip(e, ys, vs, strict=True):
+        post.update(a, b, c)
+    mean, cov = direct(prior, post, e, ys, vs)
+    np.testing.assert_allclose(post.mean, mean, atol=1e-8)
+    np.testing.assert_allclose(post.var, np.diag(cov), atol=1e-9)
+    assert post.rmse_pred == pytest.approx(np.sqrt(np.trace(cov) / cov.shape[0]), rel=1e-8)
+    fresh = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6)
+    assert fresh.design_rmse(e, vs) == pytest.approx(post.rmse_pred, rel=1e-8)
+    p_rank1 = post.P.copy()
+    post.resolve()
+    np.testing.assert_allclose(p_rank1, post.P, atol=1e-9 * np.abs(post.P).max())
+
+
+def test_first_choice_equals_brute_force(prior):
+    """Cost-aware choice over every (candidate, dwell) vs recomputing the posterior trace each time."""
+    rng = np.random.default_rng(1)
+    post = XASPosterior(prior, Nuisance())
+    for e in rng.uniform(7100, 7150, 4):
+        post.update(e, 1.5 * np.interp(e, prior.energy, prior.mean), 2e-4)
+    noise, cost, dwells, cur = CountingNoise(), MoveCost(settle_s=0.5, speed_eV_s=5.0), (0.5, 2.0), 7120.0
+    j, dwell, score = choose_next(post, noise, cost, cur, dwells)
+    n = prior.energy.size
+    lmat = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))])
+    tr0 = np.trace(lmat @ post.S @ lmat.T)
+    y = post.y_pred()
+    best = (-np.inf, None)
+    for jj in range(n):
+        h = post.rows([prior.energy[jj]])[0]
+        for d in dwells:
+            v = noise.var(y[jj], d)
+            s_new = post.S - np.outer(post.S @ h, post.S @ h) / (h @ post.S @ h + v)
+            red = tr0 - np.trace(lmat @ s_new @ lmat.T)
+            sc = red / (d + cost.time(cur, prior.energy[jj]))
+            best = max(best, (sc, (jj, d)))
+    assert (j, dwell) == best[1]
+    assert score == pytest.approx(best[0], rel=1e-6)
+
+
+def test_greedy_batch_reduces_predicted_error(prior):
+    post = XASPosterior(prior, Nuisance())
+    e, rmse = greedy_batch(post, CountingNoise(), 30)
+    assert e.size == 30 and np.all(np.diff(rmse) <= 1e-12) and rmse[-1] < 0.5 * post.rmse_pred
+    j, _, _ = choose_next(post, CountingNoise(), MoveCost(settle_s=0.0, speed_eV_s=1e12), None, (1.0,))
+    assert e[0] == post.energy[j]
+    assert not post.data_e
+    with pytest.raises(ValueError):
+        greedy_batch(post, CountingNoise(), 0)
+
+
+def test_counting_noise_matches_poisson_statistics():
+    noise, rng, y = CountingNoise(i0_rate=5000.0), np.random.default_rng(2), 2.0
+    i0 = rng.poisson(5000.0, 40000)
+    it = rng.poisson(5000.0 * np.exp(-y), 40000)
+    assert np.var(np.log(i0 / it)) == pytest.approx(noise.var(y, 1.0), rel=0.05)
+    assert noise.var(y, 4.0) == pytest.approx(noise.var(y, 1.0) / 4)
+    with pytest.raises(ValueError):
+        noise.from_counts(0, 10)
+    with pytest.raises(ValueError):
+        noise.from_counts(np.nan, 10)
+    with pytest.raises(ValueError):
+        CountingNoise(i0_rate=0)
+
+
+def test_move_cost_and_scan_time():
+    c = MoveCost(settle_s=0.5, speed_eV_s=10.0, backlash_eV=1.0)
+    assert c.time(7100.0, 7110.0) == pytest.approx(1.5)
+    assert c.time(7110.0, 7100.0) == pytest.approx(1.7)
+    assert c.time(7100.0, 7100.0) == 0.0 and c.time(None, 7100.0) == 0.5
+    assert scan_time([7100.0, 7110.0], 1.0, c) == pytest.approx(2 + 0.5 + 1.5)
+    with pytest.raises(ValueError):
+        MoveCost(speed_eV_s=0)
+
+
+def test_energy_outside_the_grid_raises(prior):
+    post = XASPosterior(prior, Nuisance())
+    with pytest.raises(ValueError, match="outside"):
+        post.update(7000.0, 1.0, 1e-4)
+    with pytest.raises(ValueError):
+        post.update(7100.0, np.nan, 1e-4)
