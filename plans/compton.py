@@ -35,7 +35,8 @@ class CycleInfo(ValuesReadable):
 
 
 def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATTERN, tolerance_t: float = 0.05,
-               ring=None, beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0, info: CycleInfo | None = None):
+               ring=None, beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0, info: CycleInfo | None = None,
+               interruptions=None):
     """Measure one flip cycle: for each sign in ``pattern`` set the field to sign·``field_t`` (T),
     check the magnet readback within ``tolerance_t`` (T), count and read one ``primary`` event.
 
@@ -44,10 +45,13 @@ def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATT
     during a count (ring current below ``beam_floor_ma`` mA when read back). Before each count the
     plan waits for beam, so a dump between spectra costs time but corrupts nothing. A checkpoint
     precedes each count: a RunEngine suspender (ring-current floor) that trips during a count drops
-    that count and re-counts it once the beam is back.
+    that count and re-counts it once the beam is back. ``interruptions``: an object whose ``trips``
+    counts suspensions (``bayesbeam.suspenders.RingCurrentSuspender``); if it changes during the
+    cycle, the cycle is discarded after the re-counted spectrum, so a fresh cycle is measured.
     """
     info = info or CycleInfo()
     info.state["cycle"] = cycle
+    trips = getattr(interruptions, "trips", 0)
     detectors = [det, magnet, info] + ([ring] if ring is not None else [])
     for flip, sign in enumerate(pattern):
         target = sign * float(field_t)
@@ -74,17 +78,20 @@ def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATT
             current = next(v["value"] for k, v in reading.items() if k.startswith(ring.name))
             if current < beam_floor_ma:
                 return False, f"beam lost during the count of flip {flip} (ring current {current:.3g} mA)"
+        if getattr(interruptions, "trips", 0) != trips:
+            return False, f"run suspended during flip {flip} (beam dump): the cycle is measured afresh"
     return True, ""
 
 
 def adaptive_compton(det, magnet, agent, *, field_t: float = 2.0, ring=None, beam_floor_ma: float = 10.0,
                      tolerance_t: float = 0.05, max_consecutive_failures: int = 3, beam_poll_s: float = 1.0,
-                     beamtime=None, md: dict[str, Any] | None = None):
+                     beamtime=None, interruptions=None, md: dict[str, Any] | None = None):
     """Flip cycles until ``agent.should_stop()`` (target reached, plateau, budget …).
 
     ``agent``: a ``SpinMomentAgent``; it is fed through ``ComptonFeeder`` from this run's own
     documents. ``beamtime``: optional readable whose value is elapsed beamtime (s) (the simulated
-    clock); otherwise wall time since the start is used. A discarded cycle is not mixed into the
+    clock); otherwise wall time since the start is used. ``interruptions``: see ``flip_cycle``
+    (pass the session's ring-current suspender). A discarded cycle is not mixed into the
     posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures`` discarded
     cycles in a row abort the run (what was counted stays in the catalog).
     """
@@ -120,7 +127,7 @@ def adaptive_compton(det, magnet, agent, *, field_t: float = 2.0, ring=None, bea
         for cycle in itertools.count(1):
             valid, why = yield from flip_cycle(det, magnet, field_t, cycle=cycle, tolerance_t=tolerance_t,
                                                ring=ring, beam_floor_ma=beam_floor_ma, beam_poll_s=beam_poll_s,
-                                               info=info)
+                                               info=info, interruptions=interruptions)
             bt = (yield from bps.rd(beamtime)) if beamtime is not None else float("nan")
             cycle_state.update(cycle=cycle, valid=valid, reason=why, beamtime_s=float(bt),
                                count_time_s=len(FLIP_PATTERN) * count_time)

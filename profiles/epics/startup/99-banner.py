@@ -8,4 +8,4 @@ print(banner(f"bayesbeam EPICS session — beamline {beamline.name} ({beamline.p
              epics_bl.devices(),
              [f"  suspender: ring current < {_ring['floor_ma']} mA pauses runs",
               "  try: RE(adaptive_compton(ge, magnet, spin_moment_agent(0.01, element='Fe'), ring=ring,",
-              "                           beamtime=beamtime, md={'sample': 'fe'}))"]))
+              "                           beamtime=beamtime, interruptions=ring_suspender, md={'sample': 'fe'}))"]))
