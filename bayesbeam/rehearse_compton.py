@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ophyd import Signal
 
 from agent.mcs_agent import SpinMomentAgent, spin_moment_agent
 from plans.compton import FLIP_PATTERN, adaptive_compton
+from sim_devices.clock import BeamtimeSignal
 from sim_devices.compton_beamline import ComptonBeamline, make_compton_beamline
 from sim_devices.compton_samples import ComptonSample, compton_sample
 
@@ -56,16 +56,6 @@ def cycle_time_s(beamline: ComptonBeamline) -> float:
     return (n * beamline.ge.preset_time.get() + reversals * beamline.magnet.flip_time_s.get()
             + (n - reversals) * beamline.magnet.settle_time_s.get() + n * beamline.ring.average_s.get())
 
-
-class BeamtimeSignal(Signal):
-    """Elapsed beamtime (s) on the simulated clock, read into the ``cycles`` stream."""
-
-    def __init__(self, clock, **kwargs):
-        super().__init__(**kwargs)
-        self._clock = clock
-
-    def get(self, **kwargs):
-        return self._clock.now
 
 
 def rehearse_run(RE, sample: str = "fe", target_std: float = 0.01, quantity: str = "mu_s",

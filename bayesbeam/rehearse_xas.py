@@ -12,29 +12,18 @@ from types import SimpleNamespace
 
 import click
 import numpy as np
-from ophyd import Signal
 
 from agent.xas_agent import XASAgent, xas_agent
 from agent.xas_design import CountingNoise, MoveCost, XASPosterior, greedy_batch, scan_time
 from agent.xas_prior import SpectraLibrary, default_grid, library_prior, reference_prior
 from plans.xas import adaptive_xas
-from sim_devices.clock import SimClock
+from sim_devices.clock import BeamtimeSignal, SimClock
 from sim_devices.ion_chambers import SharedDwell, ion_chambers
 from sim_devices.monochromator import SimMonochromator
 from sim_devices.xas_samples import XASSample
 
 PRIORS = {"library": library_prior, "reference": reference_prior}
 
-
-class BeamtimeSignal(Signal):
-    """Elapsed beamtime (s) on the simulated clock."""
-
-    def __init__(self, clock, **kwargs):
-        super().__init__(**kwargs)
-        self._clock = clock
-
-    def get(self, **kwargs):
-        return self._clock.now
 
 
 def make_xas_beamline(sample: str, time_scale: float = 1e4, seed: int | None = None, amplitude: float = 1.75,

@@ -49,11 +49,9 @@ def rehearse_xps_run(RE, truth: str = "ceo2", agent: XPSAgent | None = None, dwe
                      seed: int | None = None, time_scale: float = 1e4, md: dict | None = None) -> XPSRehearsal:
     """One adaptive XPS run of the simulated ``truth`` sample through ``RE``."""
     from plans.xps import adaptive_xps
-    from sim_devices.clock import SimClock
+    from sim_devices.clock import BeamtimeSignal, SimClock
     from sim_devices.electron_analyser import SimElectronAnalyser
     from sim_devices.xps_samples import sample
-
-    from .rehearse_compton import BeamtimeSignal
 
     s = sample(truth)
     agent = agent or make_xps_agent()

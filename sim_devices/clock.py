@@ -13,6 +13,7 @@ import math
 import threading
 from collections.abc import Callable
 
+from ophyd import Signal
 from ophyd.status import Status
 
 
@@ -67,3 +68,14 @@ class SimClock:
             timer.daemon = True
             timer.start()
         return status
+
+
+class BeamtimeSignal(Signal):
+    """Elapsed beamtime (s) on a ``SimClock``, read by the adaptive plans into their streams."""
+
+    def __init__(self, clock: SimClock, **kwargs):
+        super().__init__(**kwargs)
+        self._clock = clock
+
+    def get(self, **kwargs):
+        return self._clock.now

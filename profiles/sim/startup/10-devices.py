@@ -4,7 +4,7 @@
 
 import os
 
-from bayesbeam.rehearse_compton import BeamtimeSignal
+from sim_devices.clock import BeamtimeSignal
 from sim_devices.compton_beamline import make_compton_beamline
 
 sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
