@@ -64,3 +64,14 @@ def wait_for_beam(ring, floor_ma: float, poll_s: float = 1.0, max_wait_s: float 
             raise RuntimeError(f"no beam: ring current {current:.3g} mA below {floor_ma} mA for {max_wait_s} s")
         if poll_s > 0:
             yield from bps.sleep(poll_s)
+
+
+def record_decision(agent, report: ValuesReadable, decision: dict[str, Any], **extra: Any):
+    """Ask ``agent.should_stop()``, put its report and the decision into the ``posterior`` stream
+    (one event), checkpoint, and return ``(stop, reason)``. ``extra``: more decision fields
+    (e.g. the next cycle); ``report`` must read ``decision`` as part of its values."""
+    stop, reason = agent.should_stop()
+    decision.update(stop=bool(stop), stop_reason=reason or "", **extra)
+    yield from bps.trigger_and_read([report], name="posterior")
+    yield from bps.checkpoint()
+    return stop, reason

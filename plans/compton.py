@@ -19,7 +19,7 @@ from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
 from agent.callbacks import ComptonFeeder
 
-from .common import ValuesReadable, wait_for_beam
+from .common import ValuesReadable, record_decision, wait_for_beam
 
 FLIP_PATTERN = (1, -1, -1, 1)
 _DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
@@ -134,10 +134,7 @@ def adaptive_compton(det, magnet, agent, *, field_t: float = 2.0, ring=None, bea
             yield from bps.trigger_and_read([status], name="cycles")
             yield from bps.checkpoint()
             failures = 0 if valid else failures + 1
-            stop, reason = agent.should_stop()
-            decision.update(stop=bool(stop), stop_reason=reason or "", next_cycle=cycle + 1)
-            yield from bps.trigger_and_read([report], name="posterior")
-            yield from bps.checkpoint()
+            stop, reason = yield from record_decision(agent, report, decision, next_cycle=cycle + 1)
             if stop:
                 break
             if failures >= max_consecutive_failures:

@@ -20,7 +20,7 @@ from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
 from agent.callbacks import XPSFeeder
 
-from .common import ValuesReadable
+from .common import ValuesReadable, record_decision
 
 _DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
 
@@ -67,9 +67,7 @@ def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: in
             sweep_state.update(sweep=sweep, valid=valid, reason=why, beamtime_s=bt)
             yield from bps.trigger_and_read([status], name="sweeps")  # XPSFeeder ingests here
             failures = 0 if valid else failures + 1
-            stop, reason = agent.should_stop()
-            decision.update(stop=bool(stop), stop_reason=reason or "", next_sweep=sweep + 1)
-            yield from bps.trigger_and_read([report], name="posterior")
+            stop, reason = yield from record_decision(agent, report, decision, next_sweep=sweep + 1)
             if stop:
                 break
             if failures >= max_consecutive_failures:
