@@ -3,6 +3,8 @@
 One file per beamline. Every PV the session reads or writes is named here; the session writes
 only to these PVs (and to the fields of the records they name). ``load_beamline`` checks the file
 against ``SCHEMA`` and reports every problem at once, each naming the file, the section and the key.
+A file configures one or both end stations (``END_STATIONS``): magnetic Compton (``[detector]`` +
+``[magnet]``) and XAS (``[mono]`` motor record + ``[ion_chambers]`` scaler record).
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "readback": (str, True, True, "field readback (T)"),
         "max_field_t": ((int, float), True, False, "field limit (T)"),
     },
+    "mono": {
+        "name": (str, True, False, "device name (the energy readback's event key)"),
+        "motor": (str, True, True, "monochromator energy motor record, eV (ophyd EpicsMotor prefix)"),
+    },
+    "ion_chambers": {
+        "scaler": (str, True, True, "scaler record of the ion chambers (ophyd EpicsScaler prefix)"),
+        "i0_name": (str, True, False, "device name of the incident-beam chamber"),
+        "i0_channel": (int, True, False, "scaler channel of I0 (1-32: the .S<n> field)"),
+        "it_name": (str, True, False, "device name of the transmitted-beam chamber"),
+        "it_channel": (int, True, False, "scaler channel of It (1-32)"),
+    },
     "ring": {
         "name": (str, True, False, "device name"),
         "current": (str, True, True, "ring current (mA)"),
@@ -54,7 +67,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "detector_nan": (str, False, True, "simulation only: next N spectra carry NaNs"),
     },
 }
-OPTIONAL_SECTIONS = {"beamtime", "faults"}
+OPTIONAL_SECTIONS = {"beamtime", "faults", "detector", "magnet", "mono", "ion_chambers"}
+# End stations: sections that come together; a beamline file has at least one of them.
+END_STATIONS = {"magnetic Compton": ("detector", "magnet"), "XAS": ("mono", "ion_chambers")}
+RECORDS = (("detector", "mca"), ("mono", "motor"), ("ion_chambers", "scaler"))
 TOP_LEVEL = {"name": str, "description": str}
 
 
@@ -80,6 +96,14 @@ class BeamlineConfig:
         """Every configured PV: ``"section.key"`` -> PV name."""
         return {f"{sec}.{key}": value for sec, keys in SCHEMA.items() for key, (_, _, is_pv, _) in keys.items()
                 if is_pv and (value := self.data.get(sec, {}).get(key)) is not None}
+
+    def records(self) -> list[str]:
+        """The configured EPICS records (MCA, motor, scaler) whose fields the devices may write."""
+        return [self.data[sec][key] for sec, key in RECORDS if sec in self.data]
+
+    def has(self, end_station: str) -> bool:
+        """Whether the file configures ``end_station`` (a key of ``END_STATIONS``)."""
+        return all(sec in self.data for sec in END_STATIONS[end_station])
 
     def where(self, pv: str) -> str:
         """Where ``pv`` comes from in the file (``[section] key``), for messages."""
@@ -134,6 +158,20 @@ def validate(data: dict[str, Any], where: str = "configuration") -> list[str]:
                 problems.append(f"{where}: [{sec}] {key} = {value!r} has the wrong type ({meaning})")
             elif is_pv and not PV_NAME.match(value):
                 problems.append(f"{where}: [{sec}] {key} = {value!r} is not a valid PV name")
+    present = {name: [sec in data for sec in secs] for name, secs in END_STATIONS.items()}
+    for name, secs in END_STATIONS.items():
+        if any(present[name]):
+            problems += [f"{where}: missing section [{sec}] (the {name} end station needs "
+                         + " and ".join(f"[{s}]" for s in secs) + ")" for sec in secs if sec not in data]
+    if not any(any(v) for v in present.values()):
+        problems.append(f"{where}: no end station: give " + ", or ".join(
+            " and ".join(f"[{s}]" for s in secs) for secs in END_STATIONS.values()))
+    chambers = data.get("ion_chambers")
+    if isinstance(chambers, dict):
+        chans = [chambers.get(k) for k in ("i0_channel", "it_channel")]
+        if all(isinstance(c, int) for c in chans):
+            if not all(1 <= c <= 32 for c in chans) or chans[0] == chans[1]:
+                problems.append(f"{where}: [ion_chambers] channels {chans} must be two different of 1-32")
     ring = data.get("ring")
     if isinstance(ring, dict) and isinstance(ring.get("floor_ma"), (int, float)) \
             and isinstance(ring.get("resume_ma"), (int, float)) and ring["resume_ma"] < ring["floor_ma"]:

@@ -132,17 +132,20 @@ def runs(catalog, sample, last):
 @click.option("--prefix", default="SIM08W:", help="PV prefix.")
 @click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/presets).")
 @click.option("--time-scale", type=float, default=1e3, help="Simulated seconds of beamtime per wall-clock second.")
+@click.option("--xas-sample", default="Fe3O4", help="Fe K-edge standard on the XAS end station (e.g. Fe-foil).")
 @click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh).")
-def ioc(port, prefix, sample, time_scale, seed):
-    """Serve the simulated beamline over EPICS Channel Access on 127.0.0.1 (caproto IOC)."""
+def ioc(port, prefix, sample, time_scale, xas_sample, seed):
+    """Serve the simulated beamline (Compton and XAS end stations) over EPICS Channel Access on 127.0.0.1."""
     from sim_devices.compton_samples import compton_sample
     from sim_devices.ioc import serve
+    from sim_devices.xas_samples import XASSample
 
     try:
         compton_sample(sample)
-    except ValueError as exc:
+        XASSample(xas_sample)
+    except (ValueError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc)) from None
-    serve(port=port, prefix=prefix, sample=sample, time_scale=time_scale, seed=seed)
+    serve(port=port, prefix=prefix, sample=sample, time_scale=time_scale, seed=seed, xas_sample=xas_sample)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Stock ophyd EPICS devices built from a beamline configuration, connected with a clear verdict.
 
 ``ca_environment`` must run before pyepics creates its context (DESIGN §8); ``connect_beamline``
-builds the detector (``EpicsMCA`` + monitor + calibration), the magnet (a put-completion
-setpoint/readback positioner), the ring current and the beamtime (``EpicsSignalRO``), waits for
-every PV up to the configured timeout, and raises ``BeamlineConnectionError`` naming each PV that
-did not connect and where it is configured. Writable PVs are checked to be configured ones.
+builds the end stations the file configures: the Compton detector (``EpicsMCA`` + monitor +
+calibration) and magnet (a put-completion setpoint/readback positioner), the XAS monochromator
+(stock ``EpicsMotor``) and ion chambers (``EpicsScaler``, one device per chamber on the shared
+scaler record), plus the ring current and the beamtime (``EpicsSignalRO``); it waits for every PV
+up to the configured timeout, and raises ``BeamlineConnectionError`` naming each PV that did not
+connect and where it is configured. Writable PVs are checked to be configured ones (or fields of
+the configured records).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import EpicsSignal, EpicsSignalRO, Kind, Signal
+from ophyd import EpicsMotor, EpicsSignal, EpicsSignalRO, Kind, Signal
 from ophyd import FormattedComponent as FCpt
 from ophyd.mca import EpicsMCA
 from ophyd.pv_positioner import PVPositionerPC
+from ophyd.scaler import EpicsScaler
 
 from .beamline_config import BeamlineConfig
 
@@ -69,20 +73,70 @@ class EpicsMagnet(PVPositionerPC):
         self.max_field_t.put(float(max_field_t))
 
 
+class ScalerGate:
+    """The one count of a scaler record shared by its chamber devices: a trigger starts a count
+    unless the current one is still running (or ended less than ``join_s`` wall seconds ago) and
+    this chamber has not read it yet, in which case it joins it. So ``trigger_and_read([i0, it])``
+    counts once (one dwell of beamtime), however fast the record answers."""
+
+    def __init__(self, join_s: float = 0.1):
+        self.join_s = float(join_s)
+        self.status = None
+        self.members: set[str] = set()
+        self._done_at = -np.inf
+
+    def _finished(self, status) -> None:
+        self._done_at = time.monotonic()
+
+    def trigger(self, chamber, start):
+        st = self.status
+        if (st is not None and chamber.name not in self.members
+                and (not st.done or time.monotonic() - self._done_at < self.join_s)):
+            self.members.add(chamber.name)
+            return st
+        self.status, self.members, self._done_at = start(), {chamber.name}, np.inf
+        self.status.add_callback(self._finished)
+        return self.status
+
+
+class IonChamberScaler(EpicsScaler):
+    """``EpicsScaler`` whose reading is one channel (``.S<channel>``), named ``<name>_counts`` and
+    hinted, as the simulated ion chambers read; the other channels are omitted. Stock triggering
+    (a put to ``.CNT`` that completes when the count of ``.TP`` s, the plan's dwell, is done);
+    chambers on one record share a ``ScalerGate`` so that, triggered together, they count once."""
+
+    def __init__(self, prefix, *, channel: int, gate: ScalerGate | None = None, **kwargs):
+        super().__init__(prefix, **kwargs)
+        for n in range(1, 33):
+            getattr(self.channels, f"chan{n}").kind = Kind.omitted
+        chan = getattr(self.channels, f"chan{int(channel)}")
+        chan.name = f"{self.name}_counts"
+        chan.kind = Kind.hinted
+        self.channel = int(channel)
+        self.gate = gate
+
+    def trigger(self):
+        return super().trigger() if self.gate is None else self.gate.trigger(self, super().trigger)
+
+
 @dataclass
 class EpicsBeamline:
-    """The connected devices of one beamline configuration."""
+    """The connected devices of one beamline configuration (``None`` where an end station is absent)."""
 
     config: BeamlineConfig
-    ge: ComptonMCA
-    magnet: EpicsMagnet
+    ge: ComptonMCA | None
+    magnet: EpicsMagnet | None
     ring: EpicsSignalRO
     beamtime: EpicsSignalRO | None
     faults: dict[str, EpicsSignal]
+    mono: EpicsMotor | None = None
+    i0: IonChamberScaler | None = None
+    it: IonChamberScaler | None = None
 
     def devices(self) -> dict:
-        out = {"ge": self.ge, "magnet": self.magnet, "ring": self.ring, **self.faults}
-        return out | ({"beamtime": self.beamtime} if self.beamtime is not None else {})
+        out = {"ge": self.ge, "magnet": self.magnet, "mono": self.mono, "i0": self.i0, "it": self.it,
+               "ring": self.ring, "beamtime": self.beamtime, **self.faults}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def ca_environment(config: BeamlineConfig) -> dict[str, str]:
@@ -126,7 +180,10 @@ def wait_for_pvs(config: BeamlineConfig, devices, timeout_s: float | None = None
                 f"EPICS_CA_ADDR_LIST={addr} right? Not connected ({len(missing)}):")
         named = set(config.pvs().values())
         lines = [f"  {pv}  ({config.where(pv)})" for pv in missing if pv in named]
-        lines.append(f"  … and {len(missing) - len(lines)} fields of the records above")
+        fields = [pv for pv in missing if pv not in named]
+        lines += [f"  {rec}.*  ({config.where(rec)})" for rec in config.records()
+                  if any(pv.startswith(rec) for pv in fields)]
+        lines.append(f"  … {len(fields)} PVs in all are fields of the records above")
     else:
         head = (f"{len(missing)} of {total} PVs of beamline {config.name!r} did not connect within {timeout_s:g} s "
                 f"(EPICS_CA_ADDR_LIST={addr}); check these names in {config.path}:")
@@ -135,21 +192,30 @@ def wait_for_pvs(config: BeamlineConfig, devices, timeout_s: float | None = None
 
 def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> EpicsBeamline:
     """Build the configured devices from stock ophyd EPICS classes and wait for every PV."""
-    det, mag, ring = config.data["detector"], config.data["magnet"], config.data["ring"]
-    ge = ComptonMCA(det["mca"], monitor_pv=det["monitor"], name=det["name"])
-    ge.incident_energy.put(float(det["incident_energy_kev"]))
-    ge.scattering_angle.put(float(det["scattering_angle_deg"]))
-    ge.flipping_factor.put(float(det["flipping_factor"]))
-    magnet = EpicsMagnet(setpoint_pv=mag["setpoint"], readback_pv=mag["readback"],
-                         max_field_t=float(mag["max_field_t"]), name=mag["name"])
+    ge = magnet = mono = i0 = it = None
+    if config.has("magnetic Compton"):
+        det, mag = config.data["detector"], config.data["magnet"]
+        ge = ComptonMCA(det["mca"], monitor_pv=det["monitor"], name=det["name"])
+        ge.incident_energy.put(float(det["incident_energy_kev"]))
+        ge.scattering_angle.put(float(det["scattering_angle_deg"]))
+        ge.flipping_factor.put(float(det["flipping_factor"]))
+        magnet = EpicsMagnet(setpoint_pv=mag["setpoint"], readback_pv=mag["readback"],
+                             max_field_t=float(mag["max_field_t"]), name=mag["name"])
+    if config.has("XAS"):
+        dcm, ic = config.data["mono"], config.data["ion_chambers"]
+        mono = EpicsMotor(dcm["motor"], name=dcm["name"])
+        gate = ScalerGate()
+        i0 = IonChamberScaler(ic["scaler"], channel=ic["i0_channel"], gate=gate, name=ic["i0_name"])
+        it = IonChamberScaler(ic["scaler"], channel=ic["it_channel"], gate=gate, name=ic["it_name"])
+    ring = config.data["ring"]
     current = EpicsSignalRO(ring["current"], name=ring["name"], kind=Kind.hinted)
     bt = config.section("beamtime")
     beamtime = EpicsSignalRO(bt["pv"], name=bt["name"], auto_monitor=False) if bt else None
     faults = {f"fault_{k}": EpicsSignal(pv, name=f"fault_{k}") for k, pv in (config.section("faults") or {}).items()}
-    bl = EpicsBeamline(config, ge, magnet, current, beamtime, faults)
-    configured = set(config.pvs().values())
+    bl = EpicsBeamline(config, ge, magnet, current, beamtime, faults, mono, i0, it)
+    configured, records = set(config.pvs().values()), tuple(config.records())
     stray = sorted(pv for pv in writable_pvs(bl.devices().values())
-                   if pv not in configured and not pv.startswith(det["mca"]))
+                   if pv not in configured and not pv.startswith(records))
     if stray:
         raise BeamlineConnectionError(f"devices would write to PVs not in {config.path}: {stray}")
     wait_for_pvs(config, bl.devices().values(), timeout_s)

@@ -65,7 +65,8 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
     ``agent``: an ``XASAgent`` (its candidate range must lie inside the monochromator limits).
     ``beamtime``: optional readable of elapsed beamtime (s), read into ``primary``. A point whose
     count fails or is not finite is recorded but not ingested; ``max_consecutive_failures`` in a
-    row abort the run.
+    row abort the run. Checkpoints around each count: a RunEngine suspender (ring-current floor)
+    that trips during a count drops it and counts the point again once the beam is back.
     """
     if len(detectors) != 2:
         raise ValueError(f"adaptive_xas needs [i0, it], got {len(detectors)} detectors")
@@ -99,8 +100,9 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
             try:
                 yield from _set_dwell(detectors, dwell)
                 yield from bps.mv(mono, energy)
-                yield from bps.checkpoint()
+                yield from bps.checkpoint()  # a suspension (beam dump) during the count re-counts this point
                 reading = yield from bps.trigger_and_read(readables)
+                yield from bps.checkpoint()  # never replay a saved event
                 counts = (reading[f0]["value"], reading[ft]["value"])
                 valid = bool(np.all(np.isfinite(counts)) and min(counts) > 0)
             except _DEVICE_FAULTS:
@@ -147,6 +149,8 @@ def grid_xas(mono, detectors, energies, dwell_s: float = 1.0, md: dict[str, Any]
         yield from _set_dwell(detectors, dwell_s)
         for e in energies:
             yield from bps.mv(mono, e)
+            yield from bps.checkpoint()  # a suspension during the count re-counts this energy
             yield from bps.trigger_and_read([mono, *detectors])
+            yield from bps.checkpoint()
 
     return (yield from inner())

@@ -1,8 +1,10 @@
-"""A caproto IOC serving the simulated magnetic-Compton beamline over EPICS Channel Access (DESIGN §5).
+"""A caproto IOC serving the simulated beamline over EPICS Channel Access (DESIGN §5).
 
-The physics and faults are those of ``sim_devices`` (the IOC drives a ``make_compton_beamline``
-behind the PVs); the PVs are the record fields real beamlines use. Beamtime passes at
-``time_scale`` × wall time while the IOC runs. PVs, after ``prefix`` (default ``SIM08W:``):
+One process serves the magnetic-Compton end station and an XAS end station on one simulated clock
+and one storage ring (so a beam dump hits both). The physics and faults are those of
+``sim_devices`` (the IOC drives a ``make_compton_beamline`` and a ``make_xas_endstation`` behind
+the PVs); the PVs are the record fields real beamlines use. Beamtime passes at ``time_scale`` ×
+wall time while the IOC runs. PVs, after ``prefix`` (default ``SIM08W:``):
 
 - ``RING:Current`` ring current (mA), read-only, posted every ``tick_s``; ``CLOCK:Beamtime`` (s)
 - ``MAG:FieldSP`` / ``MAG:FieldRB`` magnet field setpoint / readback (T); a put completes when the
@@ -16,6 +18,18 @@ behind the PVs); the PVs are the record fields real beamlines use. Beamtime pass
   (put s: dumped half-way through the next count), ``FAULT:MagnetStuck`` (put n: the next n moves do
   not reach the field), ``FAULT:DetectorNaN`` (put n: the next n spectra carry NaNs)
 - ``STAT:Counts`` number of spectra counted since start
+- ``DCM:Energy`` a motor record (caproto's ``MotorFields``): the monochromator energy (eV). A put to
+  ``.VAL`` moves in settle + |ΔE|/``.VELO`` seconds of beamtime (``.DLY`` settle, s) with ``.DMOV``
+  0 → 1 and ``.MOVN`` 1 → 0 around it; ``.RBV``/``.DRBV`` readback, ``.MSTA`` status bits; ``.HLM``/
+  ``.LLM`` soft limits (eV, also the ``.VAL`` control limits ophyd checks), a put outside them is
+  refused (``.LVIO`` 1) and nothing moves; ``.STOP`` is accepted (a move is short and completes).
+- ``XAS:scaler1.<FIELD>`` a scaler record: ``CNT`` (put 1: count ``TP`` seconds; the put completes
+  when done; a put while counting joins that count, as on the record), ``S1`` clock ticks (``FREQ``
+  Hz), ``S2`` I0, ``S3`` It (counts: Poisson from the sample's μ(E), the ring current over the
+  count), ``T``, ``NM1``…, ``PR1``…, ``G1``…, ``CONT``, ``DLY``, ``TP1``, ``RATE``, ``EGU``
+- ``STAT:ScalerCounts`` / ``STAT:MonoMoves`` numbers of scaler counts / monochromator moves since start
+- ``FAULT:DumpMidCount`` applies to the next count of either end station; the ring current PV is
+  posted at the moment of the dump, so a run's suspender sees it while the count is still going
 """
 
 from __future__ import annotations
@@ -30,8 +44,12 @@ from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from .compton_beamline import make_compton_beamline
+from .xas_beamline import make_xas_endstation
 
 N_CHANNELS = 1024
+N_SCALER = 32
+SCALER_FREQ_HZ = 1e7
+MSTA_DONE, MSTA_MOVING = 0x2, 0x400  # motor record status bits
 
 
 async def _wait(status, poll_s: float = 0.002) -> None:
@@ -88,6 +106,44 @@ class MCARecord(PVGroup):
         return 0
 
 
+def _scaler_channels() -> dict:
+    """``.S<n>`` (counts), ``.NM<n>``, ``.PR<n>``, ``.G<n>`` for the 32 channels of a scaler record."""
+    names = {1: "clock", 2: "I0", 3: "It"}
+    ns = {}
+    for n in range(1, N_SCALER + 1):
+        ns[f"s{n}"] = pvproperty(name=f".S{n}", value=0.0, read_only=True, doc=f"channel {n} counts")
+        ns[f"nm{n}"] = pvproperty(name=f".NM{n}", value=names.get(n, ""), dtype=ChannelType.STRING)
+        ns[f"pr{n}"] = pvproperty(name=f".PR{n}", value=0)
+        ns[f"g{n}"] = pvproperty(name=f".G{n}", value="N", dtype=ChannelType.ENUM, enum_strings=["N", "Y"])
+    return ns
+
+
+ScalerChannels = type(PVGroup)("ScalerChannels", (PVGroup,), _scaler_channels())
+
+
+class ScalerRecord(PVGroup):
+    """The fields of a synApps scaler record that ``ophyd.EpicsScaler`` uses."""
+
+    cnt = pvproperty(name=".CNT", value=0, doc="put 1: count TP seconds; completes when done")
+    cont = pvproperty(name=".CONT", value="OneShot", dtype=ChannelType.ENUM, enum_strings=["OneShot", "AutoCount"])
+    dly = pvproperty(name=".DLY", value=0.0, doc="delay before counting (s)")
+    dly1 = pvproperty(name=".DLY1", value=0.0)
+    t = pvproperty(name=".T", value=0.0, read_only=True, doc="elapsed time of the last count (s)")
+    freq = pvproperty(name=".FREQ", value=SCALER_FREQ_HZ, doc="clock frequency (Hz)")
+    tp = pvproperty(name=".TP", value=1.0, doc="preset time (s)")
+    tp1 = pvproperty(name=".TP1", value=1.0)
+    rate = pvproperty(name=".RATE", value=10.0)
+    rat1 = pvproperty(name=".RAT1", value=10.0)
+    egu = pvproperty(name=".EGU", value="sec", dtype=ChannelType.STRING)
+    ch = SubGroup(ScalerChannels, prefix="")
+
+    @cnt.putter
+    async def cnt(self, instance, value):
+        if value:
+            await self.parent.scaler_count()
+        return 0
+
+
 class ComptonBeamlineIOC(PVGroup):
     """The simulated BL08W-style beamline behind Channel Access (see module docstring)."""
 
@@ -102,13 +158,21 @@ class ComptonBeamlineIOC(PVGroup):
     fault_stuck = pvproperty(name="FAULT:MagnetStuck", value=0)
     fault_nan = pvproperty(name="FAULT:DetectorNaN", value=0)
     n_counts = pvproperty(name="STAT:Counts", value=0, read_only=True)
+    mono = pvproperty(name="DCM:Energy", value=7000.0, record="motor", precision=3, units="eV",
+                      doc="monochromator energy (eV)")
+    scaler = SubGroup(ScalerRecord, prefix="XAS:scaler1")
+    n_scaler_counts = pvproperty(name="STAT:ScalerCounts", value=0, read_only=True)
+    n_mono_moves = pvproperty(name="STAT:MonoMoves", value=0, read_only=True)
 
-    def __init__(self, *args, sample: str = "fe", time_scale: float = 1e3, seed: int | None = None,
-                 tick_s: float = 0.02, **kwargs):
+    def __init__(self, *args, sample: str = "fe", xas_sample: str = "Fe3O4", time_scale: float = 1e3,
+                 seed: int | None = None, tick_s: float = 0.02, **kwargs):
         super().__init__(*args, **kwargs)
         self.bl = make_compton_beamline(sample, time_scale=time_scale, seed=seed)
+        self.xas = make_xas_endstation(xas_sample, self.bl.clock, ring=self.bl.ring,
+                                       seed=None if seed is None else seed + 1)
         self.tick_s = float(tick_s)
         self._count_lock = asyncio.Lock()
+        self._scaler_done: asyncio.Event | None = None
         self._wall0 = time.monotonic()
 
     def _advance_clock(self) -> None:
@@ -124,6 +188,96 @@ class ComptonBeamlineIOC(PVGroup):
             await instance.write(float(self.bl.ring.current_at(self.bl.clock.now)))
             await self.beamtime.write(self.bl.clock.now)
             await async_lib.library.sleep(self.tick_s)
+
+    async def _post_ring(self, at_s: float = 0.0) -> None:
+        """Post the ring current (at beamtime ``at_s`` s if later than now) and the beamtime now,
+        not waiting for the next tick."""
+        self._advance_clock()
+        await self.ring_current.write(float(self.bl.ring.current_at(max(self.bl.clock.now, at_s))))
+        await self.beamtime.write(self.bl.clock.now)
+
+    @mono.startup
+    async def mono(self, instance, async_lib):
+        f, m = instance.field_inst, self.xas.mono
+        lo, hi = m.limits
+        await instance.write_metadata(lower_ctrl_limit=lo, upper_ctrl_limit=hi)
+        for field, value in ((f.user_low_limit, lo), (f.user_high_limit, hi), (f.dial_low_limit, lo),
+                             (f.dial_high_limit, hi), (f.velocity, m.speed_eV_s.get()),
+                             (f.readback_settle_time, m.settle_time_s.get()), (f.engineering_units, "eV"),
+                             (f.user_readback_value, m.position), (f.dial_readback_value, m.position),
+                             (f.done_moving_to_value, 1), (f.motor_is_moving, 0), (f.motor_status, MSTA_DONE)):
+            await field.write(value)
+        await instance.write(m.position, verify_value=False)
+
+    @mono.putter
+    async def mono(self, instance, value):
+        f, m = instance.field_inst, self.xas.mono
+        lo, hi = f.user_low_limit.value, f.user_high_limit.value
+        if lo < hi and not lo <= value <= hi:
+            await f.limit_violation.write(1)
+            raise ValueError(f"{value} eV outside the soft limits {lo}-{hi} eV: not moved")
+        await f.limit_violation.write(0)
+        m.low_limit_eV.put(float(lo))
+        m.high_limit_eV.put(float(hi))
+        m.speed_eV_s.put(float(f.velocity.value))
+        m.settle_time_s.put(float(f.readback_settle_time.value))
+        self._advance_clock()
+        await f.direction_of_travel.write(int(value >= m.position))
+        await f.motor_status.write(MSTA_MOVING)
+        await f.done_moving_to_value.write(0)
+        await f.motor_is_moving.write(1)
+        try:
+            await _wait(m.set(value))
+            await self.n_mono_moves.write(self.n_mono_moves.value + 1)
+        finally:
+            await f.user_readback_value.write(m.position)
+            await f.dial_readback_value.write(m.position)
+            await f.motor_is_moving.write(0)
+            await f.motor_status.write(MSTA_DONE)
+            await f.done_moving_to_value.write(1)
+        return value
+
+    @mono.fields.user_high_limit.putter
+    async def mono(fields, instance, value):
+        await fields.parent.write_metadata(upper_ctrl_limit=value)
+        return value
+
+    @mono.fields.user_low_limit.putter
+    async def mono(fields, instance, value):
+        await fields.parent.write_metadata(lower_ctrl_limit=value)
+        return value
+
+    async def scaler_count(self) -> None:
+        """One scaler count of TP seconds of beamtime: S2 = I0, S3 = It. A count requested while
+        one is running joins it (one gate for both chambers, as on a scaler record)."""
+        if self._scaler_done is not None:
+            await self._scaler_done.wait()
+            return
+        self._scaler_done = done = asyncio.Event()
+        sc, x, ring = self.scaler, self.xas, self.bl.ring
+        try:
+            self._advance_clock()
+            dwell = float(sc.tp.value)
+            x.dwell.put(dwell)
+            t0, dump = self.bl.clock.now, float(self.fault_dump_mid.value)
+            if dump > 0:
+                ring.dump(at_s=t0 + dwell / 2, duration_s=dump)
+                await self.fault_dump_mid.write(0.0)
+            statuses = [x.i0.trigger(), x.it.trigger()]
+            if dump > 0:  # the beam goes half-way through: say so then, as the ring's monitor would
+                await asyncio.sleep(dwell / 2 / self.bl.clock.time_scale)
+                await self._post_ring(at_s=t0 + dwell / 2)
+                await asyncio.sleep(self.tick_s)  # the count ends after the monitor's update
+            for st in statuses:
+                await _wait(st)
+            await sc.t.write(dwell)
+            await sc.ch.s1.write(dwell * float(sc.freq.value))
+            await sc.ch.s2.write(float(x.i0.counts.get()))
+            await sc.ch.s3.write(float(x.it.counts.get()))
+            await self.n_scaler_counts.write(self.n_scaler_counts.value + 1)
+        finally:
+            self._scaler_done = None
+            done.set()
 
     @field_sp.putter
     async def field_sp(self, instance, value):
@@ -175,18 +329,19 @@ def loopback_environment(port: int) -> dict[str, str]:
 
 
 def serve(port: int = 5064, prefix: str = "SIM08W:", sample: str = "fe", time_scale: float = 1e3,
-          seed: int | None = None) -> None:
+          seed: int | None = None, xas_sample: str = "Fe3O4") -> None:
     """Run the IOC on 127.0.0.1:``port`` until interrupted; prints ``IOC ready`` once serving."""
     from caproto.asyncio.server import run
 
     os.environ.update(loopback_environment(port))
     # No caRepeater listens on 127.0.0.1: beacons are refused, harmlessly (DESIGN §8).
     logging.getLogger("caproto.ctx").addFilter(lambda rec: "beacon" not in rec.getMessage())
-    ioc = ComptonBeamlineIOC(prefix=prefix, sample=sample, time_scale=time_scale, seed=seed)
+    ioc = ComptonBeamlineIOC(prefix=prefix, sample=sample, xas_sample=xas_sample, time_scale=time_scale,
+                             seed=seed)
 
     async def ready(async_lib):
         print(f"IOC ready: {len(ioc.pvdb)} PVs with prefix {prefix!r} on 127.0.0.1:{port} "
-              f"(sample {sample}, time scale {time_scale:g})", flush=True)
+              f"(sample {sample}, XAS sample {xas_sample}, time scale {time_scale:g})", flush=True)
 
     sys.stdout.flush()
     run(ioc.pvdb, interfaces=["127.0.0.1"], startup_hook=ready)

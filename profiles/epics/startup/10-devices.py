@@ -7,3 +7,4 @@ from bayesbeam.epics_devices import connect_beamline
 epics_bl = connect_beamline(beamline)
 ge, magnet, ring, beamtime = epics_bl.ge, epics_bl.magnet, epics_bl.ring, epics_bl.beamtime
 faults = epics_bl.faults
+mono, i0, it = epics_bl.mono, epics_bl.i0, epics_bl.it  # XAS end station (None if the file has none)

@@ -1,13 +1,18 @@
-"""The simulated BL08W-style beamline (sim_devices): clock, ring, magnet, Ge detector.
+"""The simulated BL08W-style beamline (sim_devices): clock, ring, magnet, Ge detector, and the XAS end
+station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``.
 
-``$BAYESBEAM_SAMPLE`` (default fe) and ``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
+``$BAYESBEAM_SAMPLE`` (default fe), ``$BAYESBEAM_XAS_SAMPLE`` (an Fe K-edge standard, default Fe3O4)
+and ``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
 
 import os
 
 from sim_devices.clock import BeamtimeSignal
 from sim_devices.compton_beamline import make_compton_beamline
+from sim_devices.xas_beamline import make_xas_endstation
 
 sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
                             time_scale=float(os.environ.get("BAYESBEAM_TIME_SCALE", "1e4")))
 ge, magnet, ring, sample = sim.ge, sim.magnet, sim.ring, sim.sample
 beamtime = BeamtimeSignal(sim.clock, name="beamtime")
+xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring)
+mono, i0, it, xas_sample = xas.mono, xas.i0, xas.it, xas.sample

@@ -1,0 +1,184 @@
+"""XAS through the epics profile against the caproto IOC over real Channel Access on 127.0.0.1: the
+motor and scaler records, an adaptive XAS run end to end into the catalog, a motor-range violation
+refused before motion, and a beam dump during a count that re-counts the point; and the XAS devices
+and plans of the sim profile."""
+
+import time
+
+import caioc
+import numpy as np
+import pytest
+from ophyd.utils import LimitError
+from threadpoolctl import threadpool_limits
+
+XAS_SAMPLE = "Fe3O4"  # what `bayesbeam ioc` serves on its XAS end station by default
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def session(catalog, catalog_dir):
+    """The epics profile's startup files executed as IPython would, against this process's IOC."""
+    caioc.shared_ioc()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BAYESBEAM_CATALOG", str(catalog_dir))
+    mp.setenv("BAYESBEAM_PLOTS", "0")
+    ns = caioc.run_startup(caioc.ROOT / "profiles" / "epics")
+    ns["bec"].disable_table()
+    yield ns
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def stats(session):
+    """The IOC's counters of scaler counts and monochromator moves (diagnostic PVs, read only)."""
+    from ophyd import EpicsSignalRO
+
+    prefix = session["epics_bl"].config.data["ring"]["current"].split("RING:")[0]
+    sigs = {k: EpicsSignalRO(f"{prefix}STAT:{pv}", name=k) for k, pv in
+            (("counts", "ScalerCounts"), ("moves", "MonoMoves"))}
+    for s in sigs.values():
+        s.wait_for_connection(timeout=5)
+    return sigs
+
+
+def _run(ns, agent, **kwargs):
+    (uid,) = ns["RE"](ns["adaptive_xas"](ns["mono"], [ns["i0"], ns["it"]], agent, beamtime=ns["beamtime"],
+                                         md={"sample": XAS_SAMPLE}, **kwargs))
+    return ns["catalog"][uid]
+
+
+def test_ioc_serves_motor_and_scaler_records_for_stock_ophyd(session, stats):
+    mono, i0, it = session["mono"], session["i0"], session["it"]
+    assert type(mono).__name__ == "EpicsMotor" and mono.user_setpoint.pvname.endswith("DCM:Energy.VAL")
+    assert type(i0).__mro__[1].__name__ == "EpicsScaler" and i0.channels.chan2.pvname.endswith("scaler1.S2")
+    assert mono.egu == "eV" and mono.limits == pytest.approx((7070.05, 7196.85))
+    moves = stats["moves"].get()
+    mono.set(7125.0).wait(10)
+    assert mono.position == pytest.approx(7125.0) and stats["moves"].get() == moves + 1
+    counts = stats["counts"].get()
+    i0.preset_time.put(2.0)
+    st = [i0.trigger(), it.trigger()]  # two chambers on one scaler record: one count
+    for s in st:
+        s.wait(10)
+    assert stats["counts"].get() == counts + 1
+    a, b = i0.read()["i0_counts"]["value"], it.read()["it_counts"]["value"]
+    assert 2 * 23760 * 0.9 < a < 2 * 23760 * 1.1 and 0 < b < a  # 23 760 I0 counts/s at 100 mA
+
+
+def test_adaptive_xas_over_channel_access(session, stats):
+    from sim_devices.xas_samples import XASSample
+
+    agent = session["xas_agent"](target_rmse=0.02, exclude=XAS_SAMPLE)
+    counts = stats["counts"].get()
+    run = _run(session, agent)
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "success" and stop["reason"].startswith("target_rmse")
+    n = agent.report()["points"]
+    post = run["posterior"].read()
+    assert len(post["rmse_pred"]) == n and post["rmse_pred"][-1] <= 0.02 and bool(post["stop"][-1])
+    prim = run["primary"].read()
+    e, a, b = (np.asarray(prim[k]) for k in ("mono", "i0_counts", "it_counts"))
+    assert len(e) == n and stats["counts"].get() - counts == n  # one scaler count per point
+    assert np.allclose(e, agent.post.data_e) and np.all(np.diff(np.asarray(prim["beamtime"])) > 0)
+    # the IOC's counts follow the sample's mu(E): -log(It/I0) = mu t within counting statistics
+    z = (-np.log(b / a) - XASSample(XAS_SAMPLE).mut(e)) / np.sqrt(1 / a + 1 / b)
+    assert np.sqrt(np.mean(z**2)) < 2.0
+
+
+def _wait_limits(mono, lo, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while mono.limits[0] != pytest.approx(lo) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mono.limits[0] == pytest.approx(lo)
+
+
+def test_motor_range_violation_is_refused_before_motion(session, stats):
+    mono, RE = session["mono"], session["RE"]
+    lo = mono.limits[0]
+    moves, pos = stats["moves"].get(), mono.position
+    mono.low_limit_travel.put(7100.0)  # .LLM of the configured motor record
+    try:
+        _wait_limits(mono, 7100.0)
+        agent = session["xas_agent"](target_rmse=0.02, exclude=XAS_SAMPLE)  # candidates from 7076.2 eV
+        with pytest.raises(ValueError, match=r"7076.20-7181.20 eV outside the monochromator range 7100.00-7196"):
+            RE(session["adaptive_xas"](mono, [session["i0"], session["it"]], agent))
+        with pytest.raises(ValueError, match="outside the monochromator range"):
+            RE(session["grid_xas"](mono, [session["i0"], session["it"]], [7120.0, 7090.0]))
+        with pytest.raises(LimitError, match="7090"):
+            mono.set(7090.0)
+    finally:
+        mono.low_limit_travel.put(lo)
+        _wait_limits(mono, lo)
+    assert stats["moves"].get() == moves and mono.position == pytest.approx(pos)
+
+
+def test_beam_dump_during_a_count_recounts_the_point(session, stats, capsys):
+    from bayesbeam.suspenders import ring_current_suspender
+
+    RE, faults = session["RE"], session["faults"]
+    RE.clear_suspenders()
+    RE.install_suspender(ring_current_suspender(session["ring"], 10.0, 90.0, 0.3))
+    counts = stats["counts"].get()
+
+    def dump_during_point_4(name, doc):  # after point 3 is stored: dump half-way through the next count
+        if name == "event" and doc["data"].get("point_point") == 3:
+            faults["fault_dump_mid_count"].put(1500.0)
+
+    token = RE.subscribe(dump_during_point_4)
+    agent = session["xas_agent"](target_rmse=1e-6, exclude=XAS_SAMPLE, max_points=8)
+    try:
+        run = _run(session, agent)
+    finally:
+        RE.unsubscribe(token)
+        RE.clear_suspenders()
+    assert "Suspending" in capsys.readouterr().out
+    prim = run["primary"].read()
+    assert list(prim["point_point"].values) == list(range(1, 9)) and agent.report()["points"] == 8
+    assert len(run["posterior"].read()["rmse_pred"]) == 8
+    assert stats["counts"].get() - counts == 8 + 1  # the interrupted count was dropped and counted again
+    rate = np.asarray(prim["i0_counts"]) / np.asarray(prim["point_dwell_s"])
+    assert rate.min() > 0.97 * np.median(rate)  # every stored point counted with full beam
+    beamtime = np.asarray(prim["beamtime"])
+    assert beamtime[3] - beamtime[2] > 1500.0  # point 4 waited out the dump
+    assert np.allclose(agent.post.data_e, np.asarray(prim["mono"]))  # the agent saw exactly the stored points
+
+
+def test_typo_and_dead_ioc_messages_name_the_xas_records(tmp_path, session):
+    from bayesbeam.beamline_config import default_beamline_file, load_beamline
+    from bayesbeam.epics_devices import BeamlineConnectionError, connect_beamline
+
+    text = default_beamline_file().read_text()
+    (tmp_path / "typo.toml").write_text(text.replace('"SIM08W:XAS:scaler1"', '"SIM08W:XAS:scalr1"'))
+    with pytest.raises(BeamlineConnectionError) as err:
+        connect_beamline(load_beamline(tmp_path / "typo.toml"), timeout_s=1.0)
+    assert "SIM08W:XAS:scalr1.CNT  ([ion_chambers] scaler in typo.toml)" in str(err.value)
+    (tmp_path / "dead.toml").write_text(text.replace("SIM08W:", "DEAD08W:"))  # no IOC serves these
+    with pytest.raises(BeamlineConnectionError) as err:
+        connect_beamline(load_beamline(tmp_path / "dead.toml"), timeout_s=1.0)
+    msg = str(err.value)
+    assert "no PV of beamline 'sim_bl08w' answered within 1 s: is the IOC up" in msg
+    assert "DEAD08W:DCM:Energy.*  ([mono] motor in dead.toml)" in msg and "DEAD08W:XAS:scaler1.*" in msg
+
+
+def test_sim_profile_offers_the_xas_devices_and_plans(catalog_dir, capsys):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BAYESBEAM_CATALOG", str(catalog_dir))
+    mp.setenv("BAYESBEAM_PLOTS", "0")
+    mp.setenv("BAYESBEAM_TIME_SCALE", "1e7")
+    try:
+        ns = caioc.run_startup(caioc.ROOT / "profiles" / "sim")
+    finally:
+        mp.undo()
+    ns["bec"].disable_table()
+    assert "adaptive_xas(mono, [i0, it]" in capsys.readouterr().out
+    assert ns["mono"].clock is ns["sim"].clock and ns["i0"].ring is ns["ring"]  # one clock, one ring
+    agent = ns["xas_agent"](target_rmse=1e-6, exclude=ns["xas_sample"].name, max_points=4)
+    (uid,) = ns["RE"](ns["adaptive_xas"](ns["mono"], [ns["i0"], ns["it"]], agent, beamtime=ns["beamtime"],
+                                         md={"sample": ns["xas_sample"].name}))
+    run = ns["catalog"][uid]
+    assert run.metadata["stop"]["reason"].startswith("budget") and len(run["primary"]["i0_counts"].read()) == 4
