@@ -115,7 +115,10 @@ class BeamlineConfig:
         return f"[{sec}] {key} in {self.path.name}"
 
     def timeout_s(self) -> float:
-        return float(self.data["epics"].get("connection_timeout_s", 5.0))
+        """How long to wait for every PV to connect (s): ``$BAYESBEAM_CONNECTION_TIMEOUT_S`` if set
+        (a loaded host, where a lost UDP search is retried only after seconds), else the file's."""
+        env = os.environ.get("BAYESBEAM_CONNECTION_TIMEOUT_S")
+        return float(env) if env else float(self.data["epics"].get("connection_timeout_s", 5.0))
 
 
 def default_beamline_file() -> Path:

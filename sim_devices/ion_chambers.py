@@ -8,6 +8,8 @@ channels do), so I0 and It of one point take one dwell of beamtime, not two.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
@@ -27,15 +29,19 @@ class ScalerGate:
     def __init__(self, clock: SimClock):
         self.clock = clock
         self.window: dict | None = None
+        self._lock = threading.Lock()  # the window's end runs on the clock's timer thread
 
     def count(self, chamber, energy: float, dwell: float, on_done) -> Status:
-        w, now = self.window, self.clock.now
-        if (w is not None and chamber.name not in w["members"] and w["key"] == (energy, dwell)
-                and now in (w["t0"], w["t1"])):
-            w["members"].add(chamber.name)
-            if not w["status"].done:
-                w["callbacks"].append(on_done)
-                return w["status"]
+        with self._lock:
+            w, now = self.window, self.clock.now
+            joins = (w is not None and chamber.name not in w["members"] and w["key"] == (energy, dwell)
+                     and now in (w["t0"], w["t1"]))
+            if joins:
+                w["members"].add(chamber.name)
+                if not w["ended"]:
+                    w["callbacks"].append(on_done)
+                    return w["status"]
+        if joins:  # the window already ended: read this chamber's counts of it now
             st = Status(obj=chamber)
             try:
                 on_done(w["t0"], w["t1"])
@@ -45,14 +51,18 @@ class ScalerGate:
             st.set_finished()
             return st
         w = {"key": (energy, dwell), "members": {chamber.name}, "callbacks": [on_done], "t0": now,
-             "t1": now + dwell}
-        self.window = w
+             "t1": now + dwell, "ended": False}
 
-        def done(t0, t1):
-            for cb in list(w["callbacks"]):
+        def done(t0, t1):  # on the clock's timer thread: no chamber may join once the callbacks are taken
+            with self._lock:
+                w["ended"] = True
+                callbacks = list(w["callbacks"])
+            for cb in callbacks:
                 cb(t0, t1)
 
         w["status"] = self.clock.action(dwell, on_done=done, obj=chamber)
+        with self._lock:
+            self.window = w
         return w["status"]
 
 

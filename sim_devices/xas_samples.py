@@ -6,35 +6,18 @@ It ~ Poisson(rate * dwell * exp(-mu*t)).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-
-def shared_data_dir() -> Path:
-    """``$BAYESBEAM_SHARED_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("BAYESBEAM_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from agent.xas_prior import SpectraLibrary
 
 
 @lru_cache(maxsize=4)
-def load_standards(directory: str | None = None) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
-    """(energy (m,) eV, names (k), spectra (m, k)) of the Fe K-edge standards."""
-    d = Path(directory) if directory else shared_data_dir() / "fe_k_xanes_standards"
-    if not (d / "spectra.csv").exists():
-        raise FileNotFoundError(f"no spectra.csv in {d} (set BAYESBEAM_SHARED_DATA)")
-    energy = np.loadtxt(d / "energy.csv", delimiter=",", skiprows=1)
-    with open(d / "spectra.csv") as f:
-        names = tuple(f.readline().strip().split(",")[1:])
-    spectra = np.loadtxt(d / "spectra.csv", delimiter=",", skiprows=1)[:, 1:]
-    return energy, names, spectra
-
-
-def standard_names(directory: str | None = None) -> tuple[str, ...]:
-    return load_standards(directory)[1]
+def load_standards(directory: str | None = None) -> SpectraLibrary:
+    """The Fe K-edge standards (read once per directory; default: the shared data)."""
+    return SpectraLibrary.from_csv(directory)
 
 
 @dataclass
@@ -52,7 +35,8 @@ class XASSample:
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
-        energy, names, spectra = load_standards(self.directory)
+        lib = load_standards(self.directory)
+        energy, names, spectra = lib.energy, lib.names, lib.spectra
         if self.name not in names:
             raise ValueError(f"unknown sample {self.name!r}; known standards: {', '.join(names)}")
         if not (self.amplitude > 0 and self.i0_rate > 0):

@@ -15,6 +15,7 @@ def session(catalog, catalog_dir):
     mp = pytest.MonkeyPatch()
     mp.setenv("BAYESBEAM_CATALOG", str(catalog_dir))
     mp.setenv("BAYESBEAM_PLOTS", "0")
+    mp.setenv("BAYESBEAM_CONNECTION_TIMEOUT_S", "30")  # a loaded CI host retries lost UDP searches late
     ns = caioc.run_startup(caioc.ROOT / "profiles" / "epics")
     ns["bec"].disable_table()
     yield ns
