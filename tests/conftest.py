@@ -22,3 +22,20 @@ def RE(catalog):
     from bayesbeam.session import make_run_engine
 
     return make_run_engine(catalog)
+
+
+@pytest.fixture(scope="module")
+def epics_session(catalog, catalog_dir):
+    """The epics profile's startup files executed as IPython would, against this process's IOC
+    (started on 127.0.0.1 on first use, see tests/caioc.py)."""
+    import caioc
+
+    caioc.shared_ioc()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BAYESBEAM_CATALOG", str(catalog_dir))
+    mp.setenv("BAYESBEAM_PLOTS", "0")
+    mp.setenv("BAYESBEAM_CONNECTION_TIMEOUT_S", "30")  # a loaded CI host retries lost UDP searches late
+    ns = caioc.run_startup(caioc.ROOT / "profiles" / "epics")
+    ns["bec"].disable_table()
+    yield ns
+    mp.undo()

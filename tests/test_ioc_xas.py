@@ -21,17 +21,8 @@ def one_blas_thread():
 
 
 @pytest.fixture(scope="module")
-def session(catalog, catalog_dir):
-    """The epics profile's startup files executed as IPython would, against this process's IOC."""
-    caioc.shared_ioc()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BAYESBEAM_CATALOG", str(catalog_dir))
-    mp.setenv("BAYESBEAM_PLOTS", "0")
-    mp.setenv("BAYESBEAM_CONNECTION_TIMEOUT_S", "30")  # a loaded CI host retries lost UDP searches late
-    ns = caioc.run_startup(caioc.ROOT / "profiles" / "epics")
-    ns["bec"].disable_table()
-    yield ns
-    mp.undo()
+def session(epics_session):
+    return epics_session
 
 
 @pytest.fixture(scope="module")

@@ -61,10 +61,8 @@ def test_model_probabilities_are_conservative():
     assert noisy["2-level"] == 0.5
 
 
-def test_agent_decides_ceo2_and_stops():
-    det, clock = analyser("ceo2", seed=3)
-    rule = any_of(all_of(ModelDecided(0.99), TargetStd("delta", 0.1), TargetStd("U_fc", 0.1)), Budget(cycles=6))
-    agent = XPSAgent(rule, seed=1, **FAST)
+def sweep_until_stop(agent, det, clock) -> str:
+    """Trigger the simulated analyser and ingest each sweep until the agent stops; the reason."""
     reason = None
     while reason is None:
         det.trigger().wait(1)
@@ -72,6 +70,14 @@ def test_agent_decides_ceo2_and_stops():
         agent.ingest([{"counts": r["xps_counts"]["value"], "energies": r["xps_energies"]["value"],
                        "beamtime_s": clock.now, "_id": agent.sweeps + 1}])
         _, reason = agent.should_stop()
+    return reason
+
+
+def test_agent_decides_ceo2_and_stops():
+    det, clock = analyser("ceo2", seed=3)
+    rule = any_of(all_of(ModelDecided(0.99), TargetStd("delta", 0.1), TargetStd("U_fc", 0.1)), Budget(cycles=6))
+    agent = XPSAgent(rule, seed=1, **FAST)
+    reason = sweep_until_stop(agent, det, clock)
     rep = agent.report()
     assert reason.startswith("model_decided"), reason
     assert rep["model_best"] == "3-level" and rep["model_prob_max"] >= 0.99
@@ -90,13 +96,7 @@ def test_agent_decides_la2o3_and_stops():
     test_la2o3_selects_two_levels) and the default targets on Δ − U_fc and V are met."""
     det, clock = analyser("la2o3", seed=7)
     agent = XPSAgent(any_of(default_stop_rule(), Budget(cycles=6)), seed=3, **FAST)
-    reason = None
-    while reason is None:
-        det.trigger().wait(1)
-        r = det.read()
-        agent.ingest([{"counts": r["xps_counts"]["value"], "energies": r["xps_energies"]["value"],
-                       "beamtime_s": clock.now, "_id": agent.sweeps + 1}])
-        _, reason = agent.should_stop()
+    reason = sweep_until_stop(agent, det, clock)
     rep = agent.report()
     assert reason.startswith("model_decided: P(2-level)"), reason
     assert rep["sweeps"] <= 4 and rep["F_3level"] - rep["F_2level"] > 5
