@@ -115,3 +115,32 @@ class XPSFeeder(CallbackBase):
                 "energies": np.asarray(reading[f"{self.det}_energies"], dtype=float),
                 "beamtime_s": beamtime if np.isfinite(beamtime) else doc["time"] - self._t0,
             }])
+
+
+class XASFeeder(CallbackBase):
+    """Feed an ``XASAgent`` from the ``primary`` events of ``adaptive_xas``: one per point, with the
+    monochromator readback ``energy_key`` (eV), the I0/It counts, and the plan's bookkeeping
+    (``<prefix>suggestion_id``, ``<prefix>dwell_s`` in s). A point whose counts are not finite and
+    positive is registered as a failure, not ingested."""
+
+    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str, prefix: str = "point_"):
+        super().__init__()
+        self.agent = agent
+        self.keys = (energy_key, i0_key, it_key)
+        self.prefix = prefix
+        self._streams: dict[str, str] = {}
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc["name"]
+
+    def event(self, doc):
+        if self._streams.get(doc["descriptor"]) != "primary":
+            return
+        d = doc["data"]
+        energy, i0, it = (float(d[k]) for k in self.keys)
+        outcome = {"_id": int(d[f"{self.prefix}suggestion_id"]), "energy": energy, "i0": i0, "it": it,
+                   "dwell": float(d[f"{self.prefix}dwell_s"])}
+        if np.isfinite(i0) and np.isfinite(it) and min(i0, it) > 0:
+            self.agent.ingest([outcome])
+        else:
+            self.agent.register_failures([outcome])

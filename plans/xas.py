@@ -17,6 +17,8 @@ import numpy as np
 from bluesky.utils import FailedStatus
 from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
+from agent.callbacks import XASFeeder
+
 from .common import ValuesReadable
 
 _DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
@@ -80,7 +82,7 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
            "agent": type(agent).__name__, "stop_rule": repr(agent.stop_rule), "quantities": list(agent.quantities),
            "energy_limits": list(agent.energy_limits), "hints": {"dimensions": [[[mono_field], "primary"]]}}
     _md.update(md or {})
-    point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0, "valid": True}
+    point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0}
     decision: dict[str, Any] = {"stop": False, "stop_reason": ""}
     info = ValuesReadable("point", lambda: point, prefix="point_")
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
@@ -104,18 +106,11 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
                 reading = yield from bps.trigger_and_read(readables)
                 yield from bps.checkpoint()  # never replay a saved event
                 counts = (reading[f0]["value"], reading[ft]["value"])
-                valid = bool(np.all(np.isfinite(counts)) and min(counts) > 0)
-            except _DEVICE_FAULTS:
-                valid, counts, reading = False, (np.nan, np.nan), None
-            point["valid"] = valid
-            outcome = {**suggestion, "energy": reading[mono_field]["value"] if reading else energy,
-                       "i0": counts[0], "it": counts[1], "dwell": dwell}
-            if valid:
-                agent.ingest([outcome])
-                failures = 0
-            else:
-                agent.register_failures([outcome])
-                failures += 1
+                valid = bool(np.all(np.isfinite(counts)) and min(counts) > 0)  # XASFeeder has ingested it
+            except _DEVICE_FAULTS:  # no event: the agent hears of the lost point here
+                valid = False
+                agent.register_failures([{**suggestion, "i0": np.nan, "it": np.nan}])
+            failures = 0 if valid else failures + 1
             stop, reason = agent.should_stop()
             decision.update(stop=bool(stop), stop_reason=reason or "")
             if not stop:
@@ -129,7 +124,7 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
         yield from bps.close_run(exit_status="success", reason=reason)
         return reason
 
-    return (yield from run())
+    return (yield from bpp.subs_wrapper(run(), XASFeeder(agent, mono_field, f0, ft)))
 
 
 def grid_xas(mono, detectors, energies, dwell_s: float = 1.0, md: dict[str, Any] | None = None):

@@ -7,9 +7,11 @@ from bluesky_adaptive.plans import optimize_in_run
 from bluesky_adaptive.protocols import OptimizationProblem
 from threadpoolctl import threadpool_limits
 
+from agent.callbacks import XASFeeder
 from agent.stopping import Budget
 from agent.xas_agent import XASAgent
 from agent.xas_prior import SpectraLibrary, library_prior
+from bayesbeam.catalog import replay
 from bayesbeam.rehearse_xas import make_agent, make_xas_beamline, rehearse_xas_run
 from plans.xas import adaptive_xas, grid_xas
 
@@ -30,13 +32,11 @@ def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog):
     assert len(post["rmse_pred"]) == n and post["rmse_pred"][-1] <= 0.012 < post["rmse_pred"][-2]
     assert bool(post["stop"][-1]) and not np.any(post["stop"][:-1])
     assert np.all(np.isfinite(post["next_energy"][:-1]))
-    # the posterior stream is re-derivable: replay the stored counts into a fresh agent
-    prim = run["primary"].read()
+    # the posterior stream is re-derivable: replay the stored documents into a fresh agent
     fresh = make_agent("Fe-foil", 0.012)
     fresh.at(r.sample.energy_range[0])  # where the monochromator started
-    fresh.ingest([{"energy": e, "i0": a, "it": b, "dwell": d} for e, a, b, d in zip(
-        prim["mono_energy"].values, prim["i0_counts"].values, prim["it_counts"].values,
-        prim["point_dwell_s"].values, strict=True)])
+    replay(run, XASFeeder(fresh, "mono_energy", "i0_counts", "it_counts"))
+    assert fresh.report()["points"] == n
     assert fresh.report()["rmse_pred"] == pytest.approx(float(post["rmse_pred"][-1]), rel=1e-9)
     assert r.beamtime_s == pytest.approx(fresh.report()["beamtime_s"], rel=1e-9)
     assert r.conventional["region grid"][1] > 0 and r.trajectory.shape == (n, 3)
