@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,20 +34,24 @@ def free_port() -> int:
 
 
 def start_ioc(port: int, time_scale: float = 2e3, seed: int = 1, timeout_s: float = 60.0) -> subprocess.Popen:
-    """Start ``bayesbeam ioc`` on 127.0.0.1:``port`` and wait for its ``IOC ready`` line."""
+    """Start ``bayesbeam ioc`` on 127.0.0.1:``port`` and wait for its ``IOC ready`` line. Its output
+    goes to a log file, not a pipe: a pipe nobody reads fills up and freezes the IOC mid-test."""
+    log = tempfile.NamedTemporaryFile(prefix=f"bayesbeam-ioc-{port}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from bayesbeam.cli import main; main()", "ioc", "--port", str(port),
          "--time-scale", str(time_scale), "--seed", str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    log.close()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "IOC ready" in line:
+        text = Path(log.name).read_text(errors="replace")
+        if "IOC ready" in text:
             return proc
-        if not line and proc.poll() is not None:
+        if proc.poll() is not None:
             break
+        time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"IOC did not start on port {port}: {proc.stdout.read() if proc.stdout else ''}")
+    raise RuntimeError(f"IOC did not start on port {port}: {Path(log.name).read_text(errors='replace')[-2000:]}")
 
 
 def stop(proc: subprocess.Popen) -> None:
