@@ -168,6 +168,15 @@ def wait_for_pvs(config: BeamlineConfig, devices, timeout_s: float | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not all(s.connected for s in signals):
         time.sleep(0.05)
+        for s in signals:
+            # Channel up but first metadata never arrived: in a connection storm ophyd's utility
+            # threads can drop that request; wait_for_connection fetches it in this thread.
+            states = getattr(s, "_connection_states", {})
+            if not s.connected and states and all(states.values()):
+                try:
+                    s.wait_for_connection(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+                except TimeoutError:
+                    pass
     missing = sorted({pv for s in signals if not s.connected
                       for pv in {s.pvname, getattr(s, "setpoint_pvname", s.pvname)}})
     if not missing:
