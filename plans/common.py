@@ -8,6 +8,11 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import numpy as np
+from bluesky.utils import FailedStatus
+from ophyd.utils import StatusTimeoutError, WaitTimeoutError
+
+#: What a device reports when a move or count fails: the plans discard that measurement, not the run.
+DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
 
 
 def _describe_value(value: Any, source: str) -> dict[str, Any]:

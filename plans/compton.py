@@ -14,15 +14,12 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import FailedStatus
-from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
 from agent.callbacks import ComptonFeeder
 
-from .common import ValuesReadable, record_decision, wait_for_beam
+from .common import DEVICE_FAULTS, ValuesReadable, record_decision, wait_for_beam
 
 FLIP_PATTERN = (1, -1, -1, 1)
-_DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
 
 
 class CycleInfo(ValuesReadable):
@@ -57,7 +54,7 @@ def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATT
         target = sign * float(field_t)
         try:
             yield from bps.mv(magnet, target)
-        except _DEVICE_FAULTS as exc:
+        except DEVICE_FAULTS as exc:
             return False, f"magnet failed moving to {target:+.3f} T ({type(exc).__name__}: {exc})"
         readback = yield from bps.rd(magnet)
         if not abs(readback - target) <= tolerance_t:
@@ -68,7 +65,7 @@ def flip_cycle(det, magnet, field_t: float, *, cycle: int = 0, pattern=FLIP_PATT
         yield from bps.checkpoint()  # a suspension (beam dump) re-counts from here; nothing half-counted is saved
         try:
             reading = yield from bps.trigger_and_read(detectors)
-        except _DEVICE_FAULTS as exc:
+        except DEVICE_FAULTS as exc:
             return False, f"detector fault on flip {flip} ({type(exc).__name__}: {exc})"
         yield from bps.checkpoint()  # never replay a saved event
         counts = reading[f"{det.name}_spectrum"]["value"]

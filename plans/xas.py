@@ -14,14 +14,10 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import FailedStatus
-from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
 from agent.callbacks import XASFeeder
 
-from .common import ValuesReadable
-
-_DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
+from .common import DEVICE_FAULTS, ValuesReadable
 
 
 def _dwell_signal(det):
@@ -107,7 +103,7 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
                 yield from bps.checkpoint()  # never replay a saved event
                 counts = (reading[f0]["value"], reading[ft]["value"])
                 valid = bool(np.all(np.isfinite(counts)) and min(counts) > 0)  # XASFeeder has ingested it
-            except _DEVICE_FAULTS:  # no event: the agent hears of the lost point here
+            except DEVICE_FAULTS:  # no event: the agent hears of the lost point here
                 valid = False
                 agent.register_failures([{**suggestion, "i0": np.nan, "it": np.nan}])
             failures = 0 if valid else failures + 1

@@ -15,14 +15,10 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import FailedStatus
-from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
 from agent.callbacks import XPSFeeder
 
-from .common import ValuesReadable, record_decision
-
-_DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
+from .common import DEVICE_FAULTS, ValuesReadable, record_decision
 
 
 def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: int = 3,
@@ -59,7 +55,7 @@ def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: in
             current["sweep"] = sweep
             try:
                 reading = yield from bps.trigger_and_read([analyser, index])
-            except _DEVICE_FAULTS as exc:
+            except DEVICE_FAULTS as exc:
                 valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
             if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):
                 valid, why = False, "non-finite counts in the sweep"
