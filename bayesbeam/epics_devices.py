@@ -47,7 +47,6 @@ class ComptonMCA(EpicsMCA):
 
     spectrum = Cpt(ArrayEpicsSignalRO, ".VAL", auto_monitor=False)
     monitor = FCpt(EpicsSignalRO, "{self._monitor_pv}", auto_monitor=False, kind=Kind.normal)
-    preset_time = Cpt(EpicsSignal, ".PRTM", kind=Kind.omitted)
     calib_offset = Cpt(EpicsSignalRO, ".CALO", kind=Kind.config)
     calib_slope = Cpt(EpicsSignalRO, ".CALS", kind=Kind.config)
     incident_energy = Cpt(Signal, value=175.0, kind=Kind.config)
@@ -57,6 +56,12 @@ class ComptonMCA(EpicsMCA):
     def __init__(self, prefix, *, monitor_pv: str, **kwargs):
         self._monitor_pv = monitor_pv
         super().__init__(prefix, **kwargs)
+
+    @property
+    def preset_time(self) -> EpicsSignal:
+        """The count time (s), ``.PRTM``, under the name the plans use. An alias, not a second
+        signal on the same PV: two ophyd signals sharing one PV race on its connection callbacks."""
+        return self.preset_real_time
 
 
 class EpicsMagnet(PVPositionerPC):
@@ -160,23 +165,20 @@ def writable_pvs(devices) -> set[str]:
     return {s.setpoint_pvname for d in devices for s in _signals(d) if isinstance(s, EpicsSignal)}
 
 
-def wait_for_pvs(config: BeamlineConfig, devices, timeout_s: float | None = None) -> None:
-    """Wait until every PV of ``devices`` is connected; raise ``BeamlineConnectionError`` naming
-    the missing ones and where they are configured."""
-    timeout_s = config.timeout_s() if timeout_s is None else float(timeout_s)
-    signals = [s for d in devices for s in _signals(d)]
-    deadline = time.monotonic() + timeout_s
+def _wait_connected(signals, deadline: float) -> None:
+    """Poll until every signal is connected or ``deadline`` (time.monotonic, s) passes."""
     while time.monotonic() < deadline and not all(s.connected for s in signals):
         time.sleep(0.05)
-        for s in signals:
-            # Channel up but first metadata never arrived: in a connection storm ophyd's utility
-            # threads can drop that request; wait_for_connection fetches it in this thread.
-            states = getattr(s, "_connection_states", {})
-            if not s.connected and states and all(states.values()):
-                try:
-                    s.wait_for_connection(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
-                except TimeoutError:
-                    pass
+
+
+def wait_for_pvs(config: BeamlineConfig, devices, timeout_s: float | None = None,
+                 deadline: float | None = None) -> None:
+    """Wait until every PV of ``devices`` is connected (within ``timeout_s``, or until ``deadline`` when
+    part of the time is already spent); raise ``BeamlineConnectionError`` naming the missing ones and
+    where they are configured."""
+    timeout_s = config.timeout_s() if timeout_s is None else float(timeout_s)
+    signals = [s for d in devices for s in _signals(d)]
+    _wait_connected(signals, time.monotonic() + timeout_s if deadline is None else deadline)
     missing = sorted({pv for s in signals if not s.connected
                       for pv in {s.pvname, getattr(s, "setpoint_pvname", s.pvname)}})
     if not missing:
@@ -201,6 +203,8 @@ def wait_for_pvs(config: BeamlineConfig, devices, timeout_s: float | None = None
 
 def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> EpicsBeamline:
     """Build the configured devices from stock ophyd EPICS classes and wait for every PV."""
+    timeout_s = config.timeout_s() if timeout_s is None else float(timeout_s)
+    deadline = time.monotonic() + timeout_s
     ge = magnet = mono = i0 = it = None
     if config.has("magnetic Compton"):
         det, mag = config.data["detector"], config.data["magnet"]
@@ -215,6 +219,10 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         mono = EpicsMotor(dcm["motor"], name=dcm["name"])
         gate = ScalerGate()
         i0 = IonChamberScaler(ic["scaler"], channel=ic["i0_channel"], gate=gate, name=ic["i0_name"])
+        # It shares i0's pyepics PV objects (one scaler record). A PV joined while its first connection
+        # callback is running can miss that callback for good (pyepics appends to the list being
+        # iterated), so It is built once i0's channels are up.
+        _wait_connected(_signals(i0), deadline)
         it = IonChamberScaler(ic["scaler"], channel=ic["it_channel"], gate=gate, name=ic["it_name"])
     ring = config.data["ring"]
     current = EpicsSignalRO(ring["current"], name=ring["name"], kind=Kind.hinted)
@@ -227,5 +235,5 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
                    if pv not in configured and not pv.startswith(records))
     if stray:
         raise BeamlineConnectionError(f"devices would write to PVs not in {config.path}: {stray}")
-    wait_for_pvs(config, bl.devices().values(), timeout_s)
+    wait_for_pvs(config, bl.devices().values(), timeout_s, deadline)
     return bl

@@ -31,6 +31,21 @@ def test_ioc_serves_the_record_fields_stock_ophyd_uses(session):
     assert session["beamtime"].get() > b0  # beamtime passes with wall time on the IOC
 
 
+def test_signals_connected_together_never_share_a_pv(session):
+    """Two ophyd signals on one PV, connecting at once, can lose a connection callback for good (pyepics);
+    only It, built once i0's channels are up, may share i0's scaler PVs."""
+    from bayesbeam.epics_devices import _signals
+
+    owner = {}
+    for name, dev in session["epics_bl"].devices().items():
+        if name == "it":
+            continue
+        for sig in _signals(dev):
+            for pv in {sig.pvname, getattr(sig, "setpoint_pvname", sig.pvname)}:
+                assert owner.setdefault(pv, sig.name) == sig.name, f"{pv}: {owner[pv]} and {sig.name}"
+    assert session["it"].channels.chan3.pvname in owner  # the shared record is there, counted once
+
+
 def test_adaptive_compton_over_channel_access(session):
     agent, run = _run(session)
     stop = run.metadata["stop"]
