@@ -28,48 +28,62 @@ def prior():
     return library_prior(lib.without("Fe3O4"), default_grid(step_eV=0.5))
 
 
+def target_map(post):
+    """L written out densely: mu = m + r - m' delta, or the measured spectrum / a_lin = H_grid x / a_lin."""
+    n = post.n
+    if post.target == "mu":
+        return np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))]), post.m
+    return post.rows(post.energy) / post.amp_lin, 0.0
+
+
 def direct(prior, post, energies, ys, vs):
-    """Independent dense Gaussian conditioning of mu = m + L x on y = H x + noise."""
+    """Independent dense Gaussian conditioning of x on y = H x + noise; mu and the target from it."""
     n = prior.energy.size
     s0, x0 = post.prior_cov(), post.x0
     h = post.rows(energies)
-    lmat = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))])
+    lmu = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))])
+    lmat, base = target_map(post)
     c = h @ s0 @ h.T + np.diag(vs)
     gain = s0 @ h.T @ np.linalg.inv(c)
     x = x0 + gain @ (ys - h @ x0)
     s = s0 - gain @ h @ s0
-    return post.m + lmat @ x, lmat @ s @ lmat.T
+    return post.m + lmu @ x, lmu @ s @ lmu.T, base + lmat @ x, lmat @ s @ lmat.T
 
 
-def test_rank1_posterior_equals_direct_conditioning(prior):
+@pytest.mark.parametrize("target", ["absorbance", "mu"])
+def test_rank1_posterior_equals_direct_conditioning(prior, target):
     rng = np.random.default_rng(0)
-    post = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6)
+    post = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6, target=target)
     e = rng.uniform(prior.energy[0], prior.energy[-1], 25)
     ys = 1.7 * np.interp(e, prior.energy, prior.mean) + 0.4 + 0.01 * rng.standard_normal(25)
     vs = rng.uniform(1e-5, 1e-3, 25)
     for a, b, c in zip(e, ys, vs, strict=True):
         post.update(a, b, c)
-    mean, cov = direct(prior, post, e, ys, vs)
+    mean, cov, tmean, tcov = direct(prior, post, e, ys, vs)
     np.testing.assert_allclose(post.mean, mean, atol=1e-8)
     np.testing.assert_allclose(post.var, np.diag(cov), atol=1e-9)
-    assert post.rmse_pred == pytest.approx(np.sqrt(np.trace(cov) / cov.shape[0]), rel=1e-8)
-    fresh = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6)
+    np.testing.assert_allclose(post.target_mean, tmean, atol=1e-8)
+    # the target carries the nuisance prior (variance ~25): both computations cancel from there
+    np.testing.assert_allclose(post.target_var, np.diag(tcov), atol=2e-8)
+    assert post.rmse_pred == pytest.approx(np.sqrt(np.trace(tcov) / tcov.shape[0]), rel=1e-5)
+    fresh = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6, target=target)
     assert fresh.design_rmse(e, vs) == pytest.approx(post.rmse_pred, rel=1e-8)
-    p_rank1 = post.P.copy()
+    m_rank1 = post.M.copy()
     post.resolve()
-    np.testing.assert_allclose(p_rank1, post.P, atol=1e-9 * np.abs(post.P).max())
+    np.testing.assert_allclose(m_rank1, post.M, atol=1e-9 * np.abs(post.M).max())
 
 
-def test_first_choice_equals_brute_force(prior):
+@pytest.mark.parametrize("target", ["absorbance", "mu"])
+def test_first_choice_equals_brute_force(prior, target):
     """Cost-aware choice over every (candidate, dwell) vs recomputing the posterior trace each time."""
     rng = np.random.default_rng(1)
-    post = XASPosterior(prior, Nuisance())
+    post = XASPosterior(prior, Nuisance(), target=target)
     for e in rng.uniform(7100, 7150, 4):
         post.update(e, 1.5 * np.interp(e, prior.energy, prior.mean), 2e-4)
     noise, cost, dwells, cur = CountingNoise(), MoveCost(settle_s=0.5, speed_eV_s=5.0), (0.5, 2.0), 7120.0
     j, dwell, score = choose_next(post, noise, cost, cur, dwells)
     n = prior.energy.size
-    lmat = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))])
+    lmat, _ = target_map(post)
     tr0 = np.trace(lmat @ post.S @ lmat.T)
     y = post.y_pred()
     best = (-np.inf, None)
@@ -118,6 +132,21 @@ def test_move_cost_and_scan_time():
     assert scan_time([7100.0, 7110.0], 1.0, c) == pytest.approx(2 + 0.5 + 1.5)
     with pytest.raises(ValueError):
         MoveCost(speed_eV_s=0)
+
+
+def test_the_two_targets_differ_by_the_edge_step_uncertainty(prior):
+    """With dense precise data the measured spectrum is pinned, normalised mu keeps the edge-step floor."""
+    e = prior.energy
+    y = 1.75 * prior.mean + 0.45
+    posts = {t: XASPosterior(prior, Nuisance(), amp_lin=1.75, target=t) for t in ("absorbance", "mu")}
+    for p in posts.values():
+        p.data_e, p.data_y, p.data_var = list(e), list(y), [1e-6] * e.size
+        p.resolve()
+    floor = np.sqrt(np.mean(prior.mean**2)) * posts["mu"].amplitude[1] / 1.75
+    assert posts["absorbance"].rmse_pred < 0.2 * posts["mu"].rmse_pred
+    assert posts["mu"].rmse_pred == pytest.approx(floor, rel=0.3)
+    with pytest.raises(ValueError, match="target"):
+        XASPosterior(prior, target="transmission")
 
 
 def test_energy_outside_the_grid_raises(prior):
