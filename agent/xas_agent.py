@@ -18,10 +18,13 @@ from .stopping import Budget, History, StopRule, _positive, any_of
 from .xas_design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
 from .xas_prior import GaussianPrior, SpectraLibrary, library_prior
 
+MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
+
 
 @dataclass(frozen=True)
 class TargetRMSE(StopRule):
-    """Stop when the predicted RMSE of the reconstructed mu (report key ``rmse_pred``) <= ``target``."""
+    """Stop when the predicted RMSE of the design target (report key ``rmse_pred``; the measured
+    spectrum in edge-step units by default, see ``agent.xas_design.TARGETS``) <= ``target``."""
 
     target: float
 
@@ -39,13 +42,15 @@ class XASAgent(BayesAgent):
     """Sequential Bayesian design of XAS energies on the prior's grid.
 
     ``strategy``: ``"greedy"`` picks each point by expected trace reduction per second of dwell +
-    move from the current energy; ``"sweep"`` (default) plans ``sweep_points`` points greedily per
+    move from the current energy; ``"sweep"`` (default) plans up to ``sweep_points`` points (half as
+    many as measured so far, at least 12: short sweeps while the model is still moving) greedily per
     second of dwell + settle on a fantasised posterior, then measures them in one monotonic sweep
     of the monochromator (travel shared by the batch), re-planning from the real posterior after
-    each sweep or model refit. ``dwell_options`` (s) are the dwell times it may choose;
-    ``energy_limits`` (eV) restrict the candidates (e.g. to the monochromator range); ``adapt``
-    re-estimates amplitude, edge shift and prior scale (relinearising the model) on a geometric
-    schedule of point counts."""
+    each sweep or model refit (a point picked twice in a sweep is counted once, for the summed dwell).
+    ``dwell_options`` (s) are the dwell times it may choose; ``energy_limits`` (eV) restrict the
+    candidates (e.g. to the monochromator range); ``adapt`` re-estimates amplitude, edge shift and
+    prior scale (relinearising the model) on a geometric schedule of point counts. ``target`` is the
+    spectrum whose error the design reduces and the stop rule judges (``agent.xas_design.TARGETS``)."""
 
     quantities = ("rmse",)
 
@@ -53,7 +58,7 @@ class XASAgent(BayesAgent):
                  noise: CountingNoise | None = None, cost: MoveCost | None = None,
                  dwell_options=(2.0, 4.0), energy_limits: tuple[float, float] | None = None,
                  adapt: bool = True, scale_prior_sd: float = 1.0, strategy: str = "sweep",
-                 sweep_points: int = 16, checkpoint_path=None):
+                 sweep_points: int = 96, target: str = "absorbance", checkpoint_path=None):
         super().__init__(stop_rule, checkpoint_path)
         if strategy not in ("sweep", "greedy"):
             raise ValueError(f"strategy must be 'sweep' or 'greedy', got {strategy!r}")
@@ -67,7 +72,7 @@ class XASAgent(BayesAgent):
             raise ValueError(f"dwell options must be positive seconds, got {dwell_options!r}")
         self.noise, self.cost = noise or CountingNoise(), cost or MoveCost()
         self.adapt, self.scale_prior_sd = adapt, scale_prior_sd
-        self.post = XASPosterior(prior, nuisance or Nuisance())
+        self.post = XASPosterior(prior, nuisance or Nuisance(), target=target)
         e = self.post.energy
         lo, hi = energy_limits if energy_limits is not None else (e[0], e[-1])
         self.candidates = (e >= lo - 1e-9) & (e <= hi + 1e-9)
@@ -105,15 +110,22 @@ class XASAgent(BayesAgent):
 
     def _plan_sweep(self) -> None:
         post = self.post.copy()
-        settle = MoveCost(self.cost.settle_s, np.inf)
+        move = np.full(post.n, self.cost.settle_s)  # travel is shared by the sweep; a repeat needs no settle
         picks = []
-        for _ in range(self.sweep_points):
-            j, dwell, score = choose_next(post, self.noise, settle, None, self.dwell_options, self.candidates)
+        n_sweep = int(np.clip(len(self.post.data_e) // 2, min(MIN_SWEEP, self.sweep_points), self.sweep_points))
+        for _ in range(n_sweep):
+            j, dwell, score = choose_next(post, self.noise, self.cost, None, self.dwell_options, self.candidates,
+                                          move)
             picks.append((float(post.energy[j]), dwell, score))
             post.fantasise(post.energy[j], float(self.noise.var(post.y_pred()[j], dwell)))
-        e = np.array([p[0] for p in picks])
+            move[j] = 0.0
+        merged: dict[float, tuple[float, float, float]] = {}
+        for e, dwell, score in picks:  # a repeated pick is one point counted longer: one settle, not two
+            d0, s0 = merged.get(e, (e, 0.0, 0.0))[1:]
+            merged[e] = (e, d0 + dwell, s0 + score)
+        e = np.array(list(merged))
         up = self.current_eV is None or abs(self.current_eV - e.min()) <= abs(self.current_eV - e.max())
-        self._queue = sorted(picks, key=lambda p: (p[0] if up else -p[0]))
+        self._queue = sorted(merged.values(), key=lambda p: (p[0] if up else -p[0]))
 
     def _suggest_greedy(self, num_points: int) -> list[dict[str, Any]]:
         post, cur, out = self.post, self.current_eV, []
@@ -192,11 +204,13 @@ class XASAgent(BayesAgent):
                  "shift": self.post.shift[0]}]
 
     def posterior(self) -> dict[str, np.ndarray | float]:
-        """Posterior of mu on the grid: mean, std and the 95 % band; amplitude and shift (mean, sd)."""
+        """Posterior of mu on the grid: mean, std and the 95 % band; amplitude and shift (mean, sd);
+        the design target's mean and std on the grid."""
         mean, std = self.post.mean, np.sqrt(self.post.var)
         return {"energy": self.post.energy, "mean": mean, "std": std, "lower": mean - 1.959964 * std,
                 "upper": mean + 1.959964 * std, "amplitude": self.post.amplitude, "shift": self.post.shift,
-                "rmse_pred": self.post.rmse_pred}
+                "target": self.post.target, "target_mean": self.post.target_mean,
+                "target_std": np.sqrt(self.post.target_var), "rmse_pred": self.post.rmse_pred}
 
     # -- checkpoint ----------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
