@@ -219,7 +219,7 @@ def design_xas(points, dwell, prior, exclude, output):
     if points < 1 or not dwell > 0:
         raise click.BadParameter("points must be >= 1 and dwell > 0 s")
     energies, rmse, t = design_points(points, dwell, prior, exclude)
-    click.echo(f"{points} points, predicted RMSE of μ {rmse[-1]:.4f}, scan time {t:.0f} s (sorted scan)")
+    click.echo(f"{points} points, predicted RMSE of μt / edge step {rmse[-1]:.4f}, scan time {t:.0f} s (sorted scan)")
     click.echo("order chosen: " + " ".join(f"{e:.1f}" for e in energies))
     click.echo("scan (sorted): " + " ".join(f"{e:.1f}" for e in np.sort(energies)))
     if output:
