@@ -13,6 +13,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
 from .clock import SimClock
+from .faults import FaultQueue
 from .ge_detector import ArraySignal
 from .xps_samples import DEFAULT_ENERGIES, XPSSample
 
@@ -35,12 +36,11 @@ class SimElectronAnalyser(Device):
         self.clock, self.sample, self.ring = clock, sample, ring
         self.rng = np.random.default_rng(seed)
         self.energies.put(DEFAULT_ENERGIES.copy())
-        self._failures: list[str] = []
+        self._faults = FaultQueue("analyser", ("nan", "timeout"))
 
     def fail_next(self, mode: str = "nan", n: int = 1) -> None:
-        if mode not in ("nan", "timeout"):
-            raise ValueError(f"unknown analyser failure mode {mode!r}")
-        self._failures.extend([mode] * int(n))
+        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
+        self._faults.add(mode, n)
 
     def sweep_duration(self) -> float:
         """Beamtime of one sweep (s)."""
@@ -48,7 +48,7 @@ class SimElectronAnalyser(Device):
 
     def trigger(self):
         dwell = float(self.dwell_time.get())
-        failure = self._failures.pop(0) if self._failures else None
+        failure = self._faults.pop()
         energies = np.asarray(self.energies.get(), dtype=float)
 
         def done(t0, t1):

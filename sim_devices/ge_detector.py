@@ -16,6 +16,7 @@ from agent.mcs_model import ComptonGeometry
 
 from .clock import SimClock
 from .compton_samples import REFERENCE_CURRENT_MA, ComptonSample
+from .faults import FaultQueue
 from .magnet import SimMagnet
 from .ring import RingCurrent
 
@@ -57,7 +58,7 @@ class SimGeMCA(Device):
         self.monitor_rate_cps = float(monitor_rate_cps)
         self.monitor_noise = float(monitor_noise)
         self.saturation_field_t = float(saturation_field_t)
-        self._failures: list[str] = []
+        self._faults = FaultQueue("detector", ("nan", "timeout"))
         self._geometry: ComptonGeometry | None = None
 
     def geometry(self) -> ComptonGeometry:
@@ -71,9 +72,8 @@ class SimGeMCA(Device):
         return self._geometry
 
     def fail_next(self, mode: str = "nan", n: int = 1) -> None:
-        if mode not in ("nan", "timeout"):
-            raise ValueError(f"unknown detector failure mode {mode!r}")
-        self._failures.extend([mode] * int(n))
+        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
+        self._faults.add(mode, n)
 
     def magnetisation(self) -> float:
         """Sample magnetisation direction (−1…1) from the magnet readback (linear below saturation)."""
@@ -81,7 +81,7 @@ class SimGeMCA(Device):
 
     def trigger(self):
         t = float(self.preset_time.get())
-        failure = self._failures.pop(0) if self._failures else None
+        failure = self._faults.pop()
         m = self.magnetisation()
 
         def done(t0, t1):

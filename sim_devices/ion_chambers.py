@@ -16,6 +16,7 @@ from ophyd import Device, Kind, Signal
 from ophyd.status import Status
 
 from .clock import SimClock
+from .faults import FaultQueue
 from .monochromator import SimMonochromator
 from .xas_samples import XASSample
 
@@ -79,12 +80,11 @@ class SimIonChamber(Device):
         self.clock, self.mono, self.sample, self.ring = clock, mono, sample, ring
         self.gate = gate or ScalerGate(clock)
         self.transmitted = bool(transmitted)
-        self._failures: list[str] = []
+        self._faults = FaultQueue("ion chamber", ("nan", "timeout"))
 
     def fail_next(self, mode: str = "nan", n: int = 1) -> None:
-        if mode not in ("nan", "timeout"):
-            raise ValueError(f"unknown ion chamber failure mode {mode!r}")
-        self._failures.extend([mode] * int(n))
+        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
+        self._faults.add(mode, n)
 
     def expected_counts(self, energy_eV: float, dwell_s: float, current_ma: float = REFERENCE_CURRENT_MA) -> float:
         lam = self.sample.i0_rate * dwell_s * current_ma / REFERENCE_CURRENT_MA
@@ -95,7 +95,7 @@ class SimIonChamber(Device):
         if not dwell > 0:
             raise ValueError(f"{self.name}: dwell time must be > 0 s, got {dwell!r}")
         energy = self.mono.position
-        failure = self._failures.pop(0) if self._failures else None
+        failure = self._faults.pop()
 
         def done(t0, t1):
             if failure == "timeout":

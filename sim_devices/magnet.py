@@ -7,6 +7,7 @@ from ophyd import Device, Kind, Signal
 from ophyd.utils import LimitError
 
 from .clock import SimClock
+from .faults import FaultQueue
 
 
 class SimMagnet(Device):
@@ -25,7 +26,7 @@ class SimMagnet(Device):
     def __init__(self, *args, clock: SimClock, **kwargs):
         super().__init__(*args, **kwargs)
         self.clock = clock
-        self._failures: list[str] = []
+        self._faults = FaultQueue("magnet", ("stuck", "timeout"))
 
     @property
     def position(self) -> float:
@@ -33,9 +34,7 @@ class SimMagnet(Device):
 
     def fail_next(self, n: int = 1, mode: str = "stuck", after: int = 0) -> None:
         """Make ``n`` moves fail (``mode``: "stuck" or "timeout") after ``after`` good ones."""
-        if mode not in ("stuck", "timeout"):
-            raise ValueError(f"unknown magnet failure mode {mode!r}")
-        self._failures.extend([None] * int(after) + [mode] * int(n))
+        self._faults.add(mode, n, after)
 
     def set(self, value):
         value = float(value)
@@ -46,7 +45,7 @@ class SimMagnet(Device):
         old = self.readback.get()
         flips = (old >= 0) != (value >= 0) or old == 0.0
         duration = self.flip_time_s.get() if flips else self.settle_time_s.get()
-        failure = self._failures.pop(0) if self._failures else None
+        failure = self._faults.pop()
 
         def done(t0, t1):
             if failure == "timeout":
