@@ -33,6 +33,12 @@ def shared_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def region_grid() -> np.ndarray:
+    """A conventional XANES step scan (eV): 2 eV pre-edge, 0.25 eV over the edge, 1 eV post-edge."""
+    return np.concatenate([np.arange(7076.2, 7106.0, 2.0), np.arange(7106.0, 7136.0, 0.25),
+                           np.arange(7136.0, 7181.21, 1.0)])
+
+
 @dataclass(frozen=True)
 class SpectraLibrary:
     """Standards on a common energy axis: ``energy`` (m,) eV, ``spectra`` (m, k), ``names`` (k)."""

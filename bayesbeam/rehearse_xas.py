@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.xas_agent import XASAgent, xas_agent
 from agent.xas_design import CountingNoise, MoveCost, XASPosterior, greedy_batch, scan_time
-from agent.xas_prior import SpectraLibrary, default_grid, library_prior, reference_prior
+from agent.xas_prior import SpectraLibrary, default_grid, library_prior, reference_prior, region_grid
 from plans.xas import adaptive_xas
 from sim_devices.clock import BeamtimeSignal, SimClock
 from sim_devices.ion_chambers import SharedDwell, ion_chambers
@@ -65,12 +65,6 @@ class XASRehearsal:
     conventional: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (dwell s, beamtime s)
 
 
-def region_grid() -> np.ndarray:
-    """Conventional XANES regions (eV): 2 eV pre-edge, 0.25 eV edge, 1 eV post-edge."""
-    return np.concatenate([np.arange(7076.2, 7106.0, 2.0), np.arange(7106.0, 7136.0, 0.25),
-                           np.arange(7136.0, 7181.21, 1.0)])
-
-
 def conventional_time(agent: XASAgent, energies: np.ndarray, target_rmse: float) -> tuple[float, float]:
     """(dwell s, beamtime s) for a step scan over ``energies`` to reach ``target_rmse`` predicted by the
     agent's final model (its amplitude, shift, scale and noise), found by bisection on the dwell."""
@@ -94,7 +88,6 @@ def rehearse_xas_run(RE, sample: str, target_rmse: float, prior: str = "library"
     """One adaptive run through ``RE``; returns the agent, trajectory and conventional comparison."""
     agent = make_agent(sample, target_rmse, prior, max_points, target=target)
     bl = make_xas_beamline(sample, time_scale=time_scale, seed=seed, cost=agent.cost)
-    truth = bl.sample.mu(agent.post.energy)
     traj: list[tuple[float, float, float]] = []
     streams: dict[str, str] = {}
 
@@ -102,10 +95,7 @@ def rehearse_xas_run(RE, sample: str, target_rmse: float, prior: str = "library"
         if name == "descriptor":
             streams[doc["uid"]] = doc["name"]
         elif name == "event" and streams.get(doc["descriptor"]) == "posterior":
-            p = agent.post
-            err = float(np.sqrt(np.mean((p.target_mean - p.target_of(truth, bl.sample.amplitude,
-                                                                      bl.sample.offset)) ** 2)))
-            traj.append((doc["data"]["beamtime_s"], doc["data"]["rmse_pred"], err))
+            traj.append((doc["data"]["beamtime_s"], doc["data"]["rmse_pred"], bl.sample.target_rmse(agent.post)))
 
     token = RE.subscribe(record)
     try:
@@ -183,8 +173,7 @@ def rehearse_xas(sample, target_rmse, target, prior, max_points, seed, time_scal
     rep = r.agent.report()
     post = r.agent.posterior()
     truth = r.sample.mu(post["energy"])
-    target = r.agent.post.target_of(truth, r.sample.amplitude, r.sample.offset)
-    actual = float(np.sqrt(np.mean((post["target_mean"] - target) ** 2)))
+    actual = r.sample.target_rmse(r.agent.post)
     cover = float(np.mean(np.abs(post["mean"] - truth) <= post["upper"] - post["mean"]))
     click.echo(f"stop: {r.stop_reason}\npoints: {rep['points']}, beamtime {rep['beamtime_s']:.0f} s "
                f"(dwell {sum(r.agent.dwells):.0f} s + moves {rep['beamtime_s'] - sum(r.agent.dwells):.0f} s)")

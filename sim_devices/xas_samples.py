@@ -57,6 +57,13 @@ class XASSample:
             raise ValueError(f"energy outside the tabulated truth {lo:.2f}-{hi:.2f} eV")
         return np.interp(e - self.shift_eV, self._energy, self._mu)
 
+    def target_rmse(self, post, values: np.ndarray | None = None) -> float:
+        """Actual RMSE of ``values`` (default: the posterior mean of ``post``'s design target) on
+        ``post``'s grid against this sample's truth, in the target's units."""
+        truth = post.target_of(self.mu(post.energy), self.amplitude, self.offset)
+        v = post.target_mean if values is None else values
+        return float(np.sqrt(np.mean((v - truth) ** 2)))
+
     def mut(self, energy_eV) -> np.ndarray:
         return self.amplitude * self.mu(energy_eV) + self.offset
 

@@ -53,6 +53,7 @@ from agent.xas_prior import (  # noqa: E402
     leave_one_out,
     library_prior,
     reference_prior,
+    region_grid,
 )
 from sim_devices.xas_samples import XASSample  # noqa: E402
 
@@ -61,18 +62,6 @@ NOISE = CountingNoise()
 CONV_DWELL_S = 1.0
 BUDGET = 1.2
 PRIORS = {"library": library_prior, "reference": reference_prior}
-
-
-def region_grid() -> np.ndarray:
-    """Conventional XANES regions: 2 eV pre-edge, 0.25 eV edge, 1 eV post-edge (eV)."""
-    return np.concatenate([np.arange(7076.2, 7106.0, 2.0), np.arange(7106.0, 7136.0, 0.25),
-                           np.arange(7136.0, 7181.21, 1.0)])
-
-
-def actual_rmse(post, sample) -> float:
-    """True RMSE of the posterior mean of the design target on the grid."""
-    truth = post.target_of(sample.mu(post.energy), sample.amplitude, sample.offset)
-    return float(np.sqrt(np.mean((post.target_mean - truth) ** 2)))
 
 
 def reconstruct(prior, sample, energies, target, dwell=CONV_DWELL_S):
@@ -86,9 +75,7 @@ def reconstruct(prior, sample, energies, target, dwell=CONV_DWELL_S):
     agent.refit()
     raw = p.target_of((np.interp(p.energy, energies, y) - sample.offset) / sample.amplitude, sample.amplitude,
                       sample.offset)
-    truth = p.target_of(sample.mu(p.energy), sample.amplitude, sample.offset)
-    return (p, actual_rmse(p, sample), p.rmse_pred, scan_time(energies, dwell, COST),
-            float(np.sqrt(np.mean((raw - truth) ** 2))))
+    return p, sample.target_rmse(p), p.rmse_pred, scan_time(energies, dwell, COST), sample.target_rmse(p, raw)
 
 
 def design_bound(post, target_rmse, step_s=0.5, max_s=10**4) -> float:
@@ -127,7 +114,7 @@ def one_standard(args):
         agent.ingest([{**s, "i0": i0, "it": it}])
         lat[-1] += time.perf_counter() - t0
         r = agent.report()
-        traj.append((r["beamtime_s"], r["rmse_pred"], actual_rmse(agent.post, sample)))
+        traj.append((r["beamtime_s"], r["rmse_pred"], sample.target_rmse(agent.post)))
     traj = np.array(traj)
     out = {"name": name, "lat": lat, "points": len(traj)}
 
