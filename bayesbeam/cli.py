@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .catalog import default_catalog_location
-from .rehearse_xas import design_xas, rehearse_xas
-from .rehearse_xps import rehearse_xps
+from bayesbeam.catalog import default_catalog_location
+from bayesbeam.rehearsal.xas.rehearse import design_xas, rehearse_xas
+from bayesbeam.rehearsal.xps.rehearse import rehearse_xps
 
 CATALOG_HELP = ("Catalog to store runs in: a directory (embedded SQLite catalog, created on first use) or a "
                 "tiled server URI. Default: $BAYESBEAM_CATALOG, else ~/.local/share/bayesbeam/catalog.")
@@ -51,7 +51,7 @@ def _progress_callback(progress, task, quantity: str, target: float):
 
 
 @rehearse.command("compton")
-@click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/presets).")
+@click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/compton/presets).")
 @click.option("--target-std", type=float, default=0.01,
               help="Stop when the posterior std of QUANTITY reaches this (μB).")
 @click.option("--quantity", default="mu_s", help="Quantity the target applies to: mu_s (spin moment) or a3d, a4s.")
@@ -73,11 +73,11 @@ def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plate
     """Adaptive magnetic-Compton measurement on the simulated BL08W-style beamline."""
     from rich.progress import Progress
 
-    from . import report_compton as rpt
-    from .rehearse_compton import make_agent, rehearse_repeats, rehearse_run
+    from bayesbeam.rehearsal.compton import report as rpt
+    from bayesbeam.rehearsal.compton.rehearse import make_agent, rehearse_repeats, rehearse_run
 
     try:  # bad input: a clear error before anything moves
-        from sim_devices.compton_samples import compton_sample
+        from sim_devices.compton.samples import compton_sample
 
         make_agent(compton_sample(sample), target_std, quantity, max_cycles, plateau)
         if repeats < 0:
@@ -95,8 +95,8 @@ def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plate
         rpt.print_table(rpt.repeats_table(stats, target_std))
         return
 
-    from .catalog import open_catalog
-    from .session import make_run_engine
+    from bayesbeam.catalog import open_catalog
+    from bayesbeam.session import make_run_engine
 
     location = catalog or default_catalog_location()
     client = open_catalog(location)
@@ -116,7 +116,7 @@ def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plate
 @click.option("--last", type=int, default=10, help="How many of the most recent runs to list.")
 def runs(catalog, sample, last):
     """List stored runs: uid, plan, sample, exit status and stop reason."""
-    from .catalog import find_runs, open_catalog
+    from bayesbeam.catalog import find_runs, open_catalog
 
     client = open_catalog(catalog)
     results = find_runs(client, sample=sample) if sample else client
@@ -130,15 +130,15 @@ def runs(catalog, sample, last):
 @main.command("ioc")
 @click.option("--port", type=int, default=5064, help="Channel Access port (UDP search and TCP) on 127.0.0.1.")
 @click.option("--prefix", default="SIM08W:", help="PV prefix.")
-@click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/presets).")
+@click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/compton/presets).")
 @click.option("--time-scale", type=float, default=1e3, help="Simulated seconds of beamtime per wall-clock second.")
 @click.option("--xas-sample", default="Fe3O4", help="Fe K-edge standard on the XAS end station (e.g. Fe-foil).")
 @click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh).")
 def ioc(port, prefix, sample, time_scale, xas_sample, seed):
     """Serve the simulated beamline (Compton and XAS end stations) over EPICS Channel Access on 127.0.0.1."""
-    from sim_devices.compton_samples import compton_sample
+    from sim_devices.compton.samples import compton_sample
     from sim_devices.ioc import serve
-    from sim_devices.xas_samples import XASSample
+    from sim_devices.xas.samples import XASSample
 
     try:
         compton_sample(sample)

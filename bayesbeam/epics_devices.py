@@ -24,7 +24,7 @@ from ophyd.mca import EpicsMCA
 from ophyd.pv_positioner import PVPositionerPC
 from ophyd.scaler import EpicsScaler
 
-from .beamline_config import BeamlineConfig
+from bayesbeam.beamline_config import BeamlineConfig
 
 
 class BeamlineConnectionError(RuntimeError):

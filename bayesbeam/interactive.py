@@ -6,8 +6,8 @@ import os
 
 from bluesky.callbacks.best_effort import BestEffortCallback
 
-from .catalog import default_catalog_location, open_catalog
-from .session import make_run_engine
+from bayesbeam.catalog import default_catalog_location, open_catalog
+from bayesbeam.session import make_run_engine
 
 
 def configure_session(md: dict, plots: bool | None = None):

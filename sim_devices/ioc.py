@@ -43,8 +43,8 @@ import time
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from .compton_beamline import make_compton_beamline
-from .xas_beamline import make_xas_endstation
+from sim_devices.compton.beamline import make_compton_beamline
+from sim_devices.xas.endstation import make_xas_endstation
 
 N_CHANNELS = 1024
 N_SCALER = 32

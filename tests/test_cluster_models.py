@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.cluster_models import (
+from agent.xps.agent import fit_xps, model_probabilities
+from agent.xps.cluster_models import (
     CEO2,
     LA2O3,
     N_F,
@@ -16,8 +17,7 @@ from agent.cluster_models import (
     xps3,
     xps3_lines,
 )
-from agent.xps_agent import fit_xps, model_probabilities
-from sim_devices.xps_samples import DEFAULT_ENERGIES, sample
+from sim_devices.xps.samples import DEFAULT_ENERGIES, sample
 
 
 def hamiltonians(d, v, uff, ufc):

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from bayesbeam.rehearse_compton import make_agent, rehearse_run
-from plans.compton import adaptive_compton
-from sim_devices.compton_beamline import make_compton_beamline
+from bayesbeam.rehearsal.compton.rehearse import make_agent, rehearse_run
+from plans.compton.flip_cycles import adaptive_compton
+from sim_devices.compton.beamline import make_compton_beamline
 
 
 def test_run_stops_on_target_and_is_stored(RE, catalog):
@@ -109,7 +109,7 @@ def test_bad_plan_arguments_fail_before_anything_moves(RE):
 def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
     """Checkpointable through the catalog: replaying the stored documents into a fresh agent
     reproduces every posterior the run recorded, and the stop decision."""
-    from agent.callbacks import ComptonFeeder
+    from agent.feeders import ComptonFeeder
     from bayesbeam.catalog import replay
 
     bl = make_compton_beamline("fe", time_scale=1e6, seed=21)

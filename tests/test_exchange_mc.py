@@ -7,8 +7,8 @@ import pytest
 from numba import njit
 from scipy.stats import multivariate_normal
 
-from agent.exchange_mc import auto_ladder, bridge_log_z, exchange_mc, gelman_rubin
-from agent.nonlinear import Dataset, Param, fit
+from agent.core.exchange_mc import auto_ladder, bridge_log_z, exchange_mc, gelman_rubin
+from agent.core.nonlinear import Dataset, Param, fit
 
 X = np.linspace(-4.0, 4.0, 80)
 G = np.stack([np.exp(-0.5 * (X - 1.0) ** 2), np.exp(-((X + 1.0) ** 2))], axis=1)

@@ -63,7 +63,7 @@ def test_ioc_serves_motor_and_scaler_records_for_stock_ophyd(session, stats):
 
 
 def test_adaptive_xas_over_channel_access(session, stats):
-    from sim_devices.xas_samples import XASSample
+    from sim_devices.xas.samples import XASSample
 
     agent = session["xas_agent"](target_rmse=0.02, exclude=XAS_SAMPLE)
     counts = stats["counts"].get()

@@ -5,7 +5,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from agent.linear_posterior import LinearGridPosterior
+from agent.core.linear_posterior import LinearGridPosterior
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.mcs_agent import spin_moment_agent
-from bayesbeam.rehearse_compton import make_agent, simulate_beamtime
-from sim_devices.compton_beamline import make_compton_beamline
-from sim_devices.compton_samples import compton_sample
+from agent.compton.agent import spin_moment_agent
+from bayesbeam.rehearsal.compton.rehearse import make_agent, simulate_beamtime
+from sim_devices.compton.beamline import make_compton_beamline
+from sim_devices.compton.samples import compton_sample
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from agent.cluster_models import CEO2, XAS3_PARAMS, XPS3_PARAMS, theta_of, xas3, xps3
-from agent.nonlinear import Dataset, Param, fit, integrate
+from agent.core.nonlinear import Dataset, Param, fit, integrate
+from agent.xps.cluster_models import CEO2, XAS3_PARAMS, XPS3_PARAMS, theta_of, xas3, xps3
 
 X = np.linspace(0.0, 1.0, 20)
 Y = 2.0 * X

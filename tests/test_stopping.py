@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.stopping import Budget, ModelDecided, Plateau, TargetStd, all_of, any_of
+from agent.core.stopping import Budget, ModelDecided, Plateau, TargetStd, all_of, any_of
 
 
 def hist(stds, **extra):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from agent.stopping import Budget
-from agent.xas_agent import TargetRMSE, XASAgent, xas_agent
-from agent.xas_prior import SpectraLibrary, library_prior
-from sim_devices.xas_samples import XASSample
+from agent.core.stopping import Budget
+from agent.xas.agent import TargetRMSE, XASAgent, xas_agent
+from agent.xas.prior import SpectraLibrary, library_prior
+from sim_devices.xas.samples import XASSample
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from agent.xas_design import (
+from agent.xas.design import (
     CountingNoise,
     MoveCost,
     Nuisance,
@@ -13,7 +13,7 @@ from agent.xas_design import (
     greedy_batch,
     scan_time,
 )
-from agent.xas_prior import SpectraLibrary, default_grid, library_prior
+from agent.xas.prior import SpectraLibrary, default_grid, library_prior
 
 
 @pytest.fixture(autouse=True, scope="module")

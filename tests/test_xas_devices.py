@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from ophyd.utils import LimitError
 
-from sim_devices.clock import SimClock
-from sim_devices.ion_chambers import ion_chambers
-from sim_devices.monochromator import SimMonochromator
-from sim_devices.xas_samples import XASSample
+from sim_devices.core.clock import SimClock
+from sim_devices.xas.ion_chambers import ion_chambers
+from sim_devices.xas.monochromator import SimMonochromator
+from sim_devices.xas.samples import XASSample
 
 
 @pytest.fixture()

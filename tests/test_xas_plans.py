@@ -7,13 +7,13 @@ from bluesky_adaptive.plans import optimize_in_run
 from bluesky_adaptive.protocols import OptimizationProblem
 from threadpoolctl import threadpool_limits
 
-from agent.callbacks import XASFeeder
-from agent.stopping import Budget
-from agent.xas_agent import XASAgent
-from agent.xas_prior import SpectraLibrary, library_prior
+from agent.core.stopping import Budget
+from agent.feeders import XASFeeder
+from agent.xas.agent import XASAgent
+from agent.xas.prior import SpectraLibrary, library_prior
 from bayesbeam.catalog import replay
-from bayesbeam.rehearse_xas import make_agent, make_xas_beamline, rehearse_xas_run
-from plans.xas import adaptive_xas, grid_xas
+from bayesbeam.rehearsal.xas.rehearse import make_agent, make_xas_beamline, rehearse_xas_run
+from plans.xas.energy_points import adaptive_xas, grid_xas
 
 
 @pytest.fixture(autouse=True, scope="module")

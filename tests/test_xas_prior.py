@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from agent.xas_prior import (
+from agent.xas.prior import (
     REFERENCE_CUTOFF_EV,
     GaussianPrior,
     SpectraLibrary,

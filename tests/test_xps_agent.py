@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from agent.cluster_models import CEO2, LA2O3
-from agent.stopping import Budget, ModelDecided, TargetStd, all_of, any_of
-from agent.xps_agent import XPSAgent, default_stop_rule, model_probabilities
-from sim_devices.clock import SimClock
-from sim_devices.electron_analyser import SimElectronAnalyser
-from sim_devices.xps_samples import sample
+from agent.core.stopping import Budget, ModelDecided, TargetStd, all_of, any_of
+from agent.xps.agent import XPSAgent, default_stop_rule, model_probabilities
+from agent.xps.cluster_models import CEO2, LA2O3
+from sim_devices.core.clock import SimClock
+from sim_devices.xps.electron_analyser import SimElectronAnalyser
+from sim_devices.xps.samples import sample
 
 FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
 

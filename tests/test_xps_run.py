@@ -3,13 +3,14 @@
 import numpy as np
 from click.testing import CliRunner
 
-from bayesbeam.rehearse_xps import make_xps_agent, rehearse_xps, rehearse_xps_run
+from agent import xps_agent
+from bayesbeam.rehearsal.xps.rehearse import rehearse_xps, rehearse_xps_run
 
 FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
 
 
 def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog):
-    agent = make_xps_agent(max_sweeps=6, **FAST)
+    agent = xps_agent(max_sweeps=6, **FAST)
     r = rehearse_xps_run(RE, "ceo2", agent, seed=3, time_scale=1e6)
     run = catalog[r.uid]
     stop = run.metadata["stop"]
@@ -23,14 +24,14 @@ def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog):
 
 
 def test_corrupted_sweep_is_discarded(RE, catalog):
-    from plans.xps import adaptive_xps
-    from sim_devices.clock import SimClock
-    from sim_devices.electron_analyser import SimElectronAnalyser
-    from sim_devices.xps_samples import sample
+    from plans.xps.sweeps import adaptive_xps
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xps.electron_analyser import SimElectronAnalyser
+    from sim_devices.xps.samples import sample
 
     det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=1)
     det.fail_next("nan")
-    agent = make_xps_agent(target_v=1e-6, max_sweeps=2, **FAST)  # budget binds
+    agent = xps_agent(target_v=1e-6, max_sweeps=2, **FAST)  # budget binds
     (uid,) = RE(adaptive_xps(det, agent))
     sweeps = catalog[uid]["sweeps"].read()
     assert list(sweeps["valid"]) == [False, True, True]
@@ -42,18 +43,18 @@ def test_corrupted_sweep_is_discarded(RE, catalog):
 def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
     """Replaying the stored documents through XPSFeeder into a fresh agent reproduces the counts,
     every recorded free energy and the stop decision; a discarded sweep is registered again."""
-    from agent.callbacks import XPSFeeder
+    from agent.feeders import XPSFeeder
     from bayesbeam.catalog import replay
-    from plans.xps import adaptive_xps
-    from sim_devices.clock import SimClock
-    from sim_devices.electron_analyser import SimElectronAnalyser
-    from sim_devices.xps_samples import sample
+    from plans.xps.sweeps import adaptive_xps
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xps.electron_analyser import SimElectronAnalyser
+    from sim_devices.xps.samples import sample
 
     det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=2)
     det.fail_next("timeout")
-    live = make_xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
+    live = xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
     (uid,) = RE(adaptive_xps(det, live))
-    rebuilt = make_xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
+    rebuilt = xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
     replay(catalog[uid], XPSFeeder(rebuilt))
     assert rebuilt.sweeps == live.sweeps == 2 and len(rebuilt.failures) == 1
     assert np.array_equal(rebuilt.counts, live.counts)

@@ -27,9 +27,9 @@ import caioc  # noqa: E402
 
 
 def _run(RE, ge, magnet, ring, beamtime, cycles, beam_poll_s):
-    from bayesbeam.rehearse_compton import make_agent
-    from plans.compton import adaptive_compton
-    from sim_devices.compton_samples import compton_sample
+    from bayesbeam.rehearsal.compton.rehearse import make_agent
+    from plans.compton.flip_cycles import adaptive_compton
+    from sim_devices.compton.samples import compton_sample
 
     agent = make_agent(compton_sample("fe"), 1e-9, max_cycles=cycles)
     t = time.perf_counter()
@@ -67,8 +67,8 @@ class _TimedAgent:
 
 def _run_xas(RE, mono, i0, it, beamtime, points):
     """(wall s per point, wall s per point outside the agent) of one fixed-length adaptive XAS run."""
-    from agent.xas_agent import xas_agent
-    from plans.xas import adaptive_xas
+    from agent.xas.agent import xas_agent
+    from plans.xas.energy_points import adaptive_xas
 
     agent = _TimedAgent(xas_agent(target_rmse=1e-9, exclude=XAS_SAMPLE, max_points=points))
     t = time.perf_counter()
@@ -118,9 +118,9 @@ def _ms(values) -> str:
 
 
 def _compton(args, RE, ca):
-    from bayesbeam.rehearse_compton import cycle_time_s
-    from sim_devices.clock import BeamtimeSignal
-    from sim_devices.compton_beamline import make_compton_beamline
+    from bayesbeam.rehearsal.compton.rehearse import cycle_time_s
+    from sim_devices.compton.beamline import make_compton_beamline
+    from sim_devices.core.clock import BeamtimeSignal
 
     sim_t, ca_t = [], []
     for _ in range(args.repeats):
@@ -139,8 +139,8 @@ def _compton(args, RE, ca):
 
 
 def _xas(args, RE, ca):
-    from sim_devices.clock import BeamtimeSignal, SimClock
-    from sim_devices.xas_beamline import make_xas_endstation
+    from sim_devices.core.clock import BeamtimeSignal, SimClock
+    from sim_devices.xas.endstation import make_xas_endstation
 
     runs: dict[str, list[tuple[float, float]]] = {"sim": [], "ca": []}
     for _ in range(args.repeats):

@@ -18,11 +18,11 @@ import time
 import numpy as np
 from scipy.optimize import least_squares
 
-from agent.compton_profiles import convolve_at, orbital_profile
-from agent.stopping import Plateau
-from bayesbeam.rehearse_compton import make_agent, rehearse_repeats
-from plans.compton import FLIP_PATTERN
-from sim_devices.compton_beamline import make_compton_beamline
+from agent.compton.profiles import convolve_at, orbital_profile
+from agent.core.stopping import Plateau
+from bayesbeam.rehearsal.compton.rehearse import make_agent, rehearse_repeats
+from plans.compton.flip_cycles import FLIP_PATTERN
+from sim_devices.compton.beamline import make_compton_beamline
 
 
 def simulated_cycles(n, seed=0):

@@ -15,9 +15,9 @@ import warnings
 import dynesty
 import numpy as np
 
-from agent.cluster_models import CEO2, XPS3_PARAMS, theta_of, xps3
-from agent.exchange_mc import exchange_mc
-from agent.nonlinear import Dataset, _dataset_loglike
+from agent.core.exchange_mc import exchange_mc
+from agent.core.nonlinear import Dataset, _dataset_loglike
+from agent.xps.cluster_models import CEO2, XPS3_PARAMS, theta_of, xps3
 
 LOWER = np.array([-2.0, 0.2, 6.0, 8.0, 0.2])
 UPPER = np.array([16.0, 1.5, 14.0, 16.0, 1.5])

@@ -35,9 +35,9 @@ from multiprocessing import Pool  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from agent.stopping import Budget  # noqa: E402
-from agent.xas_agent import xas_agent  # noqa: E402
-from agent.xas_design import (  # noqa: E402
+from agent.core.stopping import Budget  # noqa: E402
+from agent.xas.agent import xas_agent  # noqa: E402
+from agent.xas.design import (  # noqa: E402
     TARGETS,
     CountingNoise,
     MoveCost,
@@ -47,7 +47,7 @@ from agent.xas_design import (  # noqa: E402
     greedy_batch,
     scan_time,
 )
-from agent.xas_prior import (  # noqa: E402
+from agent.xas.prior import (  # noqa: E402
     SpectraLibrary,
     default_grid,
     leave_one_out,
@@ -55,7 +55,7 @@ from agent.xas_prior import (  # noqa: E402
     reference_prior,
     region_grid,
 )
-from sim_devices.xas_samples import XASSample  # noqa: E402
+from sim_devices.xas.samples import XASSample  # noqa: E402
 
 COST = MoveCost()
 NOISE = CountingNoise()

@@ -1,0 +1,184 @@
+"""The magnetic-Compton spin-moment agent: exact posterior after every flip cycle, stop on target.
+
+Sufficient statistics are the running, monitor-normalised count sums of the + and − field
+directions per channel (and their Poisson variances); each cycle adds into them and the exact
+grid posterior (agent.core.linear_posterior) is recomputed from them in one vectorised pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from agent.compton.model import ComptonGeometry, MCSModel
+from agent.core.linear_posterior import GridPosterior, LinearGridPosterior
+from agent.core.protocol import BayesAgent
+from agent.core.stopping import Budget, Plateau, StopRule, TargetStd, any_of
+
+DEFAULT_GAMMA_GRID = np.linspace(0.15, 0.75, 25)  # resolution FWHM, a.u.
+DEFAULT_SCALE_GRID = np.geomspace(0.7, 12.0, 48)  # noise-scale factor, dimensionless
+INTERVAL_LEVELS = (0.68, 0.95)
+
+
+def _level_key(level: float) -> str:
+    return f"{round(100 * level)}"
+
+
+class SpinMomentAgent(BayesAgent):
+    """Posterior of the orbital amplitudes a_k (μB), μ_s = Σa_k (μB), resolution Γ (a.u.) and the
+    noise-scale factor, marginalised exactly on a (Γ, scale) grid.
+
+    ``points`` given to ``ingest``: one dict per completed flip cycle with ``spectra`` (m, channels)
+    counts, ``fields`` (m,) the field signs (+1/−1), ``monitors`` (m,) incident-beam monitor counts,
+    optional ``beamtime_s`` (beamtime elapsed at the end of the cycle, s) and ``_id``.
+    """
+
+    def __init__(self, stop_rule: StopRule, element: str = "Fe", orbitals: Sequence[str] = ("3d", "4s"),
+                 geometry: ComptonGeometry | None = None, pz_window: float = 10.0,
+                 gamma_grid=DEFAULT_GAMMA_GRID, scale_grid=DEFAULT_SCALE_GRID,
+                 prior_sd_mub: float = 5.0, checkpoint_path=None):
+        self.orbitals = tuple(orbitals)
+        self.quantities = ("mu_s", *(f"a{o}" for o in self.orbitals), "gamma", "noise_scale")
+        super().__init__(stop_rule, checkpoint_path)
+        self.element = element
+        self.pz_window = float(pz_window)
+        self.gamma_grid = np.asarray(gamma_grid, dtype=float)
+        self.scale_grid = np.asarray(scale_grid, dtype=float)
+        self.prior_sd_mub = float(prior_sd_mub)
+        if not self.prior_sd_mub > 0:
+            raise ValueError("prior_sd_mub must be positive")
+        self.model: MCSModel | None = None
+        self._solver: LinearGridPosterior | None = None
+        self._post: GridPosterior | None = None
+        self._reset_sums(0)
+        if geometry is not None:
+            self.configure(geometry)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def configure(self, geometry: ComptonGeometry) -> None:
+        """Build the forward model for a detector calibration (keeps data if it is unchanged)."""
+        if self.model is not None and self.model.geometry.same_as(geometry):
+            return
+        if self.cycles:
+            raise ValueError("detector calibration changed in the middle of a measurement")
+        self.model = MCSModel(self.element, self.orbitals, geometry, self.gamma_grid, self.pz_window)
+        k = len(self.orbitals)
+        self._solver = LinearGridPosterior(self.model.design, self.gamma_grid, self.scale_grid,
+                                           np.zeros(k), np.eye(k) * self.prior_sd_mub**2)
+        self._reset_sums(geometry.energy_kev.size)
+
+    def _reset_sums(self, n_channels: int) -> None:
+        self.sums = np.zeros((4, n_channels))  # Σ+ counts, Σ− counts, var+, var−
+        self.monitor_ref: float | None = None
+        self.cycles = 0
+        self.count_time_s = 0.0
+        self.beamtime_s = 0.0
+        self._post = None
+
+    # -- ingest ---------------------------------------------------------------------------
+    def _ingest_one(self, point: Mapping) -> None:
+        if self.model is None:
+            raise RuntimeError("agent has no detector geometry yet: call configure() first")
+        spectra = np.asarray(point["spectra"], dtype=float)
+        fields = np.sign(np.asarray(point["fields"], dtype=float))
+        monitors = np.asarray(point["monitors"], dtype=float)
+        if spectra.ndim != 2 or spectra.shape[1] != self.sums.shape[1]:
+            raise ValueError(f"spectra must have shape (m, {self.sums.shape[1]}), got {spectra.shape}")
+        if not (np.all(np.isfinite(spectra)) and np.all(np.isfinite(monitors)) and np.all(monitors > 0)):
+            raise ValueError("non-finite counts or non-positive monitor in a cycle")
+        if not (np.any(fields > 0) and np.any(fields < 0)) or fields.shape != (spectra.shape[0],):
+            raise ValueError("a cycle needs spectra of both field directions, one sign per spectrum")
+        if self.monitor_ref is None:
+            self.monitor_ref = float(monitors.mean())
+        scale = self.monitor_ref / monitors
+        for sign, row in ((1, 0), (-1, 1)):
+            sel = fields == sign
+            self.sums[row] += scale[sel] @ spectra[sel]
+            self.sums[row + 2] += scale[sel] ** 2 @ spectra[sel]
+        self.cycles += 1
+        self.count_time_s += float(point.get("count_time_s", 0.0))
+        self.beamtime_s = float(point.get("beamtime_s", self.beamtime_s + point.get("count_time_s", 0.0)))
+        self._post = self._solver.fit(*self.model.reduce(*self.sums))
+
+    def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
+        """The next measurement is always another flip cycle; ``_id`` numbers them."""
+        return [{"cycle": self.cycles + i, "_id": self.cycles + i} for i in range(num_points)]
+
+    # -- posterior ------------------------------------------------------------------------
+    def coefficients(self, quantity: str) -> np.ndarray:
+        """Linear combination of the amplitudes that is ``quantity`` (mu_s or a<orbital>)."""
+        k = len(self.orbitals)
+        if quantity == "mu_s":
+            return np.ones(k)
+        names = [f"a{o}" for o in self.orbitals]
+        if quantity in names:
+            return np.eye(k)[names.index(quantity)]
+        raise ValueError(f"{quantity!r} is not a linear quantity of this agent ({', '.join(names)}, mu_s)")
+
+    def posterior(self) -> dict[str, Any]:
+        """Exact marginals: ``Mixture1D`` for mu_s and each amplitude (μB), (mean, std) of Γ (a.u.)
+        and the noise scale, the log evidence (nats) and the full ``GridPosterior``."""
+        if self._post is None:
+            raise RuntimeError("no data ingested yet")
+        out: dict[str, Any] = {q: self._post.marginal(self.coefficients(q))
+                               for q in ("mu_s", *(f"a{o}" for o in self.orbitals))}
+        out["gamma"] = self._post.grid_marginal("gamma")
+        out["noise_scale"] = self._post.grid_marginal("scale")
+        out["log_evidence"] = self._post.log_evidence
+        out["grid"] = self._post
+        return out
+
+    def fitted_profile(self, pz=None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior-mean components (k, n) and total (n) of the MCP on the window channels (μB/a.u.)."""
+        post = self._post
+        comp = np.einsum("gs,gnk,gsk->kn", post.weights, self.model.design, post.means)
+        return comp, comp.sum(axis=0)
+
+    def _summary(self) -> dict[str, Any]:
+        rep: dict[str, Any] = {"cycles": self.cycles, "count_time_s": self.count_time_s,
+                               "beamtime_s": self.beamtime_s}
+        names = ("mu_s", *(f"a{o}" for o in self.orbitals))
+        probs = [p for lv in INTERVAL_LEVELS for p in ((1 - lv) / 2, (1 + lv) / 2)]
+        if self._post is not None:
+            mix = self._post.marginal(np.stack([self.coefficients(q) for q in names]))
+            mean, std, bounds = mix.mean, mix.std, mix.quantiles(probs)
+        else:
+            mean = std = np.full(len(names), np.nan)
+            bounds = np.full((len(names), len(probs)), np.nan)
+        for i, q in enumerate(names):
+            rep[f"{q}_mean"], rep[f"{q}_std"] = float(mean[i]), float(std[i])
+            for j, lv in enumerate(INTERVAL_LEVELS):
+                rep[f"{q}_lo{_level_key(lv)}"] = float(bounds[i, 2 * j])
+                rep[f"{q}_hi{_level_key(lv)}"] = float(bounds[i, 2 * j + 1])
+        for q, axis in (("gamma", "gamma"), ("noise_scale", "scale")):
+            rep[f"{q}_mean"], rep[f"{q}_std"] = self._post.grid_marginal(axis) if self._post else (np.nan, np.nan)
+        rep["log_evidence"] = self._post.log_evidence if self._post else np.nan
+        return rep
+
+    # -- checkpoint -----------------------------------------------------------------------
+    def state(self):
+        meta = {"cycles": self.cycles, "count_time_s": self.count_time_s, "beamtime_s": self.beamtime_s,
+                "monitor_ref": self.monitor_ref}
+        return {"sums": self.sums}, meta
+
+    def load_state(self, arrays, meta):
+        self.sums = np.array(arrays["sums"], dtype=float)
+        self.cycles, self.monitor_ref = int(meta["cycles"]), meta["monitor_ref"]
+        self.count_time_s, self.beamtime_s = float(meta["count_time_s"]), float(meta["beamtime_s"])
+        self._post = self._solver.fit(*self.model.reduce(*self.sums)) if self.cycles else None
+
+
+def spin_moment_agent(target_std: float = 0.01, quantity: str = "mu_s", max_cycles: int | None = 136,
+                      plateau: tuple[int, float] | None = None, **kwargs) -> SpinMomentAgent:
+    """The beamline default: stop when std(``quantity``) ≤ ``target_std`` (μB), when the budget of
+    ``max_cycles`` is spent, or (optionally) when the std plateaus over ``plateau=(k, rel)`` cycles."""
+    rules: list[StopRule] = [TargetStd(quantity, target_std)]
+    if plateau is not None:
+        rules.append(Plateau(quantity, k=plateau[0], rel=plateau[1]))
+    if max_cycles is not None:
+        if int(max_cycles) != max_cycles or max_cycles < 1:
+            raise ValueError(f"max_cycles must be an integer >= 1, got {max_cycles!r}")
+        rules.append(Budget(cycles=int(max_cycles)))
+    return SpinMomentAgent(any_of(*rules), **kwargs)

@@ -1,0 +1,92 @@
+"""Magnetic-Compton forward model and count reduction (DESIGN §4.1, seed eq. 9).
+
+f(p_z; a, Γ) = Σ_k a_k (J_k ⊗ G_Γ)(p_z), J_k the unit-area free-atom profiles of the magnetic
+orbitals (e.g. Fe 3d and 4s), G_Γ the Gaussian resolution of FWHM Γ (a.u.), a_k in μB, so the
+spin moment μ_s = Σ_k a_k. Data are reduced from flipping-ratio counts to the magnetic Compton
+profile J_mag (μB per a.u.) with the charge-profile area as the normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.compton.profiles import convolve_at, orbital_profile, pz_from_energy, total_profile
+
+
+@dataclass(frozen=True, eq=False)
+class ComptonGeometry:
+    """What the analysis needs to know of the spectrometer; all of it is detector configuration.
+
+    ``energy_kev``: channel-centre energies (keV); ``incident_kev``: E₁ (keV); ``angle_deg``: φ;
+    ``flipping_factor``: κ, the fraction of the magnetic profile seen in the ± difference
+    (circular polarisation × cross-section factor, dimensionless, calibrated on a reference).
+    """
+
+    energy_kev: np.ndarray
+    incident_kev: float = 175.0
+    angle_deg: float = 178.0
+    flipping_factor: float = 0.12
+
+    @classmethod
+    def from_calibration(cls, n_channels: int, offset_kev: float, slope_kev: float, **kw) -> ComptonGeometry:
+        """Linear MCA calibration E = offset + slope·channel (keV), as an MCA record stores it."""
+        return cls(offset_kev + slope_kev * np.arange(int(n_channels)), **kw)
+
+    def same_as(self, other: ComptonGeometry) -> bool:
+        """True if ``other`` describes the same calibration and scattering geometry."""
+        return np.array_equal(self.energy_kev, other.energy_kev) and (
+            self.incident_kev, self.angle_deg, self.flipping_factor
+        ) == (other.incident_kev, other.angle_deg, other.flipping_factor)
+
+    @property
+    def pz(self) -> np.ndarray:
+        """Channel-centre momenta p_z (a.u.)."""
+        return pz_from_energy(self.energy_kev, self.incident_kev, self.angle_deg)
+
+    @property
+    def pz_width(self) -> np.ndarray:
+        """Width of each channel in p_z (a.u.)."""
+        return np.abs(np.gradient(self.pz))
+
+
+class MCSModel:
+    """Design matrices X(Γ) (G, n, k) on the channels with |p_z| ≤ ``pz_window`` (a.u.)."""
+
+    def __init__(self, element: str, orbitals: Sequence[str], geometry: ComptonGeometry,
+                 gamma_grid: Sequence[float], pz_window: float = 10.0):
+        if geometry.flipping_factor <= 0:
+            raise ValueError("flipping factor κ must be positive")
+        self.element = element
+        self.orbitals = tuple(orbitals)
+        self.geometry = geometry
+        pz = geometry.pz
+        self.channels = np.flatnonzero(np.abs(pz) <= pz_window)
+        if self.channels.size < 3 * len(self.orbitals):
+            raise ValueError(f"only {self.channels.size} channels inside |p_z| <= {pz_window} a.u.")
+        self.pz = pz[self.channels]
+        self.pz_width = geometry.pz_width[self.channels]
+        self.gamma_grid = np.asarray(gamma_grid, dtype=float)
+        profiles = [orbital_profile(element, o) for o in self.orbitals]
+        self.design = np.stack(
+            [np.stack([convolve_at(j, g, self.pz) for j in profiles], axis=-1) for g in self.gamma_grid]
+        )
+        # Charge-profile area inside the window: Σ Δp (J_tot ⊗ G)(p), Z electrons minus the core tails.
+        j_tot = total_profile(element)
+        self.charge_area = float(self.pz_width @ convolve_at(j_tot, float(np.median(self.gamma_grid)), self.pz))
+
+    def reduce(self, sum_plus, sum_minus, var_plus, var_minus):
+        """Magnetic Compton profile J_mag (μB/a.u.) and its variance from monitor-normalised count
+        sums of the + and − field directions (full detector arrays) and their Poisson variances."""
+        c = self.channels
+        sp, sm = np.asarray(sum_plus)[c], np.asarray(sum_minus)[c]
+        charge = float((sp + sm).sum())
+        if not charge > 0:
+            raise ValueError("no charge-Compton counts inside the p_z window")
+        norm = charge / self.charge_area * self.geometry.flipping_factor * self.pz_width
+        var = (np.asarray(var_plus)[c] + np.asarray(var_minus)[c]) / norm**2
+        if not np.all(var > 0):
+            raise ValueError("empty channels inside the p_z window: count longer or narrow the window")
+        return (sp - sm) / norm, var

@@ -1,0 +1,247 @@
+"""The XAS agent: picks each next energy and dwell by cost-aware A-optimal design, adapts the edge
+step, a rigid edge shift and the prior scale to the data, and stops on the predicted RMSE (DESIGN §3, §4.2).
+
+Suggestions: ``{"energy": eV, "dwell": s, "_id": k}``; outcomes: ``{"_id", "energy", "i0", "it"[, "dwell"]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import linalg, optimize
+
+from agent.core.protocol import BayesAgent
+from agent.core.stopping import Budget, History, StopRule, _positive, any_of
+from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
+from agent.xas.prior import GaussianPrior, SpectraLibrary, library_prior
+
+MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
+
+
+@dataclass(frozen=True)
+class TargetRMSE(StopRule):
+    """Stop when the predicted RMSE of the design target (report key ``rmse_pred``; the measured
+    spectrum in edge-step units by default, see ``agent.xas.design.TARGETS``) <= ``target``."""
+
+    target: float
+
+    def __post_init__(self):
+        _positive("target RMSE", self.target)
+        object.__setattr__(self, "quantities", ("rmse",))
+
+    def check(self, history: History) -> str | None:
+        if history and history[-1]["rmse_pred"] <= self.target:
+            return f"target_rmse: predicted RMSE = {history[-1]['rmse_pred']:.4g} <= {self.target:.4g}"
+        return None
+
+
+class XASAgent(BayesAgent):
+    """Sequential Bayesian design of XAS energies on the prior's grid.
+
+    ``strategy``: ``"greedy"`` picks each point by expected trace reduction per second of dwell +
+    move from the current energy; ``"sweep"`` (default) plans up to ``sweep_points`` points (half as
+    many as measured so far, at least 12: short sweeps while the model is still moving) greedily per
+    second of dwell + settle on a fantasised posterior, then measures them in one monotonic sweep
+    of the monochromator (travel shared by the batch), re-planning from the real posterior after
+    each sweep or model refit (a point picked twice in a sweep is counted once, for the summed dwell).
+    ``dwell_options`` (s) are the dwell times it may choose; ``energy_limits`` (eV) restrict the
+    candidates (e.g. to the monochromator range); ``adapt`` re-estimates amplitude, edge shift and
+    prior scale (relinearising the model) on a geometric schedule of point counts. ``target`` is the
+    spectrum whose error the design reduces and the stop rule judges (``agent.xas.design.TARGETS``)."""
+
+    quantities = ("rmse",)
+
+    def __init__(self, prior: GaussianPrior, stop_rule: StopRule, nuisance: Nuisance | None = None,
+                 noise: CountingNoise | None = None, cost: MoveCost | None = None,
+                 dwell_options=(2.0, 4.0), energy_limits: tuple[float, float] | None = None,
+                 adapt: bool = True, scale_prior_sd: float = 1.0, strategy: str = "sweep",
+                 sweep_points: int = 96, target: str = "absorbance", checkpoint_path=None):
+        super().__init__(stop_rule, checkpoint_path)
+        if strategy not in ("sweep", "greedy"):
+            raise ValueError(f"strategy must be 'sweep' or 'greedy', got {strategy!r}")
+        if int(sweep_points) < 1:
+            raise ValueError(f"sweep_points must be >= 1, got {sweep_points!r}")
+        self.strategy, self.sweep_points = strategy, int(sweep_points)
+        self._queue: list[tuple[float, float, float]] = []
+        self._suggested: dict[Any, tuple[float, float, float]] = {}
+        self.dwell_options = np.asarray(dwell_options, float)
+        if self.dwell_options.size == 0 or not np.all(self.dwell_options > 0):
+            raise ValueError(f"dwell options must be positive seconds, got {dwell_options!r}")
+        self.noise, self.cost = noise or CountingNoise(), cost or MoveCost()
+        self.adapt, self.scale_prior_sd = adapt, scale_prior_sd
+        self.post = XASPosterior(prior, nuisance or Nuisance(), target=target)
+        e = self.post.energy
+        lo, hi = energy_limits if energy_limits is not None else (e[0], e[-1])
+        self.candidates = (e >= lo - 1e-9) & (e <= hi + 1e-9)
+        if not self.candidates.any():
+            raise ValueError(f"energy limits {lo}-{hi} eV exclude the whole grid {e[0]:.1f}-{e[-1]:.1f} eV")
+        self.energy_limits = (float(lo), float(hi))
+        self.current_eV: float | None = None
+        self.beamtime_s = 0.0
+        self.dwells: list[float] = []
+        self._next_id = 0
+        self._next_refit = 6
+        self._last: dict[str, float] = {}
+
+    # -- protocol ------------------------------------------------------------------------------
+    def at(self, energy_eV: float) -> None:
+        """Tell the agent where the monochromator is (eV), so the first move is costed right."""
+        self.current_eV = float(energy_eV)
+        self._queue = []
+
+    def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
+        """Next ``num_points`` settings (``_id`` numbered in order)."""
+        if self.strategy == "greedy":
+            return self._suggest_greedy(num_points)
+        out = []
+        while len(out) < num_points:
+            if not self._queue:
+                self._plan_sweep()
+            energy, dwell, score = self._queue.pop(0)
+            out.append({"energy": energy, "dwell": dwell, "_id": self._next_id})
+            self._suggested[self._next_id] = (energy, dwell, score)
+            self._next_id += 1
+        self._queue = [self._suggested[o["_id"]] for o in out] + self._queue
+        self._last = {"next_energy": out[0]["energy"], "next_dwell": out[0]["dwell"], "next_score": 0.0}
+        return out
+
+    def _plan_sweep(self) -> None:
+        post = self.post.copy()
+        move = np.full(post.n, self.cost.settle_s)  # travel is shared by the sweep; a repeat needs no settle
+        picks = []
+        n_sweep = int(np.clip(len(self.post.data_e) // 2, min(MIN_SWEEP, self.sweep_points), self.sweep_points))
+        for _ in range(n_sweep):
+            j, dwell, score = choose_next(post, self.noise, self.cost, None, self.dwell_options, self.candidates,
+                                          move)
+            picks.append((float(post.energy[j]), dwell, score))
+            post.fantasise(post.energy[j], float(self.noise.var(post.y_pred()[j], dwell)))
+            move[j] = 0.0
+        merged: dict[float, tuple[float, float, float]] = {}
+        for e, dwell, score in picks:  # a repeated pick is one point counted longer: one settle, not two
+            d0, s0 = merged.get(e, (e, 0.0, 0.0))[1:]
+            merged[e] = (e, d0 + dwell, s0 + score)
+        e = np.array(list(merged))
+        up = self.current_eV is None or abs(self.current_eV - e.min()) <= abs(self.current_eV - e.max())
+        self._queue = sorted(merged.values(), key=lambda p: (p[0] if up else -p[0]))
+
+    def _suggest_greedy(self, num_points: int) -> list[dict[str, Any]]:
+        post, cur, out = self.post, self.current_eV, []
+        for i in range(int(num_points)):
+            j, dwell, score = choose_next(post, self.noise, self.cost, cur, self.dwell_options, self.candidates)
+            energy = float(post.energy[j])
+            out.append({"energy": energy, "dwell": dwell, "_id": self._next_id})
+            self._next_id += 1
+            if i == 0:
+                self._last = {"next_energy": energy, "next_dwell": dwell, "next_score": score}
+            if i + 1 < num_points:
+                post = post.copy() if post is self.post else post
+                post.fantasise(energy, float(self.noise.var(post.y_pred()[j], dwell)))
+                cur = energy
+        return out
+
+    def _ingest_one(self, point: Mapping) -> None:
+        energy = float(point["energy"])
+        dwell = float(point.get("dwell", self._last.get("next_dwell", 1.0)))
+        try:
+            y, var = self.noise.from_counts(float(point["i0"]), float(point["it"]))
+        except ValueError:
+            self.failures.append(dict(point))
+            return
+        self.beamtime_s += dwell + float(self.cost.time(self.current_eV, energy))
+        self.current_eV = energy
+        self.post.update(energy, y, var)
+        self.dwells.append(dwell)
+        planned = self._suggested.pop(point.get("_id"), None)
+        if planned is None and self._queue and abs(self._queue[0][0] - energy) < 1e-6:
+            planned = self._queue[0]
+        if planned in self._queue:
+            self._queue.remove(planned)
+        if self.adapt and len(self.post.data_e) >= self._next_refit:
+            self.refit()
+            self._queue = []
+            self._next_refit = int(np.ceil(1.5 * len(self.post.data_e))) + 2
+
+    def refit(self, iterations: int = 3) -> None:
+        """Re-estimate amplitude, edge shift (posterior means) and prior scale (MAP, log-normal
+        prior of sd ``scale_prior_sd``), relinearise, and re-solve the posterior from scratch."""
+        p = self.post
+        for i in range(iterations):
+            scale = self._map_scale() if len(p.data_e) >= 10 else p.kernel_scale
+            amp = float(np.clip(p.amplitude[0], 0.2 * p.nuisance.amp_mean, 5 * p.nuisance.amp_mean))
+            shift = float(np.clip(p.shift[0], -4 * p.nuisance.shift_sd_eV, 4 * p.nuisance.shift_sd_eV))
+            p.set_linearisation(shift, amp, scale, full=i == iterations - 1)
+
+    def _map_scale(self) -> float:
+        p = self.post
+        h, _, ck, cn = p.data_terms()
+        ck = ck / p.kernel_scale
+        r = np.asarray(p.data_y) - h @ p.x0
+
+        def neg_log_post(log_s):
+            cf = linalg.cho_factor(np.exp(log_s) * ck + cn, lower=True)
+            return (0.5 * r @ linalg.cho_solve(cf, r) + np.log(np.diag(cf[0])).sum()
+                    + 0.5 * (log_s / self.scale_prior_sd) ** 2)
+
+        res = optimize.minimize_scalar(neg_log_post, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                                       options={"xatol": 0.02})
+        return float(np.exp(res.x))
+
+    def _summary(self) -> dict[str, float]:
+        amp, shift = self.post.amplitude, self.post.shift
+        rmse = self.post.rmse_pred
+        return {"points": len(self.post.data_e), "beamtime_s": self.beamtime_s, "rmse_pred": rmse,
+                "rmse_std": rmse, "amplitude_mean": amp[0], "amplitude_std": amp[1],
+                "shift_mean": shift[0], "shift_std": shift[1], "kernel_scale": self.post.kernel_scale,
+                "last_energy": np.nan if self.current_eV is None else self.current_eV,
+                "next_energy": self._last.get("next_energy", np.nan),
+                "next_dwell": self._last.get("next_dwell", np.nan)}
+
+    def get_best_points(self) -> list[dict[str, Any]]:
+        return [{"rmse_pred": self.post.rmse_pred, "amplitude": self.post.amplitude[0],
+                 "shift": self.post.shift[0]}]
+
+    def posterior(self) -> dict[str, np.ndarray | float]:
+        """Posterior of mu on the grid: mean, std and the 95 % band; amplitude and shift (mean, sd);
+        the design target's mean and std on the grid."""
+        mean, std = self.post.mean, np.sqrt(self.post.var)
+        return {"energy": self.post.energy, "mean": mean, "std": std, "lower": mean - 1.959964 * std,
+                "upper": mean + 1.959964 * std, "amplitude": self.post.amplitude, "shift": self.post.shift,
+                "target": self.post.target, "target_mean": self.post.target_mean,
+                "target_std": np.sqrt(self.post.target_var), "rmse_pred": self.post.rmse_pred}
+
+    # -- checkpoint ----------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        p = self.post
+        arrays = {"data_e": np.asarray(p.data_e), "data_y": np.asarray(p.data_y),
+                  "data_var": np.asarray(p.data_var), "dwells": np.asarray(self.dwells),
+                  "queue": np.asarray(self._queue, float).reshape(-1, 3)}
+        meta = {"shift_lin": p.shift_lin, "amp_lin": p.amp_lin, "kernel_scale": p.kernel_scale,
+                "beamtime_s": self.beamtime_s, "current_eV": self.current_eV, "next_id": self._next_id,
+                "next_refit": self._next_refit}
+        return arrays, meta
+
+    def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        p = self.post
+        p.data_e, p.data_y = list(map(float, arrays["data_e"])), list(map(float, arrays["data_y"]))
+        p.data_var, self.dwells = list(map(float, arrays["data_var"])), list(map(float, arrays["dwells"]))
+        self.beamtime_s, self.current_eV = float(meta["beamtime_s"]), meta["current_eV"]
+        self._next_id, self._next_refit = int(meta["next_id"]), int(meta["next_refit"])
+        self._queue = [tuple(map(float, q)) for q in arrays["queue"]]
+        p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"])
+
+
+def xas_agent(prior: GaussianPrior | None = None, target_rmse: float | None = None,
+              stop_rule: StopRule | None = None, exclude: str | None = None, max_points: int = 2000,
+              **kwargs) -> XASAgent:
+    """Build an ``XASAgent``. Default prior: ``library_prior`` of the Fe K standards (minus ``exclude``).
+    Stops on ``TargetRMSE(target_rmse)`` or ``stop_rule`` (combined with any_of), and at ``max_points``."""
+    if prior is None:
+        lib = SpectraLibrary.from_csv()
+        prior = library_prior(lib.without(exclude) if exclude else lib)
+    rules = [r for r in (TargetRMSE(target_rmse) if target_rmse is not None else None, stop_rule)
+             if r is not None]
+    rules.append(Budget(points=max_points))
+    return XASAgent(prior, any_of(*rules), **kwargs)

@@ -1,0 +1,204 @@
+"""3d XPS sweep agent: Hamiltonian selection between 2- and 3-level cluster models (DESIGN §4.3).
+
+After every analyser sweep the accumulated counts are fitted with both cluster models by exchange
+Monte Carlo; each model's free energy F (nats) gives posterior model probabilities
+P(m) ∝ exp(−F_m) (equal prior odds). ``model_prob_max`` is computed conservatively from
+|ΔF| − 2·err(ΔF), so Monte-Carlo noise in F cannot decide the model. The reported parameters
+``<q>_mean/_std/_lo95/_hi95`` (eV) are those of the leading model; U_ff is NaN while the 2-level
+model leads (it has none). ``delta_f`` = Δ − U_fc (eV), the final-state charge-transfer energy, is
+derived from the samples: the 2-level model (pure f⁰ initial state) fixes only Δ_f and V, not Δ and
+U_fc separately, so the default stop targets are on Δ_f and V, identifiable in both models.
+
+Likelihood: Gaussian on the accumulated counts with σ² = (counts averaged over ±0.2 eV) + 1,
+the local mean, so that downward fluctuations get no extra weight (Neyman's χ², σ² = counts, is
+biased low); an unknown intensity scale and flat background are marginalised analytically
+(agent.core.nonlinear ``linear="scale+offset"``, uniform priors a ∈ [0, 3·Σy·ΔE], b ∈ [0, max y]:
+data-dependent, identical for both models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+from agent.core.nonlinear import Dataset, Param, Posterior, fit
+from agent.core.protocol import BayesAgent
+from agent.core.stopping import Budget, ModelDecided, StopRule, TargetStd, all_of, any_of
+from agent.xps.cluster_models import XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
+
+MODELS = {"2-level": (xps2, XPS2_PARAMS), "3-level": (xps3, XPS3_PARAMS)}
+
+#: Uniform priors (eV) shared by both models (the 2-level parameters are a subset); physically
+#: plausible ranges for 4f oxides (seed 002: Δ 1.6–12.5, V 0.6–0.8, U_ff 10.5, U_fc 12.5–12.7).
+XPS_PRIORS = {
+    "delta": Param("delta", -2.0, 16.0),
+    "V": Param("V", 0.2, 1.5),
+    "U_ff": Param("U_ff", 4.0, 14.0),
+    "U_fc": Param("U_fc", 8.0, 16.0),
+    "gamma": Param("gamma", 0.2, 1.5),
+}
+
+SMOOTH_EV = 0.4  # width (eV) of the running mean that estimates the count variance
+SAMPLER_DEFAULTS = {"n_sweeps": 800, "n_burn": 400, "n_runs": 2}
+
+
+def xps_dataset(energies, counts, model: str) -> Dataset:
+    """Dataset of accumulated ``counts`` at binding energies ``energies`` (eV) for ``model``."""
+    f, names = MODELS[model]
+    e = np.asarray(energies, dtype=float)
+    y = np.asarray(counts, dtype=float)
+    if y.shape != e.shape:
+        raise ValueError(f"counts shape {y.shape} does not match energies {e.shape}")
+    if not np.all(np.isfinite(y)) or np.any(y < 0):
+        raise ValueError("counts must be finite and >= 0")
+    step = float(np.mean(np.abs(np.diff(e)))) if e.size > 1 else 1.0
+    width = max(1, int(round(SMOOTH_EV / step))) | 1
+    variance = uniform_filter1d(y, width, mode="nearest") + 1.0
+    return Dataset(f, e, y, np.sqrt(variance), names, name=model, linear="scale+offset",
+                   scale_max=3.0 * max(y.sum(), 1.0) * step, offset_range=(0.0, max(y.max(), 1.0)))
+
+
+def fit_xps(energies, counts, model: str, priors: Mapping[str, Param] = XPS_PRIORS, **sampler) -> Posterior:
+    """Posterior of one cluster ``model`` ("2-level"/"3-level") given accumulated counts."""
+    ds = xps_dataset(energies, counts, model)
+    return fit([priors[n] for n in ds.params], ds, **{**SAMPLER_DEFAULTS, **sampler})
+
+
+def _with_delta_f(post: Posterior) -> dict[str, float]:
+    """``post.summary()`` plus ``delta_f_mean/_std/_lo95/_hi95`` of Δ_f = Δ − U_fc (eV)."""
+    out = post.summary()
+    d = post.samples[:, post.names.index("delta")] - post.samples[:, post.names.index("U_fc")]
+    out.update(delta_f_mean=float(d.mean()), delta_f_std=float(d.std(ddof=1)),
+               delta_f_lo95=float(np.quantile(d, 0.025)), delta_f_hi95=float(np.quantile(d, 0.975)))
+    return out
+
+
+def model_probabilities(free_energies: Mapping[str, float], errors: Mapping[str, float]) -> dict[str, float]:
+    """P(m) ∝ exp(−F_m) for two models, with |ΔF| shrunk by 2·err(ΔF) (conservative)."""
+    (m1, f1), (m2, f2) = free_energies.items()
+    err = np.hypot(errors[m1], errors[m2])
+    gap = max(abs(f1 - f2) - 2.0 * err, 0.0)
+    p_lead = 1.0 / (1.0 + np.exp(-gap))
+    lead, other = (m1, m2) if f1 <= f2 else (m2, m1)
+    return {lead: float(p_lead), other: float(1.0 - p_lead)}
+
+
+def default_stop_rule(p: float = 0.99, targets: Mapping[str, float] | None = None) -> StopRule:
+    """``all_of(ModelDecided(p), TargetStd(q, t) for each target)``; targets in eV
+    (default std(Δ_f) ≤ 0.1, std(V) ≤ 0.01)."""
+    targets = {"delta_f": 0.1, "V": 0.01} if targets is None else targets
+    return all_of(ModelDecided(p), *(TargetStd(q, t) for q, t in targets.items()))
+
+
+class XPSAgent(BayesAgent):
+    """Repeated 3d XPS sweeps; posterior and free energy of the 2- and 3-level models after each.
+
+    ``ingest`` points: ``counts`` (one sweep, per channel), ``energies`` (binding energies, eV;
+    the same every sweep), optional ``beamtime_s`` (beamtime at the end of the sweep, s), ``_id``.
+    """
+
+    quantities = ("delta", "V", "U_ff", "U_fc", "gamma", "delta_f")
+
+    def __init__(self, stop_rule: StopRule | None = None, seed: int = 0, checkpoint_path=None, **sampler):
+        super().__init__(stop_rule or default_stop_rule(), checkpoint_path)
+        self.seed = int(seed)
+        self.sampler = {**SAMPLER_DEFAULTS, **sampler}
+        self.energies: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
+        self.sweeps = 0
+        self.beamtime_s = 0.0
+        self.posteriors: dict[str, Posterior] = {}
+
+    def _ingest_one(self, point: Mapping) -> None:
+        counts = np.asarray(point["counts"], dtype=float)
+        energies = np.asarray(point["energies"], dtype=float)
+        if counts.shape != energies.shape or not np.all(np.isfinite(counts)) or np.any(counts < 0):
+            raise ValueError("sweep counts must be finite, >= 0 and match the energies")
+        if self.energies is None:
+            self.energies, self.counts = energies.copy(), np.zeros_like(energies)
+        elif energies.shape != self.energies.shape or not np.allclose(energies, self.energies):
+            raise ValueError("sweep energies differ from the first sweep's")
+        self.counts += counts
+        self.sweeps += 1
+        self.beamtime_s = float(point.get("beamtime_s", self.beamtime_s))
+        self._update()
+
+    def _update(self) -> None:
+        for i, model in enumerate(MODELS):
+            self.posteriors[model] = fit_xps(self.energies, self.counts, model,
+                                             seed=self.seed + 2 * self.sweeps + i, **self.sampler)
+
+    def model_probabilities(self) -> dict[str, float]:
+        f = {m: p.free_energy for m, p in self.posteriors.items()}
+        err = {m: p.free_energy_err for m, p in self.posteriors.items()}
+        return model_probabilities(f, err)
+
+    def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
+        """The next settings: simply more sweeps of the same window."""
+        return [{"sweep": self.sweeps + i + 1, "_id": self.sweeps + i + 1} for i in range(num_points)]
+
+    def posterior(self) -> dict[str, Any]:
+        return {"models": dict(self.posteriors), "probabilities": self.model_probabilities()}
+
+    def _summary(self) -> Mapping[str, Any]:
+        """Always the same keys (NaN and model_best "none" before the first sweep), so that the
+        run's ``posterior`` stream keeps one schema."""
+        nan = float("nan")
+        out: dict[str, Any] = {"sweeps": self.sweeps, "cycles": self.sweeps, "beamtime_s": self.beamtime_s,
+                               "model_best": "none", "model_prob_max": nan}
+        probs = self.model_probabilities() if self.posteriors else {}
+        if probs:
+            best = max(probs, key=probs.get)
+            out.update(model_best=best, model_prob_max=probs[best])
+        for m in MODELS:
+            tag = m.replace("-", "")
+            post = self.posteriors.get(m)
+            out[f"F_{tag}"] = post.free_energy if post else nan
+            out[f"F_{tag}_err"] = post.free_energy_err if post else nan
+            out[f"p_{tag}"] = probs.get(m, nan)
+            out[f"rhat_max_{tag}"] = post.summary()["rhat_max"] if post else nan
+        out["dF_3level_minus_2level"] = out["F_3level"] - out["F_2level"]
+        summ = _with_delta_f(self.posteriors[out["model_best"]]) if probs else {}
+        for q in self.quantities:
+            for s in ("mean", "std", "lo95", "hi95"):
+                out[f"{q}_{s}"] = summ.get(f"{q}_{s}", nan)
+        return out
+
+    def fitted_spectrum(self, model: str | None = None) -> np.ndarray:
+        """Accumulated-count prediction a·I(E; θ̄) + b of ``model`` (default: the leading one) at
+        the posterior-mean θ̄, with a, b the weighted least-squares scale and background."""
+        model = model or self.report()["model_best"]
+        f, names = MODELS[model]
+        post = self.posteriors[model]
+        shape = f(np.array([post.mean[n] for n in names]), self.energies)
+        w = 1.0 / (self.counts + 1.0)
+        design = np.stack([shape, np.ones_like(shape)], axis=1) * np.sqrt(w)[:, None]
+        coef, *_ = np.linalg.lstsq(design, self.counts * np.sqrt(w), rcond=None)
+        return coef[0] * shape + coef[1]
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {} if self.counts is None else {"energies": self.energies, "counts": self.counts}
+        return arrays, {"sweeps": self.sweeps, "beamtime_s": self.beamtime_s, "seed": self.seed}
+
+    def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        self.sweeps = int(meta["sweeps"])
+        self.beamtime_s = float(meta["beamtime_s"])
+        self.seed = int(meta["seed"])
+        if "counts" in arrays:
+            self.energies = np.asarray(arrays["energies"], float)
+            self.counts = np.asarray(arrays["counts"], float)
+            self._update()
+
+
+def xps_agent(p_model: float = 0.99, target_delta_f: float = 0.1, target_v: float = 0.01, max_sweeps: int = 20,
+              seed: int = 0, **sampler) -> XPSAgent:
+    """The XPS agent a user configures: stop when one model's probability reaches ``p_model`` and
+    std(Δ − U_fc), std(V) reach ``target_delta_f``, ``target_v`` (eV), or after ``max_sweeps`` sweeps.
+    ``sampler``: exchange-MC settings (``n_sweeps``, ``n_burn`` …)."""
+    if int(max_sweeps) < 1:
+        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps!r}")
+    rule = any_of(default_stop_rule(p_model, {"delta_f": target_delta_f, "V": target_v}), Budget(cycles=max_sweeps))
+    return XPSAgent(rule, seed=seed, **sampler)

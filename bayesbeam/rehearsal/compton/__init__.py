@@ -1,0 +1,1 @@
+"""compton rehearsal: run, statistics and report."""

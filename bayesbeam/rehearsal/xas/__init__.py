@@ -1,0 +1,1 @@
+"""xas rehearsal: run, statistics and report."""

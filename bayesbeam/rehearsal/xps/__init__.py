@@ -1,0 +1,1 @@
+"""xps rehearsal: run, statistics and report."""

@@ -1,0 +1,73 @@
+"""Adaptive 3d XPS plan: repeated analyser sweeps until the XPS agent decides the model.
+
+Streams: ``primary`` (one event per sweep: counts, energies, ``sweep_sweep`` number), ``sweeps`` (valid or discarded and
+why, beamtime), ``posterior`` (the agent's report after each sweep: free energies, model
+probabilities, parameters of the leading model, with the stop decision). The stop reason goes into
+the stop document's ``reason``. The agent is fed from this run's own documents through
+``agent.feeders.XPSFeeder`` (valid sweeps ingested, discarded ones registered as failures).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+
+from agent.feeders import XPSFeeder
+from plans.core import DEVICE_FAULTS, ValuesReadable, record_decision
+
+
+def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: int = 3,
+                 md: dict[str, Any] | None = None):
+    """Sweeps of ``analyser`` until ``agent.should_stop()`` (an ``XPSAgent``, fed through
+    ``XPSFeeder`` from this run's documents: model decided and parameter stds on target, or its
+    budget). ``beamtime``: optional readable of the elapsed
+    beamtime (s). Discarded sweeps (device fault, non-finite counts) are not accumulated;
+    ``max_consecutive_failures`` in a row abort the run."""
+    if int(max_consecutive_failures) < 1:
+        raise ValueError("max_consecutive_failures must be >= 1")
+    _md = {
+        "plan_name": "adaptive_xps",
+        "detectors": [analyser.name],
+        "agent": type(agent).__name__,
+        "stop_rule": repr(agent.stop_rule),
+        "quantities": list(agent.quantities),
+        "hints": {"dimensions": [[["time"], "primary"]]},
+    }
+    _md.update(md or {})
+    sweep_state: dict[str, Any] = {"sweep": 0, "valid": True, "reason": "", "beamtime_s": 0.0}
+    current = {"sweep": 1}  # the sweep being measured, in each primary event
+    decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_sweep": 1}
+    status = ValuesReadable("sweeps", lambda: sweep_state)
+    index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]}, prefix="sweep_")
+    report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
+    counts_key = f"{analyser.name}_counts"
+
+    def run():
+        yield from bps.open_run(md=_md)
+        failures, reason = 0, None
+        for sweep in itertools.count(1):
+            valid, why = True, ""
+            current["sweep"] = sweep
+            try:
+                reading = yield from bps.trigger_and_read([analyser, index])
+            except DEVICE_FAULTS as exc:
+                valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
+            if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):
+                valid, why = False, "non-finite counts in the sweep"
+            bt = float((yield from bps.rd(beamtime))) if beamtime is not None else float("nan")
+            sweep_state.update(sweep=sweep, valid=valid, reason=why, beamtime_s=bt)
+            yield from bps.trigger_and_read([status], name="sweeps")  # XPSFeeder ingests here
+            failures = 0 if valid else failures + 1
+            stop, reason = yield from record_decision(agent, report, decision, next_sweep=sweep + 1)
+            if stop:
+                break
+            if failures >= max_consecutive_failures:
+                raise RuntimeError(f"{failures} consecutive sweeps discarded; last: {why}")
+        yield from bps.close_run(exit_status="success", reason=reason)
+        return reason
+
+    return (yield from bpp.subs_wrapper(run(), XPSFeeder(agent, analyser=analyser.name)))

@@ -1,0 +1,89 @@
+"""Simulated Ge solid-state detector with an MCA, for magnetic Compton scattering (DESIGN §5).
+
+Each trigger counts one spectrum for ``preset_time`` seconds of beamtime: Poisson counts per
+channel from the sample physics, the magnet's field at the time and the mean ring current over
+the count; plus an incident-beam monitor count for normalisation. Channel energies follow the
+linear calibration E = offset + slope·channel (keV), as an MCA record stores it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, Kind, Signal
+
+from agent.compton.model import ComptonGeometry
+from sim_devices.compton.magnet import SimMagnet
+from sim_devices.compton.samples import REFERENCE_CURRENT_MA, ComptonSample
+from sim_devices.core.clock import SimClock
+from sim_devices.core.faults import FaultQueue
+from sim_devices.core.ring import RingCurrent
+from sim_devices.core.signals import ArraySignal
+
+
+class SimGeMCA(Device):
+    """Ge detector + MCA on the simulated clock. ``fail_next(mode)``: ``"nan"`` (a corrupted
+    readout) or ``"timeout"`` (the count never reports done)."""
+
+    n_channels = 1024
+    spectrum = Cpt(ArraySignal, length=1024, dtype="<f8", kind=Kind.normal)
+    monitor = Cpt(Signal, value=0.0, kind=Kind.normal)
+    preset_time = Cpt(Signal, value=60.0, kind=Kind.config)
+    calib_offset = Cpt(Signal, value=86.0, kind=Kind.config)
+    calib_slope = Cpt(Signal, value=0.036, kind=Kind.config)
+    incident_energy = Cpt(Signal, value=175.0, kind=Kind.config)
+    scattering_angle = Cpt(Signal, value=178.0, kind=Kind.config)
+    flipping_factor = Cpt(Signal, value=0.12, kind=Kind.config)
+
+    def __init__(self, *args, clock: SimClock, sample: ComptonSample, magnet: SimMagnet, ring: RingCurrent,
+                 seed: int | None = None, monitor_rate_cps: float = 1.0e6, monitor_noise: float = 1e-6,
+                 saturation_field_t: float = 0.5,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clock, self.sample, self.magnet, self.ring = clock, sample, magnet, ring
+        self.rng = np.random.default_rng(seed)
+        self.monitor_rate_cps = float(monitor_rate_cps)
+        self.monitor_noise = float(monitor_noise)
+        self.saturation_field_t = float(saturation_field_t)
+        self._faults = FaultQueue("detector", ("nan", "timeout"))
+        self._geometry: ComptonGeometry | None = None
+
+    def geometry(self) -> ComptonGeometry:
+        """The calibration and scattering geometry in the configuration signals."""
+        g = ComptonGeometry.from_calibration(
+            self.n_channels, self.calib_offset.get(), self.calib_slope.get(),
+            incident_kev=self.incident_energy.get(), angle_deg=self.scattering_angle.get(),
+            flipping_factor=self.flipping_factor.get())
+        if self._geometry is None or not self._geometry.same_as(g):
+            self._geometry = g
+        return self._geometry
+
+    def fail_next(self, mode: str = "nan", n: int = 1) -> None:
+        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
+        self._faults.add(mode, n)
+
+    def magnetisation(self) -> float:
+        """Sample magnetisation direction (−1…1) from the magnet readback (linear below saturation)."""
+        return float(np.clip(self.magnet.readback.get() / self.saturation_field_t, -1.0, 1.0))
+
+    def trigger(self):
+        t = float(self.preset_time.get())
+        failure = self._faults.pop()
+        m = self.magnetisation()
+
+        def done(t0, t1):
+            if failure == "timeout":
+                raise TimeoutError(f"{self.name}: MCA did not report the end of acquisition")
+            current = self.ring.mean_current(t0, t1)
+            mean = self.sample.expected_counts(self.geometry(), 1.0, t, current)
+            if m != 1.0:
+                mean = self.sample.expected_counts(self.geometry(), -1.0, t, current) * (1 - m) / 2 \
+                    + mean * (1 + m) / 2
+            counts = self.rng.poisson(mean).astype(float)
+            if failure == "nan":
+                counts[self.rng.integers(0, counts.size, 8)] = np.nan
+            self.spectrum.put(counts)
+            charge = self.monitor_rate_cps * t * current / REFERENCE_CURRENT_MA
+            self.monitor.put(float(charge * (1.0 + self.monitor_noise * self.rng.standard_normal())))
+
+        return self.clock.action(t, on_done=done, obj=self)

@@ -1,0 +1,1 @@
+"""Shared simulated hardware: the beamtime clock, the storage ring, fault queues, array signals."""

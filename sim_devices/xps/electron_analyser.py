@@ -1,0 +1,63 @@
+"""Simulated hemispherical electron analyser (fixed-window sweep mode) for 3d XPS (DESIGN §5).
+
+Each trigger records one sweep over ``n_points`` binding energies (eV, relative to the bare core
+level) with ``dwell_time`` seconds per channel: Poisson counts from the sample physics
+(sim_devices.xps.samples), scaled by the mean ring current over the sweep when a ring is given.
+A sweep occupies n_points·dwell_time + sweep_overhead seconds of beamtime on the shared clock.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, Kind, Signal
+
+from sim_devices.core.clock import SimClock
+from sim_devices.core.faults import FaultQueue
+from sim_devices.core.signals import ArraySignal
+from sim_devices.xps.samples import DEFAULT_ENERGIES, XPSSample
+
+REFERENCE_CURRENT_MA = 100.0
+
+
+class SimElectronAnalyser(Device):
+    """Electron analyser on the simulated clock. ``fail_next(mode)``: ``"nan"`` (corrupted sweep)
+    or ``"timeout"`` (the sweep never reports done)."""
+
+    n_points = DEFAULT_ENERGIES.size
+    counts = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.hinted)
+    energies = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.normal)
+    dwell_time = Cpt(Signal, value=0.1, kind=Kind.config)
+    sweep_overhead = Cpt(Signal, value=2.0, kind=Kind.config)
+    pass_energy = Cpt(Signal, value=50.0, kind=Kind.config)
+
+    def __init__(self, *args, clock: SimClock, sample: XPSSample, ring=None, seed: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clock, self.sample, self.ring = clock, sample, ring
+        self.rng = np.random.default_rng(seed)
+        self.energies.put(DEFAULT_ENERGIES.copy())
+        self._faults = FaultQueue("analyser", ("nan", "timeout"))
+
+    def fail_next(self, mode: str = "nan", n: int = 1) -> None:
+        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
+        self._faults.add(mode, n)
+
+    def sweep_duration(self) -> float:
+        """Beamtime of one sweep (s)."""
+        return self.n_points * float(self.dwell_time.get()) + float(self.sweep_overhead.get())
+
+    def trigger(self):
+        dwell = float(self.dwell_time.get())
+        failure = self._faults.pop()
+        energies = np.asarray(self.energies.get(), dtype=float)
+
+        def done(t0, t1):
+            if failure == "timeout":
+                raise TimeoutError(f"{self.name}: analyser did not report the end of the sweep")
+            scale = 1.0 if self.ring is None else self.ring.mean_current(t0, t1) / REFERENCE_CURRENT_MA
+            counts = self.rng.poisson(self.sample.rate(energies) * dwell * scale).astype(float)
+            if failure == "nan":
+                counts[self.rng.integers(0, counts.size, 8)] = np.nan
+            self.counts.put(counts)
+
+        return self.clock.action(self.sweep_duration(), on_done=done, obj=self)
