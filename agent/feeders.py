@@ -5,7 +5,9 @@
 ``cycles`` event that closes a cycle, ingests it if valid or registers it as a failure if not.
 ``XPSFeeder`` does the same for an ``XPSAgent`` with one analyser sweep per ``primary`` event,
 closed by its ``sweeps`` event. The same callbacks work live in the RunEngine, from a document
-stream, or replaying a catalog run.
+stream, or replaying a catalog run, including runs stored by release 0.1, whose bookkeeping
+fields carried a prefix (``cycle_cycle``, ``point_point``, ``sweep_sweep``): the ``primary``
+descriptor says which names a run uses.
 """
 
 from __future__ import annotations
@@ -18,18 +20,28 @@ from bluesky.callbacks.core import CallbackBase
 from agent.compton.model import ComptonGeometry
 
 
+def field_prefix(data_keys, name: str, old_prefix: str) -> str:
+    """The prefix of the plan's bookkeeping fields in a ``primary`` descriptor: ``""`` (field
+    ``name``) or release 0.1's ``old_prefix`` (field ``old_prefix + name``)."""
+    if name in data_keys:
+        return ""
+    if old_prefix + name in data_keys:
+        return old_prefix
+    raise KeyError(f"primary stream has neither {name!r} nor {old_prefix + name!r}: not a bayesbeam run")
+
+
 class ComptonFeeder(CallbackBase):
     """Feed a ``SpinMomentAgent`` from the documents of a magnetic-Compton run.
 
     ``detector``: the Ge detector's name (its fields ``<det>_spectrum``, ``<det>_monitor`` and
-    configuration ``<det>_calib_offset`` …); ``cycle_prefix``: prefix of the plan's bookkeeping fields.
+    configuration ``<det>_calib_offset`` …); the plan's bookkeeping fields ``cycle``, ``field_sign``.
     """
 
-    def __init__(self, agent, detector: str = "ge", cycle_prefix: str = "cycle_"):
+    def __init__(self, agent, detector: str = "ge"):
         super().__init__()
         self.agent = agent
         self.det = detector
-        self.cp = cycle_prefix
+        self.cp = ""
         self._streams: dict[str, str] = {}
         self._buffer: dict[int, list[tuple[float, np.ndarray, float]]] = defaultdict(list)
         self._t0 = 0.0
@@ -42,6 +54,7 @@ class ComptonFeeder(CallbackBase):
         self._streams[doc["uid"]] = doc["name"]
         if doc["name"] != "primary":
             return
+        self.cp = field_prefix(doc["data_keys"], "cycle", "cycle_")
         conf = doc["configuration"][self.det]["data"]
         n = doc["data_keys"][f"{self.det}_spectrum"]["shape"][0]
         self.agent.configure(ComptonGeometry.from_calibration(
@@ -77,7 +90,7 @@ class XPSFeeder(CallbackBase):
     """Feed an ``XPSAgent`` from the documents of an adaptive 3d XPS run (plans.xps.sweeps).
 
     ``analyser``: the analyser's name (fields ``<analyser>_counts``, ``<analyser>_energies``, eV).
-    Each ``primary`` event (absent after a device fault) is held by its ``sweep_sweep`` number until
+    Each ``primary`` event (absent after a device fault) is held by its ``sweep`` number until
     the ``sweeps`` event that closes that sweep: ingested if valid (with that event's
     ``beamtime_s``, s), registered as a failure otherwise.
     """
@@ -89,6 +102,7 @@ class XPSFeeder(CallbackBase):
         self._streams: dict[str, str] = {}
         self._pending: dict[int, dict] = {}
         self._t0 = 0.0
+        self._sweep_key = "sweep"
 
     def start(self, doc):
         self._t0 = doc["time"]
@@ -96,12 +110,14 @@ class XPSFeeder(CallbackBase):
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
+        if doc["name"] == "primary":
+            self._sweep_key = field_prefix(doc["data_keys"], "sweep", "sweep_") + "sweep"
 
     def event(self, doc):
         stream = self._streams.get(doc["descriptor"])
         data = doc["data"]
         if stream == "primary":
-            self._pending[int(data["sweep_sweep"])] = data
+            self._pending[int(data[self._sweep_key])] = data
         elif stream == "sweeps":
             sweep = int(data["sweep"])
             reading = self._pending.pop(sweep, None)
@@ -120,18 +136,20 @@ class XPSFeeder(CallbackBase):
 class XASFeeder(CallbackBase):
     """Feed an ``XASAgent`` from the ``primary`` events of ``adaptive_xas``: one per point, with the
     monochromator readback ``energy_key`` (eV), the I0/It counts, and the plan's bookkeeping
-    (``<prefix>suggestion_id``, ``<prefix>dwell_s`` in s). A point whose counts are not finite and
-    positive is registered as a failure, not ingested."""
+    (``suggestion_id``, ``dwell_s`` in s). A point whose counts are not finite and positive is
+    registered as a failure, not ingested."""
 
-    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str, prefix: str = "point_"):
+    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str):
         super().__init__()
         self.agent = agent
         self.keys = (energy_key, i0_key, it_key)
-        self.prefix = prefix
+        self.prefix = ""
         self._streams: dict[str, str] = {}
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
+        if doc["name"] == "primary":
+            self.prefix = field_prefix(doc["data_keys"], "point", "point_")
 
     def event(self, doc):
         if self._streams.get(doc["descriptor"]) != "primary":

@@ -1,9 +1,13 @@
-"""Plan helpers shared by the adaptive plans: readables for plan/agent state, waiting for beam."""
+"""Plan helpers shared by the adaptive plans: the start document, readables for plan/agent state,
+waiting for beam, and the one place the 0.1 calling conventions are still accepted (with a warning).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` in ``plans/``: bluesky-queueserver validates plan
+parameters from their real annotations.
+"""
 
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -37,20 +41,19 @@ def _plain(value: Any) -> Any:
 class ValuesReadable:
     """A bluesky Readable over a function returning a flat dict: how the agent's numbers and the
     plan's bookkeeping (cycle index, validity, stop reason) become fields of an event stream.
-    Keys are ``prefix + key``; the set of keys must not change within a run."""
+    The set of keys must not change within a run."""
 
-    def __init__(self, name: str, values: Callable[[], Mapping[str, Any]], prefix: str = ""):
+    def __init__(self, name: str, values: Callable[[], Mapping[str, Any]]):
         self.name = name
         self.parent = None
         self._values = values
-        self._prefix = prefix
 
     def read(self) -> dict[str, dict[str, Any]]:
         now = time.time()
-        return {f"{self._prefix}{k}": {"value": _plain(v), "timestamp": now} for k, v in self._values().items()}
+        return {k: {"value": _plain(v), "timestamp": now} for k, v in self._values().items()}
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        return {f"{self._prefix}{k}": _describe_value(v, f"agent:{self.name}") for k, v in self._values().items()}
+        return {k: _describe_value(v, f"agent:{self.name}") for k, v in self._values().items()}
 
 
 def wait_for_beam(ring, floor_ma: float, poll_s: float = 1.0, max_wait_s: float = 6 * 3600.0):
@@ -80,3 +83,51 @@ def record_decision(agent, report: ValuesReadable, decision: dict[str, Any], **e
     yield from bps.trigger_and_read([report], name="posterior")
     yield from bps.checkpoint()
     return stop, reason
+
+
+def start_md(plan_name: str, detectors: Sequence, motors: Sequence, plan_args: Mapping[str, Any],
+             dimensions: Sequence[str], agent=None, continue_from: str | None = None,
+             md: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The start document's keys in bluesky's vocabulary (``plan_name``, ``plan_args``,
+    ``detectors``, ``motors``, ``hints``), the agent's configuration, ``continue_from`` (uid of the
+    stored run this one continues) when given, ``extra`` plan settings, then the caller's ``md``
+    (which may carry ``agent_suggestion_uid``, bluesky-adaptive's key for a run an agent queued)."""
+    _md: dict[str, Any] = {
+        "plan_name": plan_name,
+        "plan_args": dict(plan_args),
+        "detectors": [d.name for d in detectors],
+        "motors": [m.name for m in motors],
+        "hints": {"dimensions": [[list(dimensions), "primary"]]},
+        **extra,
+    }
+    if agent is not None:
+        _md.update(agent=type(agent).__name__, stop_rule=repr(agent.stop_rule), quantities=list(agent.quantities))
+    if continue_from is not None:
+        if not isinstance(continue_from, str) or not continue_from:
+            raise ValueError(f"continue_from must be the uid of a stored run, got {continue_from!r}")
+        _md["continue_from"] = continue_from
+    _md.update(md or {})
+    return _md
+
+
+def agent_arg(agent) -> str:
+    """How an agent appears in ``plan_args``: its class and stop rule (an object cannot be stored)."""
+    return f"{type(agent).__name__}({agent.stop_rule!r})"
+
+
+def detector_list(detectors, plan: str) -> list:
+    """``detectors`` as a list. A single device (the 0.1 convention) still works, with a warning."""
+    if isinstance(detectors, (list, tuple)):
+        return list(detectors)
+    warnings.warn(f"{plan}: pass the detectors as a list, [{getattr(detectors, 'name', 'det')}]; a single "
+                  "device goes in the next release", DeprecationWarning, stacklevel=3)
+    return [detectors]
+
+
+def detectors_then_motor(detectors, motor, plan: str) -> tuple[list, Any]:
+    """Accept the 0.1 order ``(motor, [detectors])`` with a warning; return ``(detectors, motor)``."""
+    if not isinstance(detectors, (list, tuple)) and isinstance(motor, (list, tuple)):
+        warnings.warn(f"{plan}(mono, detectors, ...) is the 0.1 order; bluesky's is {plan}(detectors, mono, ...), "
+                      "the old order goes in the next release", DeprecationWarning, stacklevel=3)
+        detectors, motor = motor, detectors
+    return detector_list(detectors, plan), motor

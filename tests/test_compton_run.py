@@ -25,7 +25,7 @@ def test_run_stops_on_target_and_is_stored(RE, catalog):
     spectra = run["primary"]["ge_spectrum"].read()
     assert spectra.shape == (4 * result.agent.cycles, 1024)
     # The posterior stream is re-derivable from the stored spectra: replay them into a fresh agent.
-    fields = run["primary"]["cycle_field_sign"].read()
+    fields = run["primary"]["field_sign"].read()
     plus, minus = spectra[fields > 0].sum(0), spectra[fields < 0].sum(0)
     assert np.allclose(result.agent.sums[0], plus) and np.allclose(result.agent.sums[1], minus)
 
@@ -34,7 +34,7 @@ def test_discarded_cycles_are_not_mixed_in(RE, catalog):
     bl = make_compton_beamline("fe", time_scale=1e6, seed=8)
     bl.magnet.fail_next(1, mode="stuck")  # first flip never reaches +2 T
     agent = make_agent(bl.sample, 0.01)
-    (uid,) = RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    (uid,) = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
     cycles = catalog[uid]["cycles"].read()
     assert not cycles["valid"][0] and "did not reach +2.000 T" in str(cycles["reason"].values[0])
     assert cycles["valid"][1:].all()
@@ -46,17 +46,17 @@ def test_beam_dump_during_a_count_discards_that_cycle(RE, catalog):
     bl.ring.dump(at_s=450.0, duration_s=1200.0)  # while the third cycle is counting
     bl.ge.fail_next("nan")  # and a corrupted readout in the first cycle
     agent = make_agent(bl.sample, 0.01)
-    (uid,) = RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    (uid,) = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
     cycles = catalog[uid]["cycles"].read()
     reasons = [str(r) for r in cycles["reason"].values]
     assert "non-finite counts" in reasons[0]
     lost = [i for i, r in enumerate(reasons) if "beam lost during the count" in r]
     assert lost == [2], reasons
     assert agent.cycles == len(reasons) - 2 and cycles["valid"].values.sum() == agent.cycles
-    primary = {k: catalog[uid]["primary"][k].read() for k in ("cycle_cycle", "ring_current", "ge_spectrum")}
+    primary = {k: catalog[uid]["primary"][k].read() for k in ("cycle", "ring_current", "ge_spectrum")}
     # Every spectrum the agent used was counted with beam; the posterior only holds valid cycles.
     valid_cycles = np.asarray(cycles["cycle"])[np.asarray(cycles["valid"], bool)]
-    used = np.isin(primary["cycle_cycle"], valid_cycles)
+    used = np.isin(primary["cycle"], valid_cycles)
     assert np.all(primary["ring_current"][used] > 10)
     assert np.allclose(agent.sums[0] + agent.sums[1], primary["ge_spectrum"][used].sum(0))
 
@@ -66,7 +66,7 @@ def test_repeated_failures_abort_but_keep_what_was_counted(RE, catalog):
     agent = make_agent(bl.sample, 0.001)
     bl.magnet.fail_next(3, mode="timeout", after=4)  # one good cycle, then three failed flips in a row
     with pytest.raises(RuntimeError, match="3 consecutive cycles discarded"):
-        RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+        RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
     run = catalog.values().last()
     assert run.metadata["stop"]["exit_status"] == "fail"
     assert "consecutive cycles discarded" in run.metadata["stop"]["reason"]
@@ -100,9 +100,9 @@ def test_bad_plan_arguments_fail_before_anything_moves(RE):
     bl = make_compton_beamline("fe", time_scale=1e6)
     agent = make_agent(bl.sample, 0.01)
     with pytest.raises(ValueError, match="exceeds the magnet's limit"):
-        RE(adaptive_compton(bl.ge, bl.magnet, agent, field_t=5.0))
+        RE(adaptive_compton([bl.ge], bl.magnet, agent, field_t=5.0))
     with pytest.raises(ValueError, match="field must be positive"):
-        RE(adaptive_compton(bl.ge, bl.magnet, agent, field_t=-1.0))
+        RE(adaptive_compton([bl.ge], bl.magnet, agent, field_t=-1.0))
     assert bl.clock.now == 0.0 and bl.magnet.readback.get() == 0.0
 
 
@@ -115,7 +115,7 @@ def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
     bl = make_compton_beamline("fe", time_scale=1e6, seed=21)
     bl.magnet.fail_next(1, mode="stuck", after=5)  # include a discarded cycle
     live = make_agent(bl.sample, 0.01)
-    (uid,) = RE(adaptive_compton(bl.ge, bl.magnet, live, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
+    (uid,) = RE(adaptive_compton([bl.ge], bl.magnet, live, ring=bl.ring, beam_poll_s=0, md={"sample": "fe"}))
     rebuilt = make_agent(bl.sample, 0.01)
     replay(catalog[uid], ComptonFeeder(rebuilt, detector="ge"))
     assert rebuilt.cycles == live.cycles and len(rebuilt.failures) == 1

@@ -56,7 +56,7 @@ def test_adaptive_compton_over_channel_access(session):
     post = run["posterior"].read()
     assert post["mu_s_std"][-1] <= 0.01
     assert abs(post["mu_s_mean"][-1] - 2.2) < 0.1  # the simulated Fe spin moment (μB)
-    fields = np.asarray(run["primary"]["cycle_field_sign"].read())
+    fields = np.asarray(run["primary"]["field_sign"].read())
     assert np.allclose(agent.sums[0], np.asarray(spectra)[fields > 0].sum(0))
 
 
@@ -75,7 +75,7 @@ def test_beam_dump_suspends_and_the_interrupted_cycle_is_measured_afresh(session
     before = n_counts.get()
 
     def dump_during_cycle_2(name, doc):  # after cycle 2's second spectrum: dump half-way through the third
-        if name == "event" and doc["data"].get("cycle_cycle") == 2 and doc["data"].get("cycle_flip") == 1:
+        if name == "event" and doc["data"].get("cycle") == 2 and doc["data"].get("flip") == 1:
             faults["fault_dump_mid_count"].put(1500.0)
 
     token = RE.subscribe(dump_during_cycle_2)
@@ -97,7 +97,7 @@ def test_beam_dump_suspends_and_the_interrupted_cycle_is_measured_afresh(session
     assert list(np.asarray(cycles["valid"])) == [True, False] + [True] * (len(cycles["valid"]) - 2)
     assert "run suspended during flip 2" in str(cycles["reason"].values[1]) and len(agent.failures) == 1
     per_cycle = [c for c in range(1, len(cycles["valid"]) + 1) for _ in range(3 if c == 2 else 4)]
-    assert list(primary["cycle_cycle"].values) == per_cycle
-    used = np.asarray(primary["cycle_cycle"]) != 2
+    assert list(primary["cycle"].values) == per_cycle
+    used = np.asarray(primary["cycle"]) != 2
     assert agent.cycles == len(cycles["valid"]) - 1
     assert np.allclose(agent.sums[0] + agent.sums[1], np.asarray(primary["ge_spectrum"])[used].sum(0))

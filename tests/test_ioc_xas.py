@@ -118,7 +118,7 @@ def test_beam_dump_during_a_count_recounts_the_point(session, stats, capsys):
     counts = stats["counts"].get()
 
     def dump_during_point_4(name, doc):  # after point 3 is stored: dump half-way through the next count
-        if name == "event" and doc["data"].get("point_point") == 3:
+        if name == "event" and doc["data"].get("point") == 3:
             faults["fault_dump_mid_count"].put(1500.0)
 
     token = RE.subscribe(dump_during_point_4)
@@ -130,10 +130,10 @@ def test_beam_dump_during_a_count_recounts_the_point(session, stats, capsys):
         RE.clear_suspenders()
     assert "Suspending" in capsys.readouterr().out
     prim = run["primary"].read()
-    assert list(prim["point_point"].values) == list(range(1, 9)) and agent.report()["points"] == 8
+    assert list(prim["point"].values) == list(range(1, 9)) and agent.report()["points"] == 8
     assert len(run["posterior"].read()["rmse_pred"]) == 8
     assert stats["counts"].get() - counts == 8 + 1  # the interrupted count was dropped and counted again
-    rate = np.asarray(prim["i0_counts"]) / np.asarray(prim["point_dwell_s"])
+    rate = np.asarray(prim["i0_counts"]) / np.asarray(prim["dwell_s"])
     assert rate.min() > 0.97 * np.median(rate)  # every stored point counted with full beam
     beamtime = np.asarray(prim["beamtime"])
     assert beamtime[3] - beamtime[2] > 1500.0  # point 4 waited out the dump
@@ -167,7 +167,7 @@ def test_sim_profile_offers_the_xas_devices_and_plans(catalog_dir, capsys):
     finally:
         mp.undo()
     ns["bec"].disable_table()
-    assert "adaptive_xas(mono, [i0, it]" in capsys.readouterr().out
+    assert "adaptive_xas([i0, it], mono" in capsys.readouterr().out
     assert ns["mono"].clock is ns["sim"].clock and ns["i0"].ring is ns["ring"]  # one clock, one ring
     agent = ns["xas_agent"](target_rmse=1e-6, exclude=ns["xas_sample"].name, max_points=4)
     (uid,) = ns["RE"](ns["adaptive_xas"](ns["mono"], [ns["i0"], ns["it"]], agent, beamtime=ns["beamtime"],

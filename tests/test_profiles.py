@@ -88,7 +88,7 @@ def test_epics_profile_with_the_ioc_down_names_the_pvs(tmp_path, catalog_dir):
 
 def test_sim_profile_startup_and_an_adaptive_run(tmp_path, catalog_dir):
     code = ("agent = spin_moment_agent(0.02, element=sample.element); "
-            "(uid,) = RE(adaptive_compton(ge, magnet, agent, ring=ring, beamtime=beamtime, beam_poll_s=0, "
+            "(uid,) = RE(adaptive_compton([ge], magnet, agent, ring=ring, beamtime=beamtime, beam_poll_s=0, "
             "md={'sample': sample.name})); "
             "run = catalog[uid]; "
             "print('STOP', run.metadata['stop']['reason'], len(run['primary']['ge_spectrum'].read()))")

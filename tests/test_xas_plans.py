@@ -48,9 +48,9 @@ def test_energies_outside_the_mono_range_fail_before_motion():
     agent = make_agent("Fe3O4", 0.01)
     RE = RunEngine()
     with pytest.raises(ValueError, match="outside the monochromator range"):
-        RE(adaptive_xas(bl.mono, [bl.i0, bl.it], agent))
+        RE(adaptive_xas([bl.i0, bl.it], bl.mono, agent))
     with pytest.raises(ValueError, match="outside the monochromator range"):
-        RE(grid_xas(bl.mono, [bl.i0, bl.it], [7110.0, 7050.0]))
+        RE(grid_xas([bl.i0, bl.it], bl.mono, [7110.0, 7050.0]))
     assert bl.clock.now == 0.0 and bl.mono.moves == 0
     with pytest.raises(ValueError, match="Fe-foil"):
         make_agent("unobtainium", 0.01)
@@ -61,7 +61,7 @@ def test_energies_outside_the_mono_range_fail_before_motion():
 def test_grid_scan_counts_every_energy():
     bl = make_xas_beamline("Fe3O4", time_scale=float("inf"))
     docs = []
-    RunEngine()(grid_xas(bl.mono, [bl.i0, bl.it], [7110.0, 7120.0, 7130.0], dwell_s=2.0),
+    RunEngine()(grid_xas([bl.i0, bl.it], bl.mono, [7110.0, 7120.0, 7130.0], dwell_s=2.0),
                 lambda name, doc: docs.append((name, doc)))
     events = [d for n, d in docs if n == "event"]
     assert [e["data"]["mono_energy"] for e in events] == [7110.0, 7120.0, 7130.0]

@@ -32,7 +32,7 @@ def test_corrupted_sweep_is_discarded(RE, catalog):
     det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=1)
     det.fail_next("nan")
     agent = xps_agent(target_v=1e-6, max_sweeps=2, **FAST)  # budget binds
-    (uid,) = RE(adaptive_xps(det, agent))
+    (uid,) = RE(adaptive_xps([det], agent))
     sweeps = catalog[uid]["sweeps"].read()
     assert list(sweeps["valid"]) == [False, True, True]
     assert "non-finite" in str(sweeps["reason"].values[0])
@@ -53,7 +53,7 @@ def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
     det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=2)
     det.fail_next("timeout")
     live = xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
-    (uid,) = RE(adaptive_xps(det, live))
+    (uid,) = RE(adaptive_xps([det], live))
     rebuilt = xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
     replay(catalog[uid], XPSFeeder(rebuilt))
     assert rebuilt.sweeps == live.sweeps == 2 and len(rebuilt.failures) == 1

@@ -6,17 +6,18 @@ edge shift, beamtime, the next energy and dwell, and the stop decision with its 
 reason goes into the stop document's ``reason``.
 """
 
-from __future__ import annotations
-
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Movable, Readable
 
 from agent.feeders import XASFeeder
-from plans.core import DEVICE_FAULTS, ValuesReadable
+from agent.xas import XASAgent
+from plans.core import DEVICE_FAULTS, ValuesReadable, agent_arg, detectors_then_motor, start_md
 
 
 def _dwell_signal(det):
@@ -54,17 +55,21 @@ def _set_dwell(detectors, dwell_s: float):
         yield from bps.mv(*args)
 
 
-def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, beamtime=None,
-                 max_consecutive_failures: int = 3):
+def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, *, beamtime: Readable | None = None,
+                 max_consecutive_failures: int = 3, continue_from: str | None = None,
+                 md: dict[str, Any] | None = None):
     """Move, count, ingest, ask, repeat until ``agent.should_stop()``.
 
     ``detectors``: ``[i0, it]`` (incident, transmitted); their first hinted field is the count.
-    ``agent``: an ``XASAgent`` (its candidate range must lie inside the monochromator limits).
+    ``mono``: the monochromator energy (eV). ``agent``: an ``XASAgent`` (its candidate range must lie
+    inside the monochromator limits). ``continue_from``: uid of a stored run this one continues
+    (recorded in the start document; the agent passed in carries that run's state).
     ``beamtime``: optional readable of elapsed beamtime (s), read into ``primary``. A point whose
     count fails or is not finite is recorded but not ingested; ``max_consecutive_failures`` in a
     row abort the run. Checkpoints around each count: a RunEngine suspender (ring-current floor)
     that trips during a count drops it and counts the point again once the beam is back.
     """
+    detectors, mono = detectors_then_motor(detectors, mono, "adaptive_xas")
     if len(detectors) != 2:
         raise ValueError(f"adaptive_xas needs [i0, it], got {len(detectors)} detectors")
     _check_range(mono, agent.energy_limits)
@@ -73,13 +78,14 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
     i0, it = detectors
     f0, ft = _count_field(i0), _count_field(it)
     mono_field = _count_field(mono)
-    _md = {"plan_name": "adaptive_xas", "detectors": [d.name for d in detectors], "motors": [mono.name],
-           "agent": type(agent).__name__, "stop_rule": repr(agent.stop_rule), "quantities": list(agent.quantities),
-           "energy_limits": list(agent.energy_limits), "hints": {"dimensions": [[[mono_field], "primary"]]}}
-    _md.update(md or {})
+    plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent),
+                 "beamtime": repr(beamtime) if beamtime is not None else None,
+                 "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
+    _md = start_md("adaptive_xas", detectors, [mono], plan_args, [mono_field], agent=agent,
+                   continue_from=continue_from, md=md, energy_limits=list(agent.energy_limits))
     point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0}
     decision: dict[str, Any] = {"stop": False, "stop_reason": ""}
-    info = ValuesReadable("point", lambda: point, prefix="point_")
+    info = ValuesReadable("point", lambda: point)
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
     readables = [mono, *detectors, info] + ([beamtime] if beamtime is not None else [])
 
@@ -122,17 +128,19 @@ def adaptive_xas(mono, detectors, agent, md: dict[str, Any] | None = None, *, be
     return (yield from bpp.subs_wrapper(run(), XASFeeder(agent, mono_field, f0, ft)))
 
 
-def grid_xas(mono, detectors, energies, dwell_s: float = 1.0, md: dict[str, Any] | None = None):
+def grid_xas(detectors: Sequence[Readable], mono: Movable, energies: list[float], *, dwell_s: float = 1.0,
+             md: dict[str, Any] | None = None):
     """Conventional step scan: count ``dwell_s`` seconds at each energy (eV) in the given order.
     Every energy is checked against the monochromator limits before any motion."""
+    detectors, mono = detectors_then_motor(detectors, mono, "grid_xas")
     energies = [float(e) for e in np.atleast_1d(energies)]
     _check_range(mono, energies)
     if not dwell_s > 0:
         raise ValueError(f"dwell must be > 0 s, got {dwell_s!r}")
-    _md = {"plan_name": "grid_xas", "detectors": [d.name for d in detectors], "motors": [mono.name],
-           "num_points": len(energies), "dwell_s": float(dwell_s),
-           "hints": {"dimensions": [[[_count_field(mono)], "primary"]]}}
-    _md.update(md or {})
+    plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "energies": energies,
+                 "dwell_s": float(dwell_s)}
+    _md = start_md("grid_xas", detectors, [mono], plan_args, [_count_field(mono)], md=md,
+                   num_points=len(energies), dwell_s=float(dwell_s))
 
     @bpp.run_decorator(md=_md)
     def inner():

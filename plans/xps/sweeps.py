@@ -1,48 +1,49 @@
 """Adaptive 3d XPS plan: repeated analyser sweeps until the XPS agent decides the model.
 
-Streams: ``primary`` (one event per sweep: counts, energies, ``sweep_sweep`` number), ``sweeps`` (valid or discarded and
+Streams: ``primary`` (one event per sweep: counts, energies, ``sweep`` number), ``sweeps`` (valid or discarded and
 why, beamtime), ``posterior`` (the agent's report after each sweep: free energies, model
 probabilities, parameters of the leading model, with the stop decision). The stop reason goes into
 the stop document's ``reason``. The agent is fed from this run's own documents through
 ``agent.feeders.XPSFeeder`` (valid sweeps ingested, discarded ones registered as failures).
 """
 
-from __future__ import annotations
-
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Readable
 
 from agent.feeders import XPSFeeder
-from plans.core import DEVICE_FAULTS, ValuesReadable, record_decision
+from agent.xps import XPSAgent
+from plans.core import DEVICE_FAULTS, ValuesReadable, agent_arg, detector_list, record_decision, start_md
 
 
-def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: int = 3,
+def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Readable | None = None,
+                 max_consecutive_failures: int = 3, continue_from: str | None = None,
                  md: dict[str, Any] | None = None):
-    """Sweeps of ``analyser`` until ``agent.should_stop()`` (an ``XPSAgent``, fed through
+    """Sweeps of the analyser ``detectors[0]`` (fields ``<name>_counts``, ``<name>_energies``; the
+    others are read with it) until ``agent.should_stop()`` (an ``XPSAgent``, fed through
     ``XPSFeeder`` from this run's documents: model decided and parameter stds on target, or its
     budget). ``beamtime``: optional readable of the elapsed
     beamtime (s). Discarded sweeps (device fault, non-finite counts) are not accumulated;
     ``max_consecutive_failures`` in a row abort the run."""
+    detectors = detector_list(detectors, "adaptive_xps")
+    analyser = detectors[0]
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
-    _md = {
-        "plan_name": "adaptive_xps",
-        "detectors": [analyser.name],
-        "agent": type(agent).__name__,
-        "stop_rule": repr(agent.stop_rule),
-        "quantities": list(agent.quantities),
-        "hints": {"dimensions": [[["time"], "primary"]]},
-    }
-    _md.update(md or {})
+    plan_args = {"detectors": list(map(repr, detectors)), "agent": agent_arg(agent),
+                 "beamtime": repr(beamtime) if beamtime is not None else None,
+                 "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
+    _md = start_md("adaptive_xps", detectors, [], plan_args, ["sweep"], agent=agent, continue_from=continue_from,
+                   md=md)
     sweep_state: dict[str, Any] = {"sweep": 0, "valid": True, "reason": "", "beamtime_s": 0.0}
     current = {"sweep": 1}  # the sweep being measured, in each primary event
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_sweep": 1}
     status = ValuesReadable("sweeps", lambda: sweep_state)
-    index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]}, prefix="sweep_")
+    index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]})
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
     counts_key = f"{analyser.name}_counts"
 
@@ -53,7 +54,7 @@ def adaptive_xps(analyser, agent, *, beamtime=None, max_consecutive_failures: in
             valid, why = True, ""
             current["sweep"] = sweep
             try:
-                reading = yield from bps.trigger_and_read([analyser, index])
+                reading = yield from bps.trigger_and_read([*detectors, index])
             except DEVICE_FAULTS as exc:
                 valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
             if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):

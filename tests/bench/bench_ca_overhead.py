@@ -33,7 +33,7 @@ def _run(RE, ge, magnet, ring, beamtime, cycles, beam_poll_s):
 
     agent = make_agent(compton_sample("fe"), 1e-9, max_cycles=cycles)
     t = time.perf_counter()
-    RE(adaptive_compton(ge, magnet, agent, ring=ring, beamtime=beamtime, beam_poll_s=beam_poll_s))
+    RE(adaptive_compton([ge], magnet, agent, ring=ring, beamtime=beamtime, beam_poll_s=beam_poll_s))
     assert agent.cycles == cycles, agent.should_stop()
     return (time.perf_counter() - t) / cycles
 
@@ -72,7 +72,7 @@ def _run_xas(RE, mono, i0, it, beamtime, points):
 
     agent = _TimedAgent(xas_agent(target_rmse=1e-9, exclude=XAS_SAMPLE, max_points=points))
     t = time.perf_counter()
-    RE(adaptive_xas(mono, [i0, it], agent, beamtime=beamtime))
+    RE(adaptive_xas([i0, it], mono, agent, beamtime=beamtime))
     wall = time.perf_counter() - t
     assert agent.report()["points"] == points, agent.should_stop()
     return wall / points, (wall - agent.spent) / points

@@ -69,7 +69,7 @@ def rehearse_run(RE, sample: str = "fe", target_std: float = 0.01, quantity: str
     run_md = {"sample": s.name, "sample_description": s.description, "purpose": "rehearsal",
               "target_std": target_std, "target_quantity": quantity, "seed": seed,
               "truth_spin_moment_mub": s.spin_moment_mub, **(md or {})}
-    uids = RE(adaptive_compton(bl.ge, bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0, beamtime=beamtime,
+    uids = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0, beamtime=beamtime,
                                md=run_md))
     stop_ok, reason = agent.should_stop()
     return Rehearsal(s, agent, reason or "", bl.clock.now, cycle_time_s(bl), uids[0] if uids else None,

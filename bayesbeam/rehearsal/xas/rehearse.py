@@ -99,7 +99,7 @@ def rehearse_xas_run(RE, sample: str, target_rmse: float, prior: str = "library"
 
     token = RE.subscribe(record)
     try:
-        uids = RE(adaptive_xas(bl.mono, [bl.i0, bl.it], agent, beamtime=bl.beamtime,
+        uids = RE(adaptive_xas([bl.i0, bl.it], bl.mono, agent, beamtime=bl.beamtime,
                                md={"sample": sample, "purpose": "rehearsal", "target_rmse": target_rmse,
                                    "target": target, "prior": prior, "seed": seed, **(md or {})}))
     finally:

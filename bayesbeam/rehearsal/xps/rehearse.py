@@ -51,7 +51,7 @@ def rehearse_xps_run(RE, truth: str = "ceo2", agent: XPSAgent | None = None, dwe
     beamtime = BeamtimeSignal(clock, name="beamtime")
     run_md = {"sample": s.name, "purpose": "rehearsal", "truth_model": s.model, "truth_params": dict(s.params),
               "seed": seed, **(md or {})}
-    uids = RE(adaptive_xps(det, agent, beamtime=beamtime, md=run_md))
+    uids = RE(adaptive_xps([det], agent, beamtime=beamtime, md=run_md))
     _, reason = agent.should_stop()
     return XPSRehearsal(s, agent, reason or "", clock.now, uids[0] if uids else None)
 
