@@ -6,9 +6,7 @@ and ``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
 
 import os
 
-from sim_devices.compton.beamline import make_compton_beamline
-from sim_devices.core.clock import BeamtimeSignal
-from sim_devices.xas.endstation import make_xas_endstation
+from sim_devices import BeamtimeSignal, make_compton_beamline, make_xas_endstation
 
 sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
                             time_scale=float(os.environ.get("BAYESBEAM_TIME_SCALE", "1e4")))
