@@ -74,6 +74,14 @@ def sweep_until_stop(agent, det, clock) -> str:
 
 
 def test_agent_decides_ceo2_and_stops():
+    """CeO₂ data (3-level truth), 0.1 s dwell per channel. One sweep decides the model: ΔF =
+    F_2level − F_3level ≈ 290 nats per sweep, where P ≥ 0.99 needs ln 99 ≈ 4.6 nats + 2·err(ΔF).
+    The sweep count is set by std(U_fc) ≤ 0.1 eV: long chains give std(U_fc) ≈ 0.16 eV/√N
+    (N = 1…4: 0.160, 0.113, 0.095, 0.079). At N = 3 the target is met by 5 %, less than the
+    spread of the short-chain (FAST) estimate (0.095 ± 0.004 over sampler seeds, a third of them
+    above 0.1), so stopping at 3 or 4 depends on the random stream, which here also depends on
+    the machine's OpenBLAS kernel (``np.linalg.eigh`` gives the sampler's proposal axes). N = 1
+    cannot meet the target; N = 4 meets it by 20 %, far beyond that spread: 2 ≤ N ≤ 4."""
     det, clock = analyser("ceo2", seed=3)
     rule = any_of(all_of(ModelDecided(0.99), TargetStd("delta", 0.1), TargetStd("U_fc", 0.1)), Budget(cycles=6))
     agent = XPSAgent(rule, seed=1, **FAST)
@@ -81,7 +89,11 @@ def test_agent_decides_ceo2_and_stops():
     rep = agent.report()
     assert reason.startswith("model_decided"), reason
     assert rep["model_best"] == "3-level" and rep["model_prob_max"] >= 0.99
-    assert rep["sweeps"] <= 3 and rep["beamtime_s"] == pytest.approx(rep["sweeps"] * det.sweep_duration())
+    first = agent.history[0]
+    assert first["model_best"] == "3-level" and first["model_prob_max"] >= 0.99, first
+    assert first["F_2level"] - first["F_3level"] > 100, first
+    assert first["U_fc_std"] > 0.1  # one sweep cannot meet the precision target
+    assert 2 <= rep["sweeps"] <= 4 and rep["beamtime_s"] == pytest.approx(rep["sweeps"] * det.sweep_duration())
     for q in ("delta", "V", "U_ff", "U_fc", "gamma"):
         assert rep[f"{q}_lo95"] <= CEO2[q] <= rep[f"{q}_hi95"], (q, rep)
         assert rep[f"{q}_std"] > 0
