@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from bayesbeam.rehearsal.compton.rehearse import make_agent, rehearse_run
+from bayesbeam.rehearsal.compton.rehearse import ComptonOptions, make_agent, rehearse_repeats, rehearse_run
 from plans.compton.flip_cycles import adaptive_compton
 from sim_devices.compton.beamline import make_compton_beamline
 
 
 def test_run_stops_on_target_and_is_stored(RE, catalog):
-    result = rehearse_run(RE, "fe", target_std=0.01, seed=4, time_scale=1e6)
+    result = rehearse_run(RE, ComptonOptions("fe", target_std=0.01, seed=4, time_scale=1e6))
     run = catalog[result.uid]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "success"
@@ -75,7 +75,8 @@ def test_repeated_failures_abort_but_keep_what_was_counted(RE, catalog):
 
 
 def test_catalog_round_trip_in_a_fresh_process(RE, catalog, catalog_dir):
-    result = rehearse_run(RE, "fe", target_std=0.01, seed=12, time_scale=1e6, md={"operator": "round-trip"})
+    result = rehearse_run(RE, ComptonOptions("fe", target_std=0.01, seed=12, time_scale=1e6),
+                          md={"operator": "round-trip"})
     code = f"""
 import json
 from bayesbeam.catalog import open_catalog, find_runs
@@ -123,3 +124,15 @@ def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
     valid = np.asarray(catalog[uid]["cycles"]["valid"].read(), bool)
     assert np.allclose([h["mu_s_std"] for h in rebuilt.history], np.asarray(stored)[valid])
     assert rebuilt.should_stop() == live.should_stop() == (True, catalog[uid].metadata["stop"]["reason"])
+
+
+def test_options_are_checked_and_the_old_keyword_form_still_works():
+    with pytest.raises(ValueError, match="count time must be positive"):
+        ComptonOptions(count_time_s=0).validate()
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        rehearse_repeats(ComptonOptions(), 0)
+    with pytest.warns(DeprecationWarning, match="pass ComptonOptions"):
+        old = rehearse_repeats(sample="fe", target_std=0.05, repeats=3, seed=5)
+    new = rehearse_repeats(ComptonOptions("fe", target_std=0.05, seed=5), 3)
+    assert old.options == new.options and np.array_equal(old.cycles, new.cycles)
+    assert np.array_equal(old.mu_s_mean, new.mu_s_mean)

@@ -1,10 +1,13 @@
-"""XAS plans through a real RunEngine: adaptive run into the catalog, bad input, optimize_in_run."""
+"""XAS plans through a real RunEngine: adaptive run into the catalog, bad input, optimize_in_run, and
+`bayesbeam rehearse xas --json`."""
 
 import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky_adaptive.plans import optimize_in_run
 from bluesky_adaptive.protocols import OptimizationProblem
+from cli_output import read_json
+from click.testing import CliRunner
 from threadpoolctl import threadpool_limits
 
 from agent.core.stopping import Budget
@@ -12,7 +15,8 @@ from agent.feeders import XASFeeder
 from agent.xas.agent import XASAgent
 from agent.xas.prior import SpectraLibrary, library_prior
 from bayesbeam.catalog import replay
-from bayesbeam.rehearsal.xas.rehearse import make_agent, make_xas_beamline, rehearse_xas_run
+from bayesbeam.cli import main
+from bayesbeam.rehearsal.xas.rehearse import XASOptions, make_agent, make_xas_beamline, rehearse_xas_run
 from plans.xas.energy_points import adaptive_xas, grid_xas
 
 
@@ -23,7 +27,7 @@ def one_blas_thread():
 
 
 def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog):
-    r = rehearse_xas_run(RE, "Fe-foil", target_rmse=0.012, seed=2, time_scale=1e7)
+    r = rehearse_xas_run(RE, XASOptions("Fe-foil", target_rmse=0.012, seed=2, time_scale=1e7))
     run = catalog[r.uid]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "success" and stop["reason"].startswith("target_rmse")
@@ -95,3 +99,27 @@ def test_optimize_in_run_drives_the_xas_agent():
     assert stop and reason.startswith("budget") and agent.report()["points"] == 12 and len(events) == 12
     assert {round(e[bl.mono.energy.name], 6) for e in events} <= set(np.round(agent.post.energy, 6))
     assert bl.clock.now > 12 * 2.0
+
+
+def test_xas_json_matches_the_printed_summary_and_the_catalog(tmp_path, catalog, catalog_dir):
+    path = tmp_path / "xas.json"
+    result = CliRunner().invoke(main, ["rehearse", "xas", "--sample", "Fe-foil", "--target-rmse", "0.03", "--seed", "2",
+                                       "--time-scale", "1e7", "--catalog", str(catalog_dir), "--json", str(path),
+                                       "--figure", str(tmp_path / "xas.png")])
+    assert result.exit_code == 0, result.output
+    s = read_json(path)
+    assert s["sample"] == "Fe-foil" and s["seed"] == 2 and s["options"]["target_rmse"] == 0.03
+    assert s["rmse_pred"] <= 0.03 and s["steps"] == s["points"] == len(s["energies_eV"])
+    assert s["beamtime_s"] == pytest.approx(s["dwell_s"] + s["moves_s"])
+    lines = result.output.splitlines()
+    assert lines[0] == f"stop: {s['stop_reason']}"
+    assert lines[1].startswith(f"points: {s['points']}, beamtime {s['beamtime_s']:.0f} s (dwell {s['dwell_s']:.0f} s")
+    assert f"predicted {s['rmse_pred']:.4f}, actual {s['rmse_actual']:.4f}" in lines[2]
+    assert f"amplitude {s['amplitude_mean']:.3f} ± {s['amplitude_std']:.3f}" in lines[2]
+    assert f"edge shift {s['shift_mean']:+.2f} ± {s['shift_std']:.2f} eV" in lines[2]
+    for name, c in s["conventional"].items():
+        assert f"conventional {name}: {c['beamtime_s']:.0f} s ({c['dwell_s']:.2f} s per point)" in result.output
+    assert "energies in the order chosen (eV): " + " ".join(f"{e:.1f}" for e in s["energies_eV"]) in lines
+    run = catalog[s["uid"]]
+    assert run.metadata["stop"]["reason"] == s["stop_reason"]
+    assert float(run["posterior"]["rmse_pred"].read()[-1]) == pytest.approx(s["rmse_pred"])

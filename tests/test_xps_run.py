@@ -1,17 +1,21 @@
 """The adaptive XPS plan through a real RunEngine into the embedded catalog, and its CLI command."""
 
 import numpy as np
+import pytest
+from cli_output import read_json, table_row
 from click.testing import CliRunner
 
 from agent import xps_agent
-from bayesbeam.rehearsal.xps.rehearse import rehearse_xps, rehearse_xps_run
+from bayesbeam.cli import main
+from bayesbeam.rehearsal.xps.cli import rehearse_xps
+from bayesbeam.rehearsal.xps.rehearse import XPSOptions, rehearse_xps_run
 
 FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
 
 
 def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog):
     agent = xps_agent(max_sweeps=6, **FAST)
-    r = rehearse_xps_run(RE, "ceo2", agent, seed=3, time_scale=1e6)
+    r = rehearse_xps_run(RE, XPSOptions("ceo2", seed=3, time_scale=1e6), agent=agent)
     run = catalog[r.uid]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "success" and stop["reason"] == r.stop_reason
@@ -67,3 +71,33 @@ def test_agent_and_decisions_rebuild_from_the_catalog(RE, catalog):
 def test_cli_bad_input_is_rejected_before_anything_moves(tmp_path):
     res = CliRunner().invoke(rehearse_xps, ["--truth", "ceo2", "--p-model", "1.5", "--catalog", str(tmp_path)])
     assert res.exit_code != 0 and "probability" in res.output
+
+
+def test_xps_json_matches_the_printed_table_and_the_catalog(tmp_path, catalog, catalog_dir):
+    path = tmp_path / "xps.json"
+    result = CliRunner().invoke(main, ["rehearse", "xps", "--truth", "la2o3", "--max-sweeps", "1", "--mc-sweeps", "50",
+                                       "--seed", "3", "--time-scale", "1e6", "--catalog", str(catalog_dir),
+                                       "--json", str(path), "--figure", str(tmp_path / "xps.png")])
+    assert result.exit_code == 0, result.output
+    s = read_json(path)
+    assert s["sample"] == "La2O3" and s["seed"] == 3 and s["options"]["mc_sweeps"] == 50
+    assert s["steps"] == s["sweeps"] == 1 and s["stop_reason"]
+    assert s["p_2level"] + s["p_3level"] == pytest.approx(1)
+    assert s["model_prob_max"] == max(s["p_2level"], s["p_3level"])
+    out = result.output
+    assert table_row(out, "sweeps")[1] == str(s["steps"])
+    assert table_row(out, "beamtime")[1] == f"{s['beamtime_s'] / 60:.1f} min"
+    assert table_row(out, "stop reason")[1] == s["stop_reason"]
+    assert table_row(out, "leading model")[1] == f"{s['model_best']} (P ≥ {s['model_prob_max']:.4f})"
+    assert table_row(out, "P 2-level / 3-level")[1] == f"{s['p_2level']:.4f} / {s['p_3level']:.4f}"
+    assert table_row(out, "F 2-level / 3-level")[1] == (
+        f"{s['F_2level']:.2f} ± {s['F_2level_err']:.2f} / {s['F_3level']:.2f} ± {s['F_3level_err']:.2f} nats")
+    for q in ("delta", "V", "U_ff", "U_fc", "gamma", "delta_f"):
+        cell = table_row(out, q)[1]
+        if s[f"{q}_mean"] is None:  # NaN in the report: null in the file (U_ff of a leading 2-level model)
+            assert s["model_best"] == "2-level" and q == "U_ff" and cell.startswith("not in the 2-level model")
+        else:
+            assert cell.startswith(f"{s[f'{q}_mean']:.4g} ± {s[f'{q}_std']:.2g} eV [{s[f'{q}_lo95']:.4g}, ")
+    run = catalog[s["uid"]]
+    assert run.metadata["stop"]["reason"] == s["stop_reason"]
+    assert float(run["posterior"]["F_2level"].read()[-1]) == pytest.approx(s["F_2level"])

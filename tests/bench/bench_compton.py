@@ -20,7 +20,7 @@ from scipy.optimize import least_squares
 
 from agent.compton.profiles import convolve_at, orbital_profile
 from agent.core.stopping import Plateau
-from bayesbeam.rehearsal.compton.rehearse import make_agent, rehearse_repeats
+from bayesbeam.rehearsal.compton.rehearse import ComptonOptions, make_agent, rehearse_repeats
 from plans.compton.flip_cycles import FLIP_PATTERN
 from sim_devices.compton.beamline import make_compton_beamline
 
@@ -74,15 +74,16 @@ def bench_update(n_cycles=136, repeats=3):
 
 def bench_rehearsal(repeats):
     t = time.perf_counter()
-    stats = rehearse_repeats("fe", 0.01, repeats=repeats, seed=2026)
+    stats = rehearse_repeats(ComptonOptions("fe", 0.01, seed=2026), repeats)
     s = stats.summary()
     se68, se95 = (np.sqrt(p * (1 - p) / repeats) for p in (0.68, 0.95))
     print(f"[rehearsal] {repeats} Fe beamtimes to std(μ_s) ≤ 0.01 μB in {time.perf_counter() - t:.1f} s wall: "
-          f"cycles median {s['cycles_median']:.0f} [10–90 %: {s['cycles_p10']:.0f}–{s['cycles_p90']:.0f}], "
+          f"cycles median {s['steps_median']:.0f} [10–90 %: {s['steps_p10']:.0f}–{s['steps_p90']:.0f}], "
           f"hours median {s['hours_median']:.2f} vs conventional {s['conventional_hours']:.2f} "
           f"(ratio {s['conventional_hours'] / s['hours_median']:.1f}×)")
-    print(f"[rehearsal] coverage of true μ_s at the stop: 68 % interval {100 * s['coverage68']:.1f} % "
-          f"(±{100 * se68:.1f} binomial se), 95 % interval {100 * s['coverage95']:.1f} % (±{100 * se95:.1f})")
+    print(f"[rehearsal] coverage of true μ_s at the stop: 68 % interval {100 * s['coverage_68']:.1f} % "
+          f"(±{100 * se68:.1f} binomial se), 95 % interval {100 * s['coverage_95']:.1f} % (±{100 * se95:.1f}); "
+          f"bias {s['bias']:+.4f} μB ({s['bias_sigma']:+.2f} posterior stds)")
 
 
 def bench_plateau(runs):

@@ -1,1 +1,1 @@
-"""compton rehearsal: run, statistics and report."""
+"""compton rehearsal: options (options.py), simulation and run (rehearse.py), report (report.py), command (cli.py)."""

@@ -4,6 +4,7 @@
 ``rehearse_repeats``: the planning statistics over many simulated beamtimes; it drives the same
 agent and the same sample physics without the RunEngine (DESIGN §8: the RunEngine manages a few
 hundred events per second, too slow for hundreds of beamtimes), with the same cycle timing.
+Both take a ``ComptonOptions``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from agent.compton.agent import SpinMomentAgent, spin_moment_agent
+from agent.compton.agent import SpinMomentAgent
+from bayesbeam.rehearsal.common import options_from, require, whole
+from bayesbeam.rehearsal.compton.options import CONVENTIONAL_CYCLES, ComptonOptions, make_agent
 from plans.compton.flip_cycles import FLIP_PATTERN, adaptive_compton
 from sim_devices.compton.beamline import ComptonBeamline, make_compton_beamline
 from sim_devices.compton.samples import ComptonSample, compton_sample
 from sim_devices.core.clock import BeamtimeSignal
 
-CONVENTIONAL_CYCLES = 136  # the seed's fixed Fe measurement
+__all__ = ["CONVENTIONAL_CYCLES", "ComptonOptions", "Rehearsal", "RepeatStatistics", "cycle_time_s", "make_agent",
+           "rehearse_repeats", "rehearse_run", "simulate_beamtime"]
 
 
 @dataclass
 class Rehearsal:
-    """Outcome of one rehearsed beamtime."""
+    """Outcome of one rehearsed beamtime (beamtimes in s)."""
 
     sample: ComptonSample
     agent: SpinMomentAgent
@@ -33,18 +37,12 @@ class Rehearsal:
     cycle_time_s: float
     uid: str | None = None
     discarded: list[dict[str, Any]] = field(default_factory=list)
+    options: ComptonOptions = field(default_factory=ComptonOptions)
 
     @property
     def conventional_beamtime_s(self) -> float:
         """Beamtime (s) of the fixed 136-cycle measurement at the same cycle time."""
         return CONVENTIONAL_CYCLES * self.cycle_time_s
-
-
-def make_agent(sample: ComptonSample, target_std: float, quantity: str = "mu_s",
-               max_cycles: int = CONVENTIONAL_CYCLES, plateau=None) -> SpinMomentAgent:
-    """The agent a user would configure for ``sample``; validates the arguments before anything moves."""
-    return spin_moment_agent(target_std, quantity=quantity, max_cycles=max_cycles, plateau=plateau,
-                             element=sample.element, orbitals=sample.orbitals)
 
 
 def cycle_time_s(beamline: ComptonBeamline) -> float:
@@ -57,23 +55,25 @@ def cycle_time_s(beamline: ComptonBeamline) -> float:
             + (n - reversals) * beamline.magnet.settle_time_s.get() + n * beamline.ring.average_s.get())
 
 
-
-def rehearse_run(RE, sample: str = "fe", target_std: float = 0.01, quantity: str = "mu_s",
-                 max_cycles: int = CONVENTIONAL_CYCLES, count_time_s: float = 60.0, seed: int | None = None,
-                 time_scale: float = 1e4, plateau=None, md: dict | None = None, beamline=None) -> Rehearsal:
-    """One adaptive run through ``RE`` (whose subscriptions store it); returns its outcome."""
-    s = compton_sample(sample)
-    agent = make_agent(s, target_std, quantity, max_cycles, plateau)
-    bl = beamline or make_compton_beamline(sample, time_scale=time_scale, seed=seed, count_time_s=count_time_s)
+def rehearse_run(RE, options: ComptonOptions | None = None, md: dict | None = None, beamline=None,
+                 **legacy) -> Rehearsal:
+    """One adaptive run through ``RE`` (whose subscriptions store it); returns its outcome.
+    ``beamline``: devices to use instead of a fresh ``make_compton_beamline`` (then its own
+    sample, seed, count time and clock apply). The options are checked before anything moves."""
+    options = options_from(ComptonOptions, options, legacy, "rehearse_run")
+    agent = options.agent()
+    s = compton_sample(options.sample)
+    bl = beamline or make_compton_beamline(options.sample, time_scale=options.time_scale, seed=options.seed,
+                                           count_time_s=options.count_time_s)
     beamtime = BeamtimeSignal(bl.clock, name="beamtime")
     run_md = {"sample": s.name, "sample_description": s.description, "purpose": "rehearsal",
-              "target_std": target_std, "target_quantity": quantity, "seed": seed,
+              "target_std": options.target_std, "target_quantity": options.quantity, "seed": options.seed,
               "truth_spin_moment_mub": s.spin_moment_mub, **(md or {})}
     uids = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0, beamtime=beamtime,
                                md=run_md))
-    stop_ok, reason = agent.should_stop()
+    _, reason = agent.should_stop()
     return Rehearsal(s, agent, reason or "", bl.clock.now, cycle_time_s(bl), uids[0] if uids else None,
-                     list(agent.failures))
+                     list(agent.failures), options)
 
 
 def simulate_beamtime(sample: ComptonSample, agent: SpinMomentAgent, rng: np.random.Generator,
@@ -95,7 +95,9 @@ def simulate_beamtime(sample: ComptonSample, agent: SpinMomentAgent, rng: np.ran
 
 @dataclass
 class RepeatStatistics:
-    """Planning figures over many rehearsed beamtimes."""
+    """Planning figures over many rehearsed beamtimes: per beamtime the valid cycles, beamtime (s),
+    whether the stopped 68 % / 95 % intervals of μ_s cover the truth, the stop reason, and the
+    stopped posterior mean and std of μ_s (μB)."""
 
     cycles: np.ndarray
     beamtime_s: np.ndarray
@@ -104,41 +106,54 @@ class RepeatStatistics:
     reasons: list[str]
     truth: float
     cycle_time_s: float
+    mu_s_mean: np.ndarray
+    mu_s_std: np.ndarray
+    options: ComptonOptions = field(default_factory=ComptonOptions)
 
     def summary(self) -> dict[str, float]:
+        """``repeats``; ``steps_median/_p10/_p90`` (valid cycles); ``hours_median/_p10/_p90`` and
+        ``conventional_hours``; ``reached_fraction`` (stopped on the target std), ``coverage_68``,
+        ``coverage_95`` (fractions 0–1 of beamtimes whose interval covers the true μ_s); ``bias``
+        (μB, mean of stopped μ_s − truth) and ``bias_sigma`` (mean of (μ_s − truth) / std(μ_s))."""
         q10, q50, q90 = np.percentile(self.cycles, [10, 50, 90])
-        return {"repeats": len(self.cycles), "cycles_median": float(q50), "cycles_p10": float(q10),
-                "cycles_p90": float(q90), "hours_median": float(np.median(self.beamtime_s) / 3600),
-                "hours_p10": float(np.percentile(self.beamtime_s, 10) / 3600),
-                "hours_p90": float(np.percentile(self.beamtime_s, 90) / 3600),
-                "coverage68": float(self.covered68.mean()), "coverage95": float(self.covered95.mean()),
-                "reached_target": float(np.mean([r.startswith("target_std") for r in self.reasons])),
-                "conventional_hours": CONVENTIONAL_CYCLES * self.cycle_time_s / 3600}
+        h10, h50, h90 = np.percentile(self.beamtime_s, [10, 50, 90]) / 3600
+        error = self.mu_s_mean - self.truth
+        return {"repeats": len(self.cycles), "steps_median": float(q50), "steps_p10": float(q10),
+                "steps_p90": float(q90), "hours_median": float(h50), "hours_p10": float(h10),
+                "hours_p90": float(h90), "conventional_hours": CONVENTIONAL_CYCLES * self.cycle_time_s / 3600,
+                "reached_fraction": float(np.mean([r.startswith("target_std") for r in self.reasons])),
+                "coverage_68": float(self.covered68.mean()), "coverage_95": float(self.covered95.mean()),
+                "bias": float(error.mean()), "bias_sigma": float(np.mean(error / self.mu_s_std))}
 
 
-def rehearse_repeats(sample: str = "fe", target_std: float = 0.01, quantity: str = "mu_s", repeats: int = 200,
-                     max_cycles: int = CONVENTIONAL_CYCLES, count_time_s: float = 60.0, seed: int | None = 0,
-                     plateau=None, progress=None) -> RepeatStatistics:
-    """Distribution of cycles/hours to the target and coverage of the stopped intervals of ``quantity``
-    (coverage is only defined for ``mu_s``, the quantity with a model-free truth: the true area)."""
-    if int(repeats) < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    s = compton_sample(sample)
-    make_agent(s, target_std, quantity, max_cycles, plateau)  # validate before any work
-    bl = make_compton_beamline(sample, time_scale=float("inf"), count_time_s=count_time_s)
+def rehearse_repeats(options: ComptonOptions | None = None, repeats: int = 200, progress=None,
+                     **legacy) -> RepeatStatistics:
+    """Distribution of cycles/hours to the target over ``repeats`` simulated beamtimes, and coverage
+    and bias of the stopped μ_s (the quantity with a model-free truth: the true area), whatever
+    ``options.quantity`` the target is on. ``options.seed`` None means 0 (reproducible planning
+    figures); ``options.time_scale`` is not used (no RunEngine, no waiting). ``progress()`` is called
+    after each beamtime."""
+    options = options_from(ComptonOptions, options, legacy, "rehearse_repeats")
+    options.validate()
+    require(whole(repeats, 1), f"repeats must be an integer >= 1, got {repeats!r}")
+    s = compton_sample(options.sample)
+    bl = make_compton_beamline(options.sample, time_scale=float("inf"), count_time_s=options.count_time_s)
     geometry, cyc = bl.ge.geometry(), cycle_time_s(bl)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed if options.seed is not None else 0)
     truth = s.spin_moment_mub
-    cycles, times, c68, c95, reasons = [], [], [], [], []
+    cycles, times, c68, c95, reasons, means, stds = [], [], [], [], [], [], []
     for _ in range(int(repeats)):
-        agent = make_agent(s, target_std, quantity, max_cycles, plateau)
-        reason, t = simulate_beamtime(s, agent, rng, geometry, count_time_s, cyc, max_cycles)
+        agent = options.agent()
+        reason, t = simulate_beamtime(s, agent, rng, geometry, options.count_time_s, cyc, options.max_cycles)
         rep = agent.history[-1]
         cycles.append(agent.cycles)
         times.append(t)
         reasons.append(reason)
         c68.append(rep["mu_s_lo68"] <= truth <= rep["mu_s_hi68"])
         c95.append(rep["mu_s_lo95"] <= truth <= rep["mu_s_hi95"])
+        means.append(rep["mu_s_mean"])
+        stds.append(rep["mu_s_std"])
         if progress is not None:
             progress()
-    return RepeatStatistics(np.array(cycles), np.array(times), np.array(c68), np.array(c95), reasons, truth, cyc)
+    return RepeatStatistics(np.array(cycles), np.array(times), np.array(c68), np.array(c95), reasons, truth, cyc,
+                            np.array(means), np.array(stds), options)

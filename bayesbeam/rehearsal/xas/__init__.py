@@ -1,1 +1,1 @@
-"""xas rehearsal: run, statistics and report."""
+"""xas rehearsal: options (options.py), simulation and run (rehearse.py), report (report.py), command (cli.py)."""

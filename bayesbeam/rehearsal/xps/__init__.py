@@ -1,1 +1,1 @@
-"""xps rehearsal: run, statistics and report."""
+"""xps rehearsal: options (options.py), simulation and run (rehearse.py), report (report.py), command (cli.py)."""

@@ -1,0 +1,174 @@
+"""What every rehearsal shares: option checks, the RunEngine on a catalog location, subscribers on a
+run's streams, the ``--json`` file, the click options they all take, and the old keyword forms.
+
+Light on import (stdlib and click only): the command line loads it for ``--help``.
+"""
+
+import dataclasses
+import json
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+CATALOG_HELP = ("Catalog to store runs in: a directory (embedded SQLite catalog, created on first use) or a "
+                "tiled server URI. Default: $BAYESBEAM_CATALOG, else ~/.local/share/bayesbeam/catalog.")
+
+
+# -- options ------------------------------------------------------------------------------------
+def whole(value, minimum: int) -> bool:
+    """``value`` is an integer (numpy's too, not a bool) >= ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def positive(value, finite: bool = True) -> bool:
+    """``value`` is a real number > 0 (and < inf if ``finite``)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+            and (not finite or value < math.inf))
+
+
+def require(ok: bool, message: str) -> None:
+    """``ValueError(message)`` unless ``ok``: the one-line messages of the options' ``validate()``."""
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RehearsalOptions:
+    """What the options of every rehearsal have (keyword-only): ``seed`` of the simulation (None:
+    fresh) and ``time_scale`` (simulated seconds per wall-clock second, > 0; ``inf``: no waiting).
+    A technique's options add their fields and ``agent()``, the agent they configure."""
+
+    seed: int | None = None
+    time_scale: float = 1e4
+
+    def validate(self) -> None:
+        """``ValueError`` with a one-line message if these options cannot make a rehearsal: every
+        check ``agent()`` makes (it is built and dropped; nothing moves)."""
+        self.agent()
+
+    def agent(self):
+        """The agent these options configure (a fresh one each call), after checking every option."""
+        raise NotImplementedError
+
+    def check_run_settings(self) -> None:
+        """Check ``seed`` (None or an integer >= 0) and ``time_scale`` (> 0)."""
+        seed, scale = self.seed, self.time_scale
+        require(seed is None or whole(seed, 0), f"seed must be an integer >= 0 or None, got {seed!r}")
+        require(positive(scale, finite=False),
+                f"time_scale must be > 0 simulated s per wall-clock s, got {scale!r}")
+
+
+def options_from(cls: type, options: Any, legacy: Mapping[str, Any], where: str):
+    """``options`` if it is a ``cls`` (None: the defaults); else (deprecated, for one release) a ``cls``
+    built from the old keyword form ``where(RE, "<sample>", target_std=…, …)``: ``options`` is then
+    the first positional field (the sample)."""
+    if isinstance(options, cls) and not legacy:
+        return options
+    if options is None and not legacy:
+        return cls()
+    if isinstance(options, cls):
+        raise TypeError(f"{where}() takes a {cls.__name__} or the old keyword arguments, not both: "
+                        f"{', '.join(legacy)}")
+    warnings.warn(f"{where}() with keyword options is deprecated (it goes in the next release); "
+                  f"pass {cls.__name__}(...)", DeprecationWarning, stacklevel=3)
+    first = next(f.name for f in dataclasses.fields(cls) if not f.kw_only)
+    return cls(**({first: options} if options is not None else {}), **legacy)
+
+
+def checked(options):
+    """``options`` once ``options.validate()`` passes; else click's usage error (exit code 2) with
+    the one-line message, before anything is opened, moved or written."""
+    try:
+        options.validate()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return options
+
+
+# -- the run ------------------------------------------------------------------------------------
+def open_run_engine(location: str | None = None):
+    """``(RE, location)``: a RunEngine storing every run in the catalog at ``location`` (directory
+    or tiled URI; default ``bayesbeam.catalog.default_catalog_location()``), and the location used."""
+    from bayesbeam.catalog import default_catalog_location, open_catalog
+    from bayesbeam.session import make_run_engine
+
+    location = location or default_catalog_location()
+    return make_run_engine(open_catalog(location)), location
+
+
+def stream_subscriber(stream: str, on_event: Callable[[Mapping[str, Any]], None]):
+    """A RunEngine subscriber calling ``on_event(data)`` with the data of each event of ``stream``
+    (e.g. ``"posterior"``: the agent's report after each update)."""
+    streams: dict[str, str] = {}
+
+    def cb(name, doc):
+        if name == "descriptor":
+            streams[doc["uid"]] = doc["name"]
+        elif name == "event" and streams.get(doc["descriptor"]) == stream:
+            on_event(doc["data"])
+
+    return cb
+
+
+def progress_subscriber(progress, task, describe: Callable[[Mapping[str, Any]], str]):
+    """A subscriber advancing the rich ``progress`` bar's ``task`` by one on each ``posterior``
+    event, described by ``describe(event data)``."""
+    return stream_subscriber("posterior", lambda data: progress.update(task, advance=1, description=describe(data)))
+
+
+# -- the --json file ----------------------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON: dataclasses and mappings as objects, tuples and arrays as lists,
+    numpy numbers as numbers, NaN and ±inf as ``None``. Anything else is a ``TypeError``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy scalars and arrays
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as JSON")
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` to ``path`` as plain JSON (see ``jsonable``: no NaN); returns the path."""
+    path = Path(path)
+    path.write_text(json.dumps(jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+# -- click options every rehearsal takes --------------------------------------------------------
+def run_options(default_time_scale: float):
+    """``--seed``, ``--time-scale``, ``--catalog`` and ``--json``, in that order."""
+    def decorate(command):
+        for option in reversed([
+            click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh)."),
+            click.option("--time-scale", type=float, default=default_time_scale,
+                         help="Simulated seconds of beamtime per wall-clock second."),
+            click.option("--catalog", default=None, help=CATALOG_HELP),
+            click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                         help="Also write the result (stop reason, beamtime, steps, every reported quantity's "
+                              "mean and std, the options) to this file as JSON."),
+        ]):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def echo_json(path: str | None, data: Mapping[str, Any]) -> None:
+    """Write ``data`` to ``path`` (``--json``), if given, and say where."""
+    if path:
+        click.echo(f"json: {write_json(path, data)}")

@@ -1,0 +1,56 @@
+"""``bayesbeam rehearse compton``: one adaptive run into the catalog, or the planning statistics."""
+
+import click
+
+from bayesbeam.rehearsal.common import checked, echo_json, open_run_engine, progress_subscriber, run_options
+from bayesbeam.rehearsal.compton.options import ComptonOptions
+
+D = ComptonOptions()  # the defaults of every option
+
+
+@click.command("compton")
+@click.option("--sample", default=D.sample, help="Sample preset (fe, ni, co; see sim_devices/compton/presets).")
+@click.option("--target-std", type=float, default=D.target_std,
+              help="Stop when the posterior std of QUANTITY reaches this (μB).")
+@click.option("--quantity", default=D.quantity, help="Quantity the target applies to: mu_s (spin moment) or a3d, a4s.")
+@click.option("--max-cycles", type=int, default=D.max_cycles, help="Budget: stop after this many valid + − − + cycles.")
+@click.option("--count-time", type=float, default=D.count_time_s, help="Count time per spectrum (s of beamtime).")
+@click.option("--plateau", nargs=2, type=(int, float), default=None,
+              help="Also stop when std(QUANTITY) improved less than REL (fraction) over K cycles: K REL.")
+@click.option("--repeats", type=int, default=0,
+              help="Instead of one stored run, rehearse this many beamtimes (without the RunEngine; seed 0 unless "
+                   "--seed) and print the distribution of cycles/hours, the coverage of the intervals and the bias "
+                   "of μ_s (--json: these planning figures).")
+@run_options(D.time_scale)
+@click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_compton.png",
+              help="Where to write the figure (PNG): MCP with fit, and std vs cycle.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress display while running.")
+def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plateau, repeats, seed, time_scale,
+                     catalog, json_path, figure, progress):
+    """Adaptive magnetic-Compton measurement on the simulated BL08W-style beamline."""
+    options = checked(ComptonOptions(sample, target_std, quantity, max_cycles, count_time,
+                                     tuple(plateau) if plateau else None, seed=seed, time_scale=time_scale))
+    if repeats < 0:
+        raise click.BadParameter(f"repeats must be >= 0, got {repeats}")
+    from rich.progress import Progress
+
+    from bayesbeam.rehearsal.compton import report as rpt
+    from bayesbeam.rehearsal.compton.rehearse import rehearse_repeats, rehearse_run
+
+    if repeats:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("rehearsing beamtimes", total=repeats)
+            stats = rehearse_repeats(options, repeats, lambda: bar.advance(task))
+        rpt.print_table(rpt.repeats_table(stats))
+        echo_json(json_path, rpt.repeats_summary(stats))
+        return
+
+    RE, location = open_run_engine(catalog)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("starting", total=max_cycles)
+        RE.subscribe(progress_subscriber(bar, task, lambda d: (
+            f"cycle {d['next_cycle'] - 1}: std({quantity}) = {d[f'{quantity}_std']:.4g} (target {target_std})")))
+        result = rehearse_run(RE, options)
+    rpt.print_table(rpt.result_table(result))
+    echo_json(json_path, rpt.result_summary(result))
+    click.echo(f"figure: {rpt.rehearsal_figure(result, figure)}\ncatalog: {location}")

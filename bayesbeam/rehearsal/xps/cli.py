@@ -1,0 +1,38 @@
+"""``bayesbeam rehearse xps``: Hamiltonian selection from repeated simulated 3d XPS sweeps."""
+
+import click
+
+from bayesbeam.rehearsal.common import checked, echo_json, open_run_engine, run_options
+from bayesbeam.rehearsal.xps.options import TRUTHS, XPSOptions
+
+D = XPSOptions()  # the defaults of every option
+
+
+@click.command("xps")
+@click.option("--truth", type=click.Choice(TRUTHS), default=D.truth, help="Simulated sample.")
+@click.option("--p-model", type=float, default=D.p_model,
+              help="Stop when a model's posterior probability reaches this.")
+@click.option("--target-delta-f", type=float, default=D.target_delta_f, help="Target posterior std of Δ − U_fc (eV).")
+@click.option("--target-v", type=float, default=D.target_v, help="Target posterior std of V (eV).")
+@click.option("--max-sweeps", type=int, default=D.max_sweeps, help="Budget: stop after this many sweeps.")
+@click.option("--dwell", type=float, default=D.dwell_s, help="Dwell time per analyser channel (s).")
+@click.option("--mc-sweeps", type=int, default=D.mc_sweeps,
+              help="Exchange-MC sweeps per run and model after each sweep.")
+@run_options(D.time_scale)
+@click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xps.png", help="Figure (PNG).")
+def rehearse_xps(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps, seed, time_scale,
+                 catalog, json_path, figure):
+    """Hamiltonian selection (2- vs 3-level cluster model) from repeated simulated 3d XPS sweeps."""
+    options = checked(XPSOptions(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps,
+                                 seed=seed, time_scale=time_scale))
+    from rich.console import Console
+
+    from bayesbeam.rehearsal.xps import report
+    from bayesbeam.rehearsal.xps.rehearse import rehearse_xps_run
+
+    RE, location = open_run_engine(catalog)
+    result = rehearse_xps_run(RE, options)
+    s = report.summary(result)
+    Console().print(report.table(s))
+    echo_json(json_path, s)
+    click.echo(f"figure: {report.xps_figure(result, figure)}\ncatalog: {location}")
