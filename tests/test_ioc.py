@@ -14,7 +14,7 @@ def session(epics_session):
 
 def _run(ns, target_std=0.01, **kwargs):
     agent = ns["spin_moment_agent"](target_std, element="Fe")
-    (uid,) = ns["RE"](ns["adaptive_compton"](ns["ge"], ns["magnet"], agent, ring=ns["ring"],
+    (uid,) = ns["RE"](ns["adaptive_compton"]([ns["ge"]], ns["magnet"], agent, ring=ns["ring"],
                                              beamtime=ns["beamtime"], md={"sample": "fe"}, **kwargs))
     return agent, ns["catalog"][uid]
 

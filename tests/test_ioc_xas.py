@@ -39,7 +39,7 @@ def stats(session):
 
 
 def _run(ns, agent, **kwargs):
-    (uid,) = ns["RE"](ns["adaptive_xas"](ns["mono"], [ns["i0"], ns["it"]], agent, beamtime=ns["beamtime"],
+    (uid,) = ns["RE"](ns["adaptive_xas"]([ns["i0"], ns["it"]], ns["mono"], agent, beamtime=ns["beamtime"],
                                          md={"sample": XAS_SAMPLE}, **kwargs))
     return ns["catalog"][uid]
 
@@ -98,9 +98,9 @@ def test_motor_range_violation_is_refused_before_motion(session, stats):
         _wait_limits(mono, 7100.0)
         agent = session["xas_agent"](target_rmse=0.02, exclude=XAS_SAMPLE)  # candidates from 7076.2 eV
         with pytest.raises(ValueError, match=r"eV outside the monochromator range 7100.00-7196"):
-            RE(session["adaptive_xas"](mono, [session["i0"], session["it"]], agent))
+            RE(session["adaptive_xas"]([session["i0"], session["it"]], mono, agent))
         with pytest.raises(ValueError, match="outside the monochromator range"):
-            RE(session["grid_xas"](mono, [session["i0"], session["it"]], [7120.0, 7090.0]))
+            RE(session["grid_xas"]([session["i0"], session["it"]], mono, [7120.0, 7090.0]))
         with pytest.raises(LimitError, match="7090"):
             mono.set(7090.0)
     finally:
@@ -170,7 +170,7 @@ def test_sim_profile_offers_the_xas_devices_and_plans(catalog_dir, capsys):
     assert "adaptive_xas([i0, it], mono" in capsys.readouterr().out
     assert ns["mono"].clock is ns["sim"].clock and ns["i0"].ring is ns["ring"]  # one clock, one ring
     agent = ns["xas_agent"](target_rmse=1e-6, exclude=ns["xas_sample"].name, max_points=4)
-    (uid,) = ns["RE"](ns["adaptive_xas"](ns["mono"], [ns["i0"], ns["it"]], agent, beamtime=ns["beamtime"],
+    (uid,) = ns["RE"](ns["adaptive_xas"]([ns["i0"], ns["it"]], ns["mono"], agent, beamtime=ns["beamtime"],
                                          md={"sample": ns["xas_sample"].name}))
     run = ns["catalog"][uid]
     assert run.metadata["stop"]["reason"].startswith("budget") and len(run["primary"]["i0_counts"].read()) == 4
