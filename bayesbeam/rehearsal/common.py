@@ -4,12 +4,18 @@ run's streams, the ``--json`` file, the click options they all take, and the old
 Light on import (stdlib and click only): the command line loads it for ``--help``.
 """
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import numbers
+import os
+import signal
+import sys
+import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +106,60 @@ def open_run_engine(location: str | None = None):
 
     location = location or default_catalog_location()
     return make_run_engine(open_catalog(location)), location
+
+
+INTERRUPTED = "interrupted from the command line (Ctrl-C)"
+
+
+def run_plan(RE, plan) -> tuple[str | None, str | None]:
+    """``(uid, interruption)``: run ``plan`` on ``RE``; if a pause interrupts it (the command line's
+    Ctrl-C, see ``command_line_interrupts``), abort the run: its stop document says
+    ``exit_status: abort`` with the reason, everything counted stays in the catalog, and
+    ``interruption`` is that reason (None when the plan ran to its end)."""
+    from bluesky.utils import RunEngineInterrupted
+
+    try:
+        uids, interruption = RE(plan), None
+    except RunEngineInterrupted:
+        uids, interruption = RE.abort(reason=INTERRUPTED), INTERRUPTED
+    return (uids[0] if uids else None), interruption
+
+
+@contextlib.contextmanager
+def command_line_interrupts(RE) -> Iterator[None]:
+    """Ctrl-C as a command-line user expects, in place of bluesky's IPython-minded handler (whose
+    advice, ``RE.resume()`` …, means nothing here): the first Ctrl-C during a run asks ``RE`` to
+    pause at its next checkpoint (after the current count), which ``run_plan`` turns into an abort,
+    and the command prints its summary so far and writes its figure; a second Ctrl-C (or a first
+    one when no run is going) quits at once with exit status 130."""
+    hits = []
+
+    def pause():
+        print("\nCtrl-C: stopping the run after the current count; Ctrl-C again quits at once", file=sys.stderr)
+        with contextlib.suppress(Exception):  # the run may have ended meanwhile
+            RE.request_pause(defer=True)
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) == 1 and RE.state == "running":
+            threading.Thread(target=pause, daemon=True).start()  # no work in a signal handler
+            return
+        os.write(2, b"\nCtrl-C: quitting now (what was counted is in the catalog)\n")
+        os._exit(130)
+
+    def not_our_abort(record: logging.LogRecord) -> bool:  # bluesky logs the abort we asked for as an error
+        return not (record.exc_info and type(record.exc_info[1]).__name__ == "RequestAbort" and hits)
+
+    managers, RE.context_managers = RE.context_managers, []
+    previous = signal.signal(signal.SIGINT, handler)
+    log = logging.getLogger("bluesky")
+    log.addFilter(not_our_abort)
+    try:
+        yield
+    finally:
+        log.removeFilter(not_our_abort)
+        signal.signal(signal.SIGINT, previous)
+        RE.context_managers = managers
 
 
 def stream_subscriber(stream: str, on_event: Callable[[Mapping[str, Any]], None]):

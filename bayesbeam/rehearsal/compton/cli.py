@@ -2,7 +2,14 @@
 
 import click
 
-from bayesbeam.rehearsal.common import checked, echo_json, open_run_engine, progress_subscriber, run_options
+from bayesbeam.rehearsal.common import (
+    checked,
+    command_line_interrupts,
+    echo_json,
+    open_run_engine,
+    progress_subscriber,
+    run_options,
+)
 from bayesbeam.rehearsal.compton.options import ComptonOptions
 
 D = ComptonOptions()  # the defaults of every option
@@ -46,11 +53,12 @@ def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plate
         return
 
     RE, location = open_run_engine(catalog)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("starting", total=max_cycles)
-        RE.subscribe(progress_subscriber(bar, task, lambda d: (
-            f"cycle {d['next_cycle'] - 1}: std({quantity}) = {d[f'{quantity}_std']:.4g} (target {target_std})")))
-        result = rehearse_run(RE, options)
-    rpt.print_table(rpt.result_table(result))
-    echo_json(json_path, rpt.result_summary(result))
-    click.echo(f"figure: {rpt.rehearsal_figure(result, figure)}\ncatalog: {location}")
+    with command_line_interrupts(RE):
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("starting", total=max_cycles)
+            RE.subscribe(progress_subscriber(bar, task, lambda d: (
+                f"cycle {d['next_cycle'] - 1}: std({quantity}) = {d[f'{quantity}_std']:.4g} (target {target_std})")))
+            result = rehearse_run(RE, options)
+        rpt.print_table(rpt.result_table(result))
+        echo_json(json_path, rpt.result_summary(result))
+        click.echo(f"figure: {rpt.rehearsal_figure(result, figure)}\ncatalog: {location}")

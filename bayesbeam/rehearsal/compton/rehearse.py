@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agent.compton.agent import SpinMomentAgent
-from bayesbeam.rehearsal.common import options_from, require, whole
+from bayesbeam.rehearsal.common import options_from, require, run_plan, whole
 from bayesbeam.rehearsal.compton.options import CONVENTIONAL_CYCLES, ComptonOptions, make_agent
 from plans.compton.flip_cycles import FLIP_PATTERN, adaptive_compton
 from sim_devices.compton.beamline import ComptonBeamline, make_compton_beamline
@@ -69,11 +69,11 @@ def rehearse_run(RE, options: ComptonOptions | None = None, md: dict | None = No
     run_md = {"sample": s.name, "sample_description": s.description, "purpose": "rehearsal",
               "target_std": options.target_std, "target_quantity": options.quantity, "seed": options.seed,
               "truth_spin_moment_mub": s.spin_moment_mub, **(md or {})}
-    uids = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0, beamtime=beamtime,
-                               md=run_md))
+    uid, interruption = run_plan(RE, adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0,
+                                                      beamtime=beamtime, md=run_md))
     _, reason = agent.should_stop()
-    return Rehearsal(s, agent, reason or "", bl.clock.now, cycle_time_s(bl), uids[0] if uids else None,
-                     list(agent.failures), options)
+    reason = f"aborted: {interruption}" if interruption else reason or ""
+    return Rehearsal(s, agent, reason, bl.clock.now, cycle_time_s(bl), uid, list(agent.failures), options)
 
 
 def simulate_beamtime(sample: ComptonSample, agent: SpinMomentAgent, rng: np.random.Generator,

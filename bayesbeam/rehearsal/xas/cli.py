@@ -3,7 +3,7 @@
 
 import click
 
-from bayesbeam.rehearsal.common import checked, echo_json, open_run_engine, run_options
+from bayesbeam.rehearsal.common import checked, command_line_interrupts, echo_json, open_run_engine, run_options
 from bayesbeam.rehearsal.xas.options import PRIORS, TARGET_LABEL, XASOptions
 
 D = XASOptions()  # the defaults of every option
@@ -28,11 +28,12 @@ def rehearse_xas(sample, target_rmse, target, prior, max_points, seed, time_scal
     from bayesbeam.rehearsal.xas.rehearse import rehearse_xas_run
 
     RE, location = open_run_engine(catalog)
-    r = rehearse_xas_run(RE, options)
-    s = report.summary(r)
-    click.echo(report.summary_text(s))
-    echo_json(json_path, s)
-    click.echo(f"figure: {report.rehearsal_figure(r, figure)}\ncatalog: {location} (run {r.uid})")
+    with command_line_interrupts(RE):
+        r = rehearse_xas_run(RE, options)
+        s = report.summary(r)
+        click.echo(report.summary_text(s))
+        echo_json(json_path, s)
+        click.echo(f"figure: {report.rehearsal_figure(r, figure)}\ncatalog: {location} (run {r.uid})")
 
 
 @click.command("xas")

@@ -15,7 +15,7 @@ import numpy as np
 from agent.xas.agent import XASAgent
 from agent.xas.design import CountingNoise, MoveCost, XASPosterior, greedy_batch, scan_time
 from agent.xas.prior import SpectraLibrary, default_grid, region_grid
-from bayesbeam.rehearsal.common import options_from, stream_subscriber
+from bayesbeam.rehearsal.common import options_from, run_plan, stream_subscriber
 from bayesbeam.rehearsal.xas.options import PRIORS, TARGET_LABEL, XASOptions, build_prior, make_agent
 from plans.xas.energy_points import adaptive_xas
 from sim_devices.core.clock import BeamtimeSignal, SimClock
@@ -83,17 +83,18 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
     token = RE.subscribe(stream_subscriber("posterior", lambda d: traj.append(
         (d["beamtime_s"], d["rmse_pred"], bl.sample.target_rmse(agent.post)))))
     try:
-        uids = RE(adaptive_xas([bl.i0, bl.it], bl.mono, agent, beamtime=bl.beamtime,
-                               md={"sample": options.sample, "purpose": "rehearsal",
-                                   "target_rmse": options.target_rmse, "target": options.target,
-                                   "prior": options.prior, "seed": options.seed, **(md or {})}))
+        uid, interruption = run_plan(RE, adaptive_xas(
+            [bl.i0, bl.it], bl.mono, agent, beamtime=bl.beamtime,
+            md={"sample": options.sample, "purpose": "rehearsal", "target_rmse": options.target_rmse,
+                "target": options.target, "prior": options.prior, "seed": options.seed, **(md or {})}))
     finally:
         RE.unsubscribe(token)
     _, reason = agent.should_stop()
+    reason = f"aborted: {interruption}" if interruption else reason
     final = agent.report()["rmse_pred"]
     conv = {"uniform 0.1 eV": conventional_time(agent, default_grid(), final),
             "region grid": conventional_time(agent, region_grid(), final)}
-    return XASRehearsal(agent, bl.sample, reason or "", bl.clock.now, uids[0] if uids else None,
+    return XASRehearsal(agent, bl.sample, reason or "", bl.clock.now, uid,
                         np.array(traj), conv, options)
 
 

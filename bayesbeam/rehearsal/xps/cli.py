@@ -2,7 +2,7 @@
 
 import click
 
-from bayesbeam.rehearsal.common import checked, echo_json, open_run_engine, run_options
+from bayesbeam.rehearsal.common import checked, command_line_interrupts, echo_json, open_run_engine, run_options
 from bayesbeam.rehearsal.xps.options import TRUTHS, XPSOptions
 
 D = XPSOptions()  # the defaults of every option
@@ -31,8 +31,9 @@ def rehearse_xps(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc
     from bayesbeam.rehearsal.xps.rehearse import rehearse_xps_run
 
     RE, location = open_run_engine(catalog)
-    result = rehearse_xps_run(RE, options)
-    s = report.summary(result)
-    Console().print(report.table(s))
-    echo_json(json_path, s)
-    click.echo(f"figure: {report.xps_figure(result, figure)}\ncatalog: {location}")
+    with command_line_interrupts(RE):
+        result = rehearse_xps_run(RE, options)
+        s = report.summary(result)
+        Console().print(report.table(s))
+        echo_json(json_path, s)
+        click.echo(f"figure: {report.xps_figure(result, figure)}\ncatalog: {location}")

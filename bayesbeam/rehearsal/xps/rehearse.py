@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bayesbeam.rehearsal.common import options_from
+from bayesbeam.rehearsal.common import options_from, run_plan
 from bayesbeam.rehearsal.xps.options import XPSOptions
 
 if TYPE_CHECKING:  # the heavy imports (ophyd, numba) wait until a rehearsal runs
@@ -54,6 +54,7 @@ def rehearse_xps_run(RE, options: XPSOptions | None = None, md: dict | None = No
     beamtime = BeamtimeSignal(clock, name="beamtime")
     run_md = {"sample": s.name, "purpose": "rehearsal", "truth_model": s.model, "truth_params": dict(s.params),
               "seed": options.seed, **(md or {})}
-    uids = RE(adaptive_xps([det], agent, beamtime=beamtime, md=run_md))
+    uid, interruption = run_plan(RE, adaptive_xps([det], agent, beamtime=beamtime, md=run_md))
     _, reason = agent.should_stop()
-    return XPSRehearsal(s, agent, reason or "", clock.now, uids[0] if uids else None, options)
+    reason = f"aborted: {interruption}" if interruption else reason or ""
+    return XPSRehearsal(s, agent, reason, clock.now, uid, options)
