@@ -13,13 +13,17 @@ from bayesbeam.session import make_run_engine
 def configure_session(md: dict, plots: bool | None = None):
     """``(RE, catalog, bec)``: a RunEngine storing every document in the catalog
     (``$BAYESBEAM_CATALOG`` or the default) with bluesky's BestEffortCallback subscribed. Plots are
-    on when a display is available (``plots=None``) or as asked; ``$BAYESBEAM_PLOTS=0`` turns them off."""
+    on when a display is available (``plots=None``) or as asked; ``$BAYESBEAM_PLOTS=0`` turns them off,
+    and so does running in bluesky-queueserver's worker (the same startup files: a daemon has no screen;
+    its live table goes to the manager's console output)."""
+    from bluesky_queueserver import is_re_worker_active
+
     catalog = open_catalog()
     RE = make_run_engine(catalog, md=md)
     bec = BestEffortCallback()
     if plots is None:
         plots = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
-            and os.environ.get("BAYESBEAM_PLOTS", "1") != "0"
+            and os.environ.get("BAYESBEAM_PLOTS", "1") != "0" and not is_re_worker_active()
     if not plots:
         bec.disable_plots()
     RE.subscribe(bec)
