@@ -1,0 +1,242 @@
+"""``bayesbeam queue``: the local queue stack started for real (Redis and bluesky-queueserver's RE manager, on
+127.0.0.1 and free ports, a temporary state directory and embedded catalog), a stock plan queued with plain
+parameters through ``REManagerAPI`` and its run read back from the catalog, the agents' user group, and a
+``stop`` that leaves no process and no listening socket behind. Needs a Redis server binary (Debian:
+``apt-get install redis-server``); every wait is on a state, never a fixed sleep."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from bayesbeam.queue.cli import queue
+from bayesbeam.queue.stack import AGENTS_GROUP, PERMISSIONS_TEMPLATE, QueueStack, wait_for_status
+
+needs_redis = pytest.mark.skipif(
+    shutil.which(os.environ.get("BAYESBEAM_REDIS_SERVER", "redis-server")) is None,
+    reason="no redis-server on PATH (apt-get install redis-server): the queue stack tests run a real Redis")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _family(stack: QueueStack) -> list:
+    """The processes of the stack: Redis, and the manager's watchdog with its manager and worker children."""
+    manager, redis = stack.process("manager"), stack.process("redis")
+    assert manager is not None and redis is not None
+    return [redis, manager, *manager.children(recursive=True)]
+
+
+# --- without a running stack ------------------------------------------------------------------------------
+
+def test_agents_group_may_run_only_the_adaptive_plans():
+    """The permission template, through the queue server's own filter: the agents' group gets the adaptive
+    plans and grid_xas (not bluesky's adaptive_scan, which the adaptive_ pattern would match), no scan and no
+    move; top-level devices without their components. The primary group gets everything."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky_queueserver.manager.profile_ops import (
+        existing_plans_and_devices_from_nspace,
+        load_allowed_plans_and_devices,
+    )
+    from ophyd.sim import SynAxis
+
+    def adaptive_compton(*, target_std: float = 0.01, md: dict | None = None):
+        yield from bps.null()
+
+    def adaptive_xps(*, md: dict | None = None):
+        yield from bps.null()
+
+    def grid_xas(energies: list, *, md: dict | None = None):
+        yield from bps.null()
+
+    stock = ("count", "scan", "rel_scan", "list_scan", "grid_scan", "adaptive_scan", "rel_adaptive_scan",
+             "tune_centroid")
+    nspace = {name: getattr(bp, name) for name in stock} | {
+        "mv": bps.mv, "mvr": bps.mvr, "adaptive_compton": adaptive_compton, "adaptive_xps": adaptive_xps,
+        "grid_xas": grid_xas, "mono": SynAxis(name="mono")}
+    plans, devices, _, _ = existing_plans_and_devices_from_nspace(nspace=nspace)
+    allowed_plans, allowed_devices = load_allowed_plans_and_devices(
+        existing_plans=plans, existing_devices=devices, path_user_group_permissions=str(PERMISSIONS_TEMPLATE))
+    assert sorted(allowed_plans[AGENTS_GROUP]) == ["adaptive_compton", "adaptive_xps", "grid_xas"]
+    assert set(allowed_plans["primary"]) == set(plans)
+    assert list(allowed_devices[AGENTS_GROUP]) == ["mono"] and not allowed_devices[AGENTS_GROUP]["mono"].get(
+        "components")
+    assert "velocity" in allowed_devices["primary"]["mono"]["components"]
+
+
+def test_stale_pid_files_are_neither_trusted_nor_kept(tmp_path):
+    """A pid file naming a process that is gone, or one that is not the program it should be, is stale:
+    ``stop`` says nothing runs and removes it, and ``start`` would start afresh."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "redis.pid").write_text(f"{gone.pid}\n")
+    (tmp_path / "manager.pid").write_text(f"{os.getpid()}\n")  # pytest, not start-re-manager
+    stack = QueueStack(tmp_path)
+    assert stack.process("redis") is None and stack.process("manager") is None
+    result = CliRunner().invoke(queue, ["stop", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "not running" in result.output, result.output
+    assert not (tmp_path / "redis.pid").exists() and not (tmp_path / "manager.pid").exists()
+
+
+def test_only_loopback_addresses_are_bound(tmp_path):
+    result = CliRunner().invoke(queue, ["start", "--state-dir", str(tmp_path), "--zmq-control-addr", "tcp://*:60615"])
+    assert result.exit_code != 0 and "binds to 127.0.0.1 only" in result.output, result.output
+    assert not (tmp_path / "manager.pid").exists() and not (tmp_path / "redis.pid").exists()
+
+
+# --- the stack, started once ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """``bayesbeam queue start --profile sim --open`` on free ports, stopped at the end of the session."""
+    state, catalog = tmp_path_factory.mktemp("queue_state"), tmp_path_factory.mktemp("queue_catalog")
+    redis_port, control_port, info_port = _free_ports(3)
+    info = SimpleNamespace(state=state, catalog=catalog, stack=QueueStack(state), ports={redis_port, control_port,
+                           info_port}, control=f"tcp://127.0.0.1:{control_port}", info=f"tcp://127.0.0.1:{info_port}")
+    runner = CliRunner()
+    try:
+        result = runner.invoke(queue, ["start", "--profile", "sim", "--state-dir", str(state),
+                                       "--catalog", str(catalog), "--redis-addr", f"127.0.0.1:{redis_port}",
+                                       "--zmq-control-addr", info.control, "--zmq-info-addr", info.info, "--open",
+                                       "--timeout", "150"])
+        log = (state / "manager.log").read_text() if (state / "manager.log").exists() else ""
+        assert result.exit_code == 0, result.output + log[-3000:]
+        info.start_output = result.output
+        yield info
+    finally:
+        runner.invoke(queue, ["stop", "--state-dir", str(state), "--force"])
+
+
+@needs_redis
+def test_a_plan_queued_with_plain_parameters_is_stored_in_the_catalog(stack):
+    from bluesky_queueserver_api import BPlan
+
+    from bayesbeam.catalog import open_catalog
+
+    api = stack.stack.api()
+    try:
+        before = api.status()["items_in_history"]
+        api.item_add(BPlan("count", ["ge"], num=1, md={"sample": "fe"}))
+        api.queue_start()
+        wait_for_status(api, lambda s: s["items_in_history"] > before and s["items_in_queue"] == 0
+                        and s["manager_state"] == "idle", timeout=120, what="the queued count to finish")
+        item = api.history_get()["items"][-1]
+    finally:
+        api.close()
+    assert item["name"] == "count" and item["result"]["exit_status"] == "completed", item["result"]
+    (uid,) = item["result"]["run_uids"]
+
+    run = open_catalog(stack.catalog)[uid]
+    start, stop = run.metadata["start"], run.metadata["stop"]
+    assert start["plan_name"] == "count" and start["detectors"] == ["ge"] and start["num_points"] == 1
+    assert start["profile"] == "sim" and start["sample"] == "fe"  # the profile's RunEngine, its md and the item's
+    assert stop["exit_status"] == "success"
+    primary = run["primary"].read()
+    assert primary.sizes["time"] == 1 and any(name.startswith("ge") for name in primary.data_vars)
+
+
+@needs_redis
+def test_status_says_what_is_up(stack):
+    runner = CliRunner()
+    result = runner.invoke(queue, ["status", "--state-dir", str(stack.state)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert "up" in lines["redis"] and "started by the stack" in lines["redis"]
+    assert "up" in lines["manager"] and stack.control in lines["manager"] and "idle" in lines["manager"]
+    assert "open" in lines["environment"] and "idle" in lines["environment"]
+    assert str(stack.catalog) in lines["catalog"]
+
+    result = runner.invoke(queue, ["status", "--state-dir", str(stack.state), "--json"])
+    status = json.loads(result.output)
+    assert status["up"] and status["redis"]["ping"] and status["manager"]["answers"]
+    env = status["environment"]
+    assert env["exists"] and env["state"] == "idle" and env["re_state"] == "idle"
+    assert env["worker_pid"] in {p.pid for p in _family(stack.stack)}  # the worker process is alive
+    assert status["profile"] == "sim" and status["startup_dir"].endswith(os.path.join("profiles", "sim", "startup"))
+    for name in ("existing_plans_and_devices.yaml", "user_group_permissions.yaml", "manager.pid", "redis.pid"):
+        assert (stack.state / name).is_file(), name
+
+
+@needs_redis
+def test_it_listens_on_127_0_0_1_only(stack):
+    listening = set()
+    for proc in _family(stack.stack):
+        for conn in proc.net_connections(kind="tcp"):
+            if conn.status == "LISTEN":
+                listening.add((conn.laddr.ip, conn.laddr.port))
+    assert listening == {("127.0.0.1", port) for port in stack.ports}
+
+
+@needs_redis
+def test_the_agents_group_is_refused_a_stock_plan(stack):
+    from bluesky_queueserver_api import BPlan
+
+    api = stack.stack.api(user_group=AGENTS_GROUP, user="test agent")
+    try:
+        allowed = set(api.plans_allowed()["plans_allowed"])
+        assert {"adaptive_compton", "adaptive_xas", "grid_xas"} <= allowed
+        assert not allowed & {"count", "scan", "mv", "mvr", "list_scan", "rel_scan", "flip_cycle"}
+        with pytest.raises(api.RequestFailedError, match="not in the list of allowed plans"):
+            api.item_add(BPlan("mv", "mono", 7100.0))
+    finally:
+        api.close()
+
+
+@needs_redis
+def test_start_when_up_says_so(stack):
+    result = CliRunner().invoke(queue, ["start", "--state-dir", str(stack.state)])
+    assert result.exit_code == 0 and "already up" in result.output, result.output
+
+
+@needs_redis
+def test_stop_does_not_cut_a_running_plan_short(stack):
+    from bluesky_queueserver_api import BPlan
+
+    api = stack.stack.api()
+    try:
+        api.item_add(BPlan("count", ["ge"], num=10_000, delay=0.5))
+        api.queue_start()
+        wait_for_status(api, lambda s: s["re_state"] == "running", timeout=60, what="the long count to run")
+        result = CliRunner().invoke(queue, ["stop", "--state-dir", str(stack.state)])
+        assert result.exit_code != 0 and "a plan is running" in result.output, result.output
+        assert stack.stack.status()["environment"]["re_state"] == "running"  # untouched
+        api.re_pause(option="immediate")
+        wait_for_status(api, lambda s: s["manager_state"] == "paused", timeout=60, what="the count to pause")
+        api.re_abort()
+        wait_for_status(api, lambda s: s["manager_state"] == "idle", timeout=60, what="the count to abort")
+        api.queue_clear()
+    finally:
+        api.close()
+
+
+@needs_redis
+def test_stop_leaves_no_process_and_no_listening_socket(stack):
+    import psutil
+
+    family = _family(stack.stack)
+    result = CliRunner().invoke(queue, ["stop", "--state-dir", str(stack.state)])
+    assert result.exit_code == 0, result.output
+    assert result.output.index("closing the worker environment") < result.output.index("stopping the RE manager") \
+        < result.output.index("stopping Redis")
+    for proc in family:
+        try:
+            assert proc.status() == psutil.STATUS_ZOMBIE, f"{proc.pid} {proc.cmdline()} is still running"
+        except psutil.NoSuchProcess:
+            pass
+    for port in stack.ports:
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    assert not any((stack.state / name).exists() for name in ("manager.pid", "redis.pid", "stack.json"))
