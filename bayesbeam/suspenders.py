@@ -7,11 +7,12 @@ from bluesky.suspenders import SuspendFloor
 
 
 class RingCurrentSuspender(SuspendFloor):
-    """Suspend a run while the ring current is below a floor (mA) and count the trips.
+    """Suspend a run while the ring current is below a floor (mA) and count the trips (``trips``).
 
-    ``trips`` lets an adaptive plan (``adaptive_compton(..., interruptions=suspender)``) see that a
-    flip cycle was interrupted, discard the whole cycle and measure a fresh one: a long beam dump in
-    the middle of ``+ − − +`` breaks the drift cancellation the cycle exists for."""
+    The adaptive plans need no link to it: bluesky tells every device of a run about a suspension
+    (``pause()``), the plans store that count with each measurement and discard a ``+ − − +`` cycle
+    whose spectra straddle one; their checkpoint before each move makes the replay after the
+    resume set the field or energy again before the interrupted count is counted afresh."""
 
     def __init__(self, current, floor_ma: float, resume_ma: float, sleep_s: float):
         self.trips = 0
@@ -25,7 +26,9 @@ class RingCurrentSuspender(SuspendFloor):
 
 
 def ring_current_suspender(current, floor_ma: float, resume_ma: float, sleep_s: float) -> RingCurrentSuspender:
-    """Suspend a run while ``current`` (a signal, mA) is below ``floor_ma``; resume once it is back
-    above ``resume_ma`` and has stayed there ``sleep_s`` wall seconds. Adaptive plans checkpoint
-    before each count, so the count the dump interrupted is never stored half-counted."""
-    return RingCurrentSuspender(current, floor_ma, resume_ma, sleep_s)
+    """Suspend a run while ``current`` (mA; a signal, or a ring device whose monitored PV is ``live``,
+    as ``bayesbeam.epics_ring.EpicsRingCurrent``) is below ``floor_ma``; resume once it is back above
+    ``resume_ma`` and has stayed there ``sleep_s`` wall seconds. The adaptive plans checkpoint before
+    each move, so the count a dump interrupted is never stored half-counted, and is counted again
+    after the move is re-issued."""
+    return RingCurrentSuspender(getattr(current, "live", current), floor_ma, resume_ma, sleep_s)
