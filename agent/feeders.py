@@ -1,23 +1,44 @@
-"""The one adapter between the bluesky document stream and the agents' ``ingest`` (DESIGN §2).
+"""The one adapter between the bluesky document stream and the agents' ``ingest`` (DESIGN §2), and
+the one rule that decides, from a count's own stored readings, whether it may enter a posterior.
+
+Validity (issue 9): a count is used only if the readings stored in its own ``primary`` event prove
+it: the positioner's readback before and after the count within tolerance of the requested
+setting (magnet field, monochromator energy), the ring current's minimum over the count at or above
+the floor (and, when the ring reports it, no silence of its monitor longer than its update period),
+finite counts and a positive monitor, and, when the detector reports it (``<det>_elapsed_s``), an
+elapsed count time of at least ``ELAPSED_FRACTION`` of the preset. A Compton cycle is used only if
+its spectra are one whole ``+ − − +`` pattern, each valid, with no pause or suspension between them.
+The plan writes the rule's inputs (keys and thresholds) in its start document under ``validity``;
+the plan's own decision (the ``cycles`` stream) and these feeders apply the same functions
+(``spectrum_problem``, ``cycle_problem``, ``xas_point_problem``), live and in replay.
 
 ``ComptonFeeder`` configures a ``SpinMomentAgent`` from the detector configuration in the
-``primary`` descriptor, buffers the spectra of each flip cycle from ``primary`` events and, on the
-``cycles`` event that closes a cycle, ingests it if valid or registers it as a failure if not.
-``XPSFeeder`` does the same for an ``XPSAgent`` with one analyser sweep per ``primary`` event,
-closed by its ``sweeps`` event. The same callbacks work live in the RunEngine, from a document
-stream, or replaying a catalog run, including runs stored by release 0.1, whose bookkeeping
-fields carried a prefix (``cycle_cycle``, ``point_point``, ``sweep_sweep``): the ``primary``
-descriptor says which names a run uses.
+``primary`` descriptor and ingests a cycle as soon as its last spectrum is stored (the ``cycles``
+event is bookkeeping: it only names the reason of a cycle cut short before its last spectrum).
+``XASFeeder`` ingests each proven point of ``adaptive_xas``. ``XPSFeeder`` feeds an ``XPSAgent``
+one analyser sweep per ``primary`` event, closed by its ``sweeps`` event. The same callbacks work
+live in the RunEngine, from a document stream, or replaying a catalog run, including runs stored by
+release 0.1 and runs without a ``validity`` entry, which carry no proof: for those the ``cycles``
+stream (Compton) and finite positive counts (XAS) decide, as they did then. Release 0.1's
+bookkeeping fields carried a prefix (``cycle_cycle``, ``point_point``, ``sweep_sweep``): the
+``primary`` descriptor says which names a run uses.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
 from agent.compton.model import ComptonGeometry
+
+#: A count proves its length when the detector's elapsed time is at least this fraction of the preset.
+ELAPSED_FRACTION = 0.95
+COMPTON_RULE, XAS_RULE = "compton-count-proof/1", "xas-count-proof/1"
 
 
 def field_prefix(data_keys, name: str, old_prefix: str) -> str:
@@ -30,11 +51,109 @@ def field_prefix(data_keys, name: str, old_prefix: str) -> str:
     raise KeyError(f"primary stream has neither {name!r} nor {old_prefix + name!r}: not a bayesbeam run")
 
 
+def _number(data: Mapping[str, Any], key: str | None) -> float:
+    """``data[key]`` as a float; NaN when the key is absent or not a number (no proof)."""
+    try:
+        return float(data[key])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+
+
+def count_problem(data: Mapping[str, Any], spec: Mapping[str, Any], target: float, preset_s: float) -> str:
+    """Why one count's stored readings ``data`` (an event's ``data``) do not prove it, ``""`` if they do:
+    positioner readback before and after the count within ``spec["tolerance"]`` of ``target``
+    (``spec["unit"]``), ring minimum over the count ≥ ``spec["beam_floor_ma"]`` (mA) and its monitor
+    silence ≤ ``spec["max_gap_s"]`` (s) when stored, ``<det>_elapsed_s`` ≥ ``ELAPSED_FRACTION`` ×
+    ``preset_s`` (s) for each detector that stores it. A missing reading is no proof."""
+    tol, unit, label = float(spec["tolerance"]), spec.get("unit", ""), spec.get("label", "readback")
+    for key, when in ((spec["before"], "before"), (spec["after"], "after")):
+        value = _number(data, key)
+        if not abs(value - target) <= tol:
+            return f"{label} {when} the count {value:.6g} {unit} is not within {tol:g} {unit} of {target:.6g} {unit}"
+    ring = spec.get("ring_minimum")
+    if ring:
+        floor, minimum = float(spec["beam_floor_ma"]), _number(data, ring)
+        if not minimum >= floor:
+            return f"beam lost during the count (ring minimum {minimum:.3g} mA < {floor:g} mA)"
+        gap_key = spec.get("ring_gap")
+        if gap_key:
+            gap, limit = _number(data, gap_key), float(spec["max_gap_s"])
+            if not gap <= limit:
+                return (f"no proof of beam over the count: the ring current was not updated for {gap:.3g} s "
+                        f"(longer than its {limit:g} s update period)")
+    for det in spec.get("detectors", ()):
+        key = f"{det}_elapsed_s"
+        if key in data:
+            elapsed = _number(data, key)
+            if not elapsed >= ELAPSED_FRACTION * preset_s:
+                return f"{det} counted {elapsed:.3g} s of its {preset_s:.3g} s preset"
+    return ""
+
+
+def spectrum_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """Why one stored magnetic-Compton spectrum (a ``primary`` event's ``data``) is not proven, ``""``
+    if it is: finite counts, a finite positive monitor, and ``count_problem`` at the planned field
+    ``field_sign`` × ``spec["field_t"]`` (T) and preset ``spec["preset_s"]`` (s)."""
+    flip = data.get("flip", "?")
+    counts = np.asarray(data.get(spec["spectrum"], np.nan), dtype=float)
+    if counts.size == 0 or not np.all(np.isfinite(counts)):
+        return f"non-finite counts in the spectrum of flip {flip}"
+    monitor = _number(data, spec["monitor"])
+    if not monitor > 0:
+        return f"monitor {monitor:.6g} is not a positive count (flip {flip})"
+    problem = count_problem(data, spec, _number(data, "field_sign") * float(spec["field_t"]),
+                            float(spec["preset_s"]))
+    return f"{problem} (flip {flip})" if problem else ""
+
+
+def cycle_problem(events: Sequence[Mapping[str, Any]], spec: Mapping[str, Any], complete: bool = True) -> str:
+    """Why the stored spectra ``events`` (``data`` of one cycle's ``primary`` events, in order) are
+    not one proven ``spec["pattern"]`` cycle, ``""`` if they are: flips 0, 1, … with the pattern's
+    field signs, each spectrum proven (``spectrum_problem``), the same ``interruptions`` count in all
+    (a pause or suspension between two spectra breaks the drift cancellation the cycle is for).
+    ``complete=False``: judge the spectra so far (the plan stops counting a cycle at the first problem)."""
+    pattern = [int(s) for s in spec["pattern"]]
+    if not events and complete:
+        return "no spectrum stored"
+    for k, data in enumerate(events):
+        flip, sign = data.get("flip"), _number(data, "field_sign")
+        if k >= len(pattern) or flip != k or sign != pattern[k]:
+            return f"spectrum {k} is flip {flip} at field sign {sign:g}: not the {pattern} cycle"
+        problem = spectrum_problem(data, spec)
+        if problem:
+            return problem
+        if data.get("interruptions") != events[0].get("interruptions"):
+            return f"run interrupted (pause or suspension) during flip {flip}: the cycle is measured afresh"
+    if complete and len(events) < len(pattern):
+        return f"incomplete cycle: {len(events)} of {len(pattern)} spectra stored"
+    return ""
+
+
+def xas_point_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """Why one stored XAS point (a ``primary`` event's ``data``) is not proven, ``""`` if it is: I0
+    and It finite and positive, and ``count_problem`` at the requested energy ``spec["requested"]``
+    (eV) with the point's dwell ``spec["dwell"]`` (s) as the preset."""
+    counts = [_number(data, k) for k in spec["counts"]]
+    if not all(c > 0 and math.isfinite(c) for c in counts):
+        return f"counts {', '.join(f'{c:.6g}' for c in counts)} are not finite positive numbers"
+    return count_problem(data, spec, _number(data, spec["requested"]), _number(data, spec["dwell"]))
+
+
+def _spec(doc: Mapping[str, Any], rule: str) -> Mapping[str, Any] | None:
+    spec = doc.get("validity")
+    return spec if isinstance(spec, Mapping) and spec.get("rule") == rule else None
+
+
 class ComptonFeeder(CallbackBase):
     """Feed a ``SpinMomentAgent`` from the documents of a magnetic-Compton run.
 
     ``detector``: the Ge detector's name (its fields ``<det>_spectrum``, ``<det>_monitor`` and
-    configuration ``<det>_calib_offset`` …); the plan's bookkeeping fields ``cycle``, ``field_sign``.
+    configuration ``<det>_calib_offset`` …); the plan's bookkeeping fields ``cycle``, ``flip``,
+    ``field_sign``. With a ``validity`` entry in the start document a cycle is judged by
+    ``cycle_problem`` from its stored spectra alone, when its last spectrum arrives (or, cut short,
+    at its ``cycles`` event, the next cycle's first spectrum or the run's end) and ingested with the
+    run's beamtime stored in that event (s, ``beamtime``; added to the agent's beamtime before the
+    run, so a continued measurement keeps counting). Without one, the ``cycles`` events decide.
     """
 
     def __init__(self, agent, detector: str = "ge"):
@@ -42,13 +161,23 @@ class ComptonFeeder(CallbackBase):
         self.agent = agent
         self.det = detector
         self.cp = ""
+        self.spec: Mapping[str, Any] | None = None
         self._streams: dict[str, str] = {}
         self._buffer: dict[int, list[tuple[float, np.ndarray, float]]] = defaultdict(list)
+        self._cycles: dict[int, list[dict]] = {}
+        self._verdicts: dict[int, str] = {}
         self._t0 = 0.0
+        self._bt0 = 0.0
+        self._last_bt: tuple[float, float] | None = None  # (run beamtime s, event time s) of the last reading
 
     def start(self, doc):
         self._t0 = doc["time"]
         self._buffer.clear()
+        self._cycles.clear()
+        self._verdicts.clear()
+        self._last_bt = None
+        self.spec = _spec(doc, COMPTON_RULE)
+        self._bt0 = float(getattr(self.agent, "beamtime_s", 0.0) or 0.0) if self.spec else 0.0
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
@@ -64,6 +193,63 @@ class ComptonFeeder(CallbackBase):
 
     def event(self, doc):
         stream = self._streams.get(doc["descriptor"])
+        if self.spec is None:
+            self._legacy_event(stream, doc)
+        elif stream == "primary":
+            data = {**doc["data"], "_time": doc["time"]}
+            cycle = int(data["cycle"])
+            if cycle in self._verdicts:
+                return  # a spectrum after its cycle was decided belongs to no proven cycle
+            for older in [c for c in self._cycles if c < cycle]:
+                self._decide(older)  # cut short and never closed by its `cycles` event
+            self._cycles.setdefault(cycle, []).append(data)
+            self._beamtime(data)
+            if len(self._cycles[cycle]) >= len(self.spec["pattern"]):
+                self._decide(cycle)
+        elif stream == "cycles":
+            cycle = int(doc["data"]["cycle"])
+            if cycle not in self._verdicts:
+                self._decide(cycle, reason=str(doc["data"].get("reason") or ""))
+
+    def stop(self, doc):
+        if self.spec is not None:
+            for cycle in list(self._cycles):
+                self._decide(cycle)
+
+    def _beamtime(self, data) -> None:
+        key = self.spec.get("beamtime")
+        value = _number(data, key) if key else math.nan
+        if math.isfinite(value):
+            self._last_bt = (value, data["_time"])
+
+    def _run_beamtime(self, data) -> float:
+        """Run beamtime (s) at this event: stored; else the last stored one plus wall time since; else
+        wall time since the start."""
+        if self._last_bt is None:
+            return data["_time"] - self._t0
+        value, at = self._last_bt
+        return value + max(0.0, data["_time"] - at)
+
+    def _decide(self, cycle: int, reason: str = "") -> None:
+        events = self._cycles.pop(cycle, [])
+        problem = cycle_problem(events, self.spec)
+        if problem and reason and len(events) < len(self.spec["pattern"]):
+            problem = reason  # cut short by the plan (a device fault, a bad spectrum): its own words
+        self._verdicts[cycle] = problem
+        if problem:
+            self.agent.register_failures([{"_id": cycle, "reason": problem}])
+            return
+        self.agent.ingest([{
+            "_id": cycle,
+            "fields": [float(d["field_sign"]) for d in events],
+            "spectra": np.stack([np.asarray(d[self.spec["spectrum"]], dtype=float) for d in events]),
+            "monitors": [float(d[self.spec["monitor"]]) for d in events],
+            "count_time_s": float(self.spec["preset_s"]) * len(events),
+            "beamtime_s": self._bt0 + self._run_beamtime(events[-1]),
+        }])
+
+    def _legacy_event(self, stream, doc):
+        """A run without stored proof (release 0.1, or written before it): the ``cycles`` events decide."""
         data = doc["data"]
         if stream == "primary":
             self._buffer[int(data[f"{self.cp}cycle"])].append(
@@ -136,15 +322,20 @@ class XPSFeeder(CallbackBase):
 class XASFeeder(CallbackBase):
     """Feed an ``XASAgent`` from the ``primary`` events of ``adaptive_xas``: one per point, with the
     monochromator readback ``energy_key`` (eV), the I0/It counts, and the plan's bookkeeping
-    (``suggestion_id``, ``dwell_s`` in s). A point whose counts are not finite and positive is
-    registered as a failure, not ingested."""
+    (``suggestion_id``, ``dwell_s`` in s). A point is ingested only if ``xas_point_problem`` finds its
+    stored readings prove it (runs without a ``validity`` entry: counts finite and positive);
+    otherwise it is registered as a failure with the reason."""
 
     def __init__(self, agent, energy_key: str, i0_key: str, it_key: str):
         super().__init__()
         self.agent = agent
         self.keys = (energy_key, i0_key, it_key)
         self.prefix = ""
+        self.spec: Mapping[str, Any] | None = None
         self._streams: dict[str, str] = {}
+
+    def start(self, doc):
+        self.spec = _spec(doc, XAS_RULE)
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
@@ -158,7 +349,12 @@ class XASFeeder(CallbackBase):
         energy, i0, it = (float(d[k]) for k in self.keys)
         outcome = {"_id": int(d[f"{self.prefix}suggestion_id"]), "energy": energy, "i0": i0, "it": it,
                    "dwell": float(d[f"{self.prefix}dwell_s"])}
-        if np.isfinite(i0) and np.isfinite(it) and min(i0, it) > 0:
+        if self.spec is not None:
+            problem = xas_point_problem(d, self.spec)
+        else:
+            finite = np.isfinite(i0) and np.isfinite(it) and min(i0, it) > 0
+            problem = "" if finite else "counts not finite and positive"
+        if not problem:
             self.agent.ingest([outcome])
         else:
-            self.agent.register_failures([outcome])
+            self.agent.register_failures([{**outcome, "reason": problem}])
