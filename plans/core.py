@@ -1,5 +1,10 @@
 """Plan helpers shared by the adaptive plans: the start document, readables for plan/agent state,
-waiting for beam, and the one place the 0.1 calling conventions are still accepted (with a warning).
+what is read with each count to prove it (``CountGuard``, ``RingWindow``, ``RunBeamtime``), waiting
+for beam, and the one place the 0.1 calling conventions are still accepted (with a warning).
+
+Pauses and suspensions: the adaptive plans put a checkpoint before each move, so bluesky's rewind
+after a resume re-issues the move (and the beam wait) before counting again, whatever happened to
+the devices meanwhile; a second checkpoint after each stored event keeps it from being replayed.
 
 No ``from __future__ import annotations`` in ``plans/``: bluesky-queueserver validates plan
 parameters from their real annotations.
@@ -13,6 +18,7 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import numpy as np
 from bluesky.utils import FailedStatus
+from ophyd.status import Status
 from ophyd.utils import StatusTimeoutError, WaitTimeoutError
 
 #: What a device reports when a move or count fails: the plans discard that measurement, not the run.
@@ -56,14 +62,177 @@ class ValuesReadable:
         return {k: _describe_value(v, f"agent:{self.name}") for k, v in self._values().items()}
 
 
-def wait_for_beam(ring, floor_ma: float, poll_s: float = 1.0, max_wait_s: float = 6 * 3600.0):
+def _done(obj) -> Status:
+    status = Status(obj=obj)
+    status.set_finished()
+    return status
+
+
+def readback_signal(positioner):
+    """The signal holding ``positioner``'s readback: ``readback`` / ``user_readback`` (magnet, EpicsMotor)
+    or its one hinted field (e.g. a simulated monochromator's ``energy``); ``None`` if it has neither."""
+    for attr in ("readback", "user_readback"):
+        sig = getattr(positioner, attr, None)
+        if callable(getattr(sig, "get", None)):
+            return sig
+    fields = getattr(positioner, "hints", {}).get("fields", [])
+    walk = getattr(positioner, "walk_signals", None)
+    if len(fields) == 1 and walk is not None:
+        for item in walk():
+            if item.item.name == fields[0]:
+                return item.item
+    return None
+
+
+class CountGuard:
+    """Read with each count, first in ``trigger_and_read``'s list, so that the event stores what proves
+    where ``positioner`` was: its readback at the count's start (``trigger``, just before the detectors
+    are triggered) under ``before`` and at its end (``read``, right after they finished) under ``after``
+    (in ``units``), both read afresh from the device (not a monitor's cache); a failed read stores NaN
+    (no proof), never loses the count. ``interruptions``: pauses and suspensions of the run so far —
+    the RunEngine calls ``pause()`` on every device it has seen — so a cycle whose spectra straddle one
+    is known from its events alone. One instance per run."""
+
+    def __init__(self, name: str, positioner, before: str, after: str, units: str = ""):
+        self.name, self.parent = name, None
+        self.positioner, self.keys, self.units = positioner, (before, after), units
+        self._signal = readback_signal(positioner)
+        self.interruptions = 0
+        self._before = (float("nan"), time.time())
+
+    def _readback(self) -> float:
+        try:
+            if self._signal is None:
+                return float(self.positioner.position)
+            try:
+                return float(self._signal.get(use_monitor=False))  # EPICS: a CA get, not the monitor's cache
+            except TypeError:  # a signal whose get() takes no such option
+                return float(self._signal.get())
+        except Exception:  # an unreadable readback proves nothing; the count is still stored
+            return float("nan")
+
+    def trigger(self) -> Status:
+        self._before = (self._readback(), time.time())
+        return _done(self)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        (before, t0), now = self._before, time.time()
+        return {self.keys[0]: {"value": before, "timestamp": t0},
+                self.keys[1]: {"value": self._readback(), "timestamp": now},
+                "interruptions": {"value": self.interruptions, "timestamp": now}}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        src = getattr(self._signal, "name", getattr(self.positioner, "name", "positioner"))
+        d = {k: {"source": f"plan:{self.name} ({src} {when} the count)", "dtype": "number", "shape": [],
+                 "dtype_numpy": "<f8", "units": self.units}
+             for k, when in zip(self.keys, ("before", "after"), strict=True)}
+        d["interruptions"] = {"source": f"plan:{self.name} (pauses and suspensions so far)", "dtype": "integer",
+                              "shape": [], "dtype_numpy": "<i8"}
+        return d
+
+    def pause(self) -> None:
+        self.interruptions += 1
+
+    def resume(self) -> None:
+        pass
+
+
+def check_ring(ring) -> None:
+    """Raise ``TypeError`` unless ``ring`` reports its minimum over a count window (``start_window()``
+    and a ``minimum`` signal: ``sim_devices`` ``RingCurrent``, ``bayesbeam.epics_devices.EpicsRingCurrent``)."""
+    if ring is not None and not (callable(getattr(ring, "start_window", None)) and hasattr(ring, "minimum")):
+        raise TypeError(f"ring {getattr(ring, 'name', ring)!r} must report the minimum current over each count "
+                        "(start_window() and a 'minimum' signal); one read at the count's end misses a dump "
+                        "and refill during it")
+
+
+def ring_spec(ring, beam_floor_ma: float) -> dict[str, Any]:
+    """The ring part of a plan's ``validity`` entry: the stored keys of the minimum over the count
+    (mA) and, if the ring reports it, of its monitor's longest silence (s) with the allowed maximum."""
+    if ring is None:
+        return {"ring_minimum": None}
+    gap = getattr(ring, "gap_s", None)
+    limit = getattr(ring, "max_gap_s", None)
+    return {"ring_minimum": ring.minimum.name, "beam_floor_ma": float(beam_floor_ma),
+            "ring_gap": gap.name if gap is not None else None,
+            "max_gap_s": float(limit.get()) if limit is not None else None}
+
+
+class RingWindow:
+    """The ring read with a count (its keys, name and configuration): ``trigger`` opens the ring's
+    count window (``ring.start_window()``, no beamtime passes), so the event read at the count's end
+    stores the minimum over the count. Put it before the detectors in ``trigger_and_read``'s list.
+    One instance per run."""
+
+    def __init__(self, ring):
+        check_ring(ring)
+        self.ring, self.name, self.parent = ring, ring.name, None
+
+    def trigger(self) -> Status:
+        self.ring.start_window()
+        return _done(self)
+
+    def read(self):
+        return self.ring.read()
+
+    def describe(self):
+        return self.ring.describe()
+
+    def read_configuration(self):
+        return self.ring.read_configuration()
+
+    def describe_configuration(self):
+        return self.ring.describe_configuration()
+
+
+class RunBeamtime:
+    """Beamtime since the run's start (s), key ``<source name>``, from ``source`` (the simulated clock,
+    or an IOC's beamtime PV, which is its uptime and restarts from 0): the first reading is the zero
+    and each later one adds its increase over the previous one, so an IOC restart (the value going
+    back) adds nothing instead of a jump. An unreadable source stores NaN (unknown), without losing
+    the measurement read with it. Read it once right after ``open_run`` to set the zero."""
+
+    def __init__(self, source):
+        self.source, self.name, self.parent = source, source.name, None
+        self._last: float | None = None
+        self._elapsed = 0.0
+
+    def _raw(self) -> float:
+        try:
+            if callable(getattr(self.source, "get", None)):
+                return float(self.source.get())
+            (reading,) = self.source.read().values()
+            return float(reading["value"])
+        except Exception:  # a beamtime PV that does not answer: unknown, not fatal
+            return float("nan")
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        raw, now = self._raw(), time.time()
+        if not np.isfinite(raw):
+            return {self.name: {"value": float("nan"), "timestamp": now}}
+        if self._last is not None:
+            self._elapsed += max(0.0, raw - self._last)
+        self._last = raw
+        return {self.name: {"value": self._elapsed, "timestamp": now}}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {self.name: {"source": f"plan:beamtime since the run's start ({self.source.name})", "dtype": "number",
+                            "shape": [], "dtype_numpy": "<f8", "units": "s"}}
+
+
+def wait_for_beam(ring, floor_ma: float, poll_s: float = 1.0, max_wait_s: float = 6 * 3600.0,
+                  trigger_first: bool = True):
     """Hold until the ring current reads at least ``floor_ma`` (mA). Each poll triggers the
     monitor (its averaging time passes) and sleeps ``poll_s`` (wall seconds). Returns the number
-    of polls that found no beam; raises ``RuntimeError`` after ``max_wait_s`` seconds of polling."""
+    of polls that found no beam; raises ``RuntimeError`` after ``max_wait_s`` seconds of polling.
+    ``trigger_first=False``: read the current as it is first, and trigger only while there is no beam
+    (no averaging time spent when the beam is there). The count's proof of beam is the ring's minimum
+    stored with it, not this check."""
     polls = 0
     start = time.monotonic()
     while True:
-        yield from bps.trigger(ring, wait=True)
+        if trigger_first or polls:
+            yield from bps.trigger(ring, wait=True)
         current = yield from bps.rd(ring)
         if current >= floor_ma:
             return polls

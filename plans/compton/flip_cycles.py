@@ -1,9 +1,13 @@
 """Magnetic-Compton plans: one ``+ − − +`` flip cycle, and the adaptive run the agent stops.
 
 Streams of the adaptive run: ``primary`` (one event per spectrum: the detector spectrum and
-monitor, the magnet readback, the ring current, the cycle bookkeeping), ``cycles`` (one event per
-cycle: valid or discarded and why, beamtime), ``posterior`` (the agent's report after each cycle,
-with the stop decision). The stop reason goes into the stop document's ``reason``.
+monitor, the magnet readback before and after the count (``field_before_t``, ``field_after_t``, T),
+the ring current at the count's end and its minimum over the count (mA), the run's beamtime (s),
+the cycle bookkeeping and ``interruptions``), ``cycles`` (one event per cycle: valid or discarded
+and why, beamtime since the run's start), ``posterior`` (the agent's report after each cycle, with
+the stop decision). The stop reason goes into the stop document's ``reason``. Whether a cycle is
+used is decided from its stored spectra alone (``agent.feeders.cycle_problem``, whose keys and
+thresholds the start document's ``validity`` entry holds); ``cycles`` records that decision.
 """
 
 import itertools
@@ -12,17 +16,21 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import numpy as np
 from bluesky.protocols import Movable, Readable
 
 from agent.compton import SpinMomentAgent
-from agent.feeders import ComptonFeeder
+from agent.feeders import COMPTON_RULE, ComptonFeeder, cycle_problem
 from plans.core import (
     DEVICE_FAULTS,
+    CountGuard,
+    RingWindow,
+    RunBeamtime,
     ValuesReadable,
     agent_arg,
+    check_ring,
     detector_list,
     record_decision,
+    ring_spec,
     start_md,
     wait_for_beam,
 )
@@ -31,39 +39,72 @@ FLIP_PATTERN = (1, -1, -1, 1)
 
 
 class CycleInfo(ValuesReadable):
-    """The plan's bookkeeping in each ``primary`` event: ``cycle`` number, ``flip`` index, ``field_sign``.
-    One instance per run (bluesky requires the same objects in every event of a stream)."""
+    """The plan's bookkeeping in each ``primary`` event: ``cycle`` number, ``flip`` index, ``field_sign``;
+    and the other objects read with each spectrum (``count_readables``). One instance per run (bluesky
+    requires the same objects in every event of a stream)."""
 
     def __init__(self):
         self.state = {"cycle": 0, "flip": 0, "field_sign": 0}
         super().__init__("cycle", lambda: self.state)
+        self._readables: tuple | None = None
+
+    def count_readables(self, magnet, ring, beamtime) -> tuple:
+        """``(guard, ring_window, beamtime)`` of this run, made on first use: the magnet readback before
+        and after each count, the ring's window (``None`` without a ring), the run's beamtime."""
+        if self._readables is None:
+            bt = beamtime if beamtime is None or isinstance(beamtime, RunBeamtime) else RunBeamtime(beamtime)
+            self._readables = (CountGuard("field", magnet, "field_before_t", "field_after_t", "T"),
+                               RingWindow(ring) if ring is not None else None, bt)
+        return self._readables
+
+
+def validity_spec(det, field_t: float, tolerance_t: float, ring, beam_floor_ma: float,
+                  pattern: Sequence[int] = FLIP_PATTERN, beamtime=None) -> dict[str, Any]:
+    """What proves a spectrum of this run (the start document's ``validity``, read by
+    ``agent.feeders.cycle_problem``): stored keys and thresholds, field in T, current in mA, time in s."""
+    preset = getattr(det, "preset_time", None)
+    return {"rule": COMPTON_RULE, "detectors": [det.name], "spectrum": f"{det.name}_spectrum",
+            "monitor": f"{det.name}_monitor", "field_t": float(field_t), "tolerance": float(tolerance_t), "unit": "T",
+            "label": "magnet readback", "before": "field_before_t", "after": "field_after_t",
+            "preset_s": float(preset.get()) if preset is not None else 0.0, "pattern": [int(p) for p in pattern],
+            "beamtime": beamtime.name if beamtime is not None else None, **ring_spec(ring, beam_floor_ma)}
 
 
 def flip_cycle(detectors: Sequence[Readable], magnet: Movable, field_t: float, *, cycle: int = 0,
                pattern: Sequence[int] = FLIP_PATTERN, tolerance_t: float = 0.05, ring: Readable | None = None,
                beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0, info: CycleInfo | None = None,
-               interruptions: Any = None):
+               beamtime: Readable | None = None, interruptions: Any = None):
     """Measure one flip cycle: for each sign in ``pattern`` set the field to sign·``field_t`` (T),
-    check the magnet readback within ``tolerance_t`` (T), count ``detectors`` and read one ``primary``
-    event. ``detectors[0]`` is the Ge MCA (field ``<name>_spectrum``); the others are read with it.
+    wait for beam (ring current ≥ ``beam_floor_ma`` mA, polled every ``beam_poll_s`` wall s), count
+    ``detectors`` and read one ``primary`` event. ``detectors[0]`` is the Ge MCA (field
+    ``<name>_spectrum``); the others are read with it. ``ring``: a ring that reports its minimum over
+    each count (``plans.core.check_ring``). ``beamtime``: readable of elapsed beamtime (s), stored as
+    beamtime since its first reading (``adaptive_compton`` takes that at the run's start; see
+    ``plans.core.RunBeamtime``). ``info``: the run's ``CycleInfo`` (one per run).
 
-    Returns ``(valid, reason)``. The cycle is invalid, and counting stops, if the magnet did not
-    reach its field, a device reported a fault, the counts are not finite, or the beam was lost
-    during a count (ring current below ``beam_floor_ma`` mA when read back). Before each count the
-    plan waits for beam, so a dump between spectra costs time but corrupts nothing. A checkpoint
-    precedes each count: a RunEngine suspender (ring-current floor) that trips during a count drops
-    that count and re-counts it once the beam is back. ``interruptions``: an object whose ``trips``
-    counts suspensions (``bayesbeam.suspenders.RingCurrentSuspender``); if it changes during the
-    cycle, the cycle is discarded after the re-counted spectrum, so a fresh cycle is measured.
+    Returns ``(valid, reason)``, decided by ``agent.feeders.cycle_problem`` from the spectra's stored
+    readings: the magnet readback before and after each count within ``tolerance_t`` (T) of the
+    field, the ring's minimum during each count ≥ ``beam_floor_ma``, finite counts, a whole pattern
+    with no pause or suspension between its spectra. Counting stops at the first spectrum that fails
+    (or a device fault, or a magnet readback off the field after its move). A checkpoint precedes
+    each move: after a pause or a suspension (beam dump) the RunEngine replays from there, so the
+    field is set again before the interrupted spectrum is counted afresh; the cycle is then measured
+    anew unless the interruption came before its first spectrum. ``interruptions``: no longer needed
+    (pauses and suspensions are seen through bluesky's device ``pause()`` notification); ignored.
     """
     detectors = detector_list(detectors, "flip_cycle")
     det = detectors[0]
     info = info or CycleInfo()
     info.state["cycle"] = cycle
-    trips = getattr(interruptions, "trips", 0)
-    readables = [*detectors, magnet, info] + ([ring] if ring is not None else [])
+    guard, window, bt = info.count_readables(magnet, ring, beamtime)
+    spec = validity_spec(det, field_t, tolerance_t, ring, beam_floor_ma, pattern, bt)
+    readables = [guard] + ([window] if window is not None else []) + [*detectors, magnet, info] \
+        + ([bt] if bt is not None else [])
+    events: list[dict[str, Any]] = []
     for flip, sign in enumerate(pattern):
         target = sign * float(field_t)
+        info.state.update(flip=flip, field_sign=sign)
+        yield from bps.checkpoint()  # a resume replays from here: the field is set again before counting
         try:
             yield from bps.mv(magnet, target)
         except DEVICE_FAULTS as exc:
@@ -73,23 +114,17 @@ def flip_cycle(detectors: Sequence[Readable], magnet: Movable, field_t: float, *
             return False, f"magnet readback {readback:+.3f} T did not reach {target:+.3f} T (flip {flip})"
         if ring is not None:
             yield from wait_for_beam(ring, beam_floor_ma, beam_poll_s)
-        info.state.update(flip=flip, field_sign=sign)
-        yield from bps.checkpoint()  # a suspension (beam dump) re-counts from here; nothing half-counted is saved
         try:
             reading = yield from bps.trigger_and_read(readables)
         except DEVICE_FAULTS as exc:
             return False, f"detector fault on flip {flip} ({type(exc).__name__}: {exc})"
         yield from bps.checkpoint()  # never replay a saved event
-        counts = reading[f"{det.name}_spectrum"]["value"]
-        if not np.all(np.isfinite(counts)):
-            return False, f"non-finite counts in the spectrum of flip {flip}"
-        if ring is not None:
-            current = next(v["value"] for k, v in reading.items() if k.startswith(ring.name))
-            if current < beam_floor_ma:
-                return False, f"beam lost during the count of flip {flip} (ring current {current:.3g} mA)"
-        if getattr(interruptions, "trips", 0) != trips:
-            return False, f"run suspended during flip {flip} (beam dump): the cycle is measured afresh"
-    return True, ""
+        events.append({k: v["value"] for k, v in reading.items()})
+        problem = cycle_problem(events, spec, complete=False)
+        if problem:
+            return False, problem
+    problem = cycle_problem(events, spec)
+    return not problem, problem
 
 
 def adaptive_compton(detectors: Sequence[Readable], magnet: Movable, agent: SpinMomentAgent, *,
@@ -100,14 +135,17 @@ def adaptive_compton(detectors: Sequence[Readable], magnet: Movable, agent: Spin
     """Flip cycles until ``agent.should_stop()`` (target reached, plateau, budget …).
 
     ``detectors``: ``[ge]``, the Ge MCA first (see ``flip_cycle``). ``agent``: a ``SpinMomentAgent``;
-    it is fed through ``ComptonFeeder`` from this run's own documents. ``continue_from``: uid of a
-    stored run this one continues (recorded in the start document; the agent passed in carries
-    that run's state, e.g. rebuilt with ``bayesbeam.catalog.replay``). ``beamtime``: optional
-    readable whose value is elapsed beamtime (s) (the simulated clock); otherwise wall time since
-    the start is used. ``interruptions``: see ``flip_cycle``
-    (pass the session's ring-current suspender). A discarded cycle is not mixed into the
-    posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures`` discarded
-    cycles in a row abort the run (what was counted stays in the catalog).
+    it is fed through ``ComptonFeeder`` from this run's own documents, a cycle as soon as its last
+    spectrum is stored and proven (so a cycle is never lost to a failure after it). ``ring``: a ring
+    that reports its minimum over each count (the simulated ``RingCurrent``, ``EpicsRingCurrent``);
+    without one the beam is not checked. ``continue_from``: uid of a stored run this one continues
+    (recorded in the start document; the agent passed in carries that run's state, e.g. rebuilt with
+    ``bayesbeam.catalog.replay``). ``beamtime``: optional readable of elapsed beamtime (s), e.g. the
+    simulated clock or an IOC's beamtime PV; stored (``primary`` ``beamtime``, ``cycles``
+    ``beamtime_s``) and given to the agent as beamtime since this run's start (otherwise wall time
+    since the start is used). ``interruptions``: ignored (see ``flip_cycle``). A discarded cycle is
+    not mixed into the posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures``
+    discarded cycles in a row abort the run (what was counted stays in the catalog).
     """
     detectors = detector_list(detectors, "adaptive_compton")
     det = detectors[0]
@@ -118,30 +156,35 @@ def adaptive_compton(detectors: Sequence[Readable], magnet: Movable, agent: Spin
         raise ValueError(f"field {field_t} T exceeds the magnet's limit {limit} T")
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
+    check_ring(ring)
     plan_args = {"detectors": list(map(repr, detectors)), "magnet": repr(magnet), "agent": agent_arg(agent),
                  "field_t": field_t, "ring": repr(ring) if ring is not None else None, "beam_floor_ma": beam_floor_ma,
                  "tolerance_t": tolerance_t, "max_consecutive_failures": max_consecutive_failures,
                  "beam_poll_s": beam_poll_s, "continue_from": continue_from}
+    info = CycleInfo()
+    _, _, run_bt = info.count_readables(magnet, ring, beamtime)
     _md = start_md("adaptive_compton", detectors, [magnet], plan_args, ["cycle"], agent=agent,
-                   continue_from=continue_from, md=md, field_t=field_t, flip_pattern=list(FLIP_PATTERN))
+                   continue_from=continue_from, md=md, field_t=field_t, flip_pattern=list(FLIP_PATTERN),
+                   validity=validity_spec(det, field_t, tolerance_t, ring, beam_floor_ma, FLIP_PATTERN, run_bt))
     cycle_state: dict[str, Any] = {"cycle": 0, "valid": True, "reason": "", "beamtime_s": 0.0, "count_time_s": 0.0}
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_cycle": 1}
     status = ValuesReadable("cycles", lambda: cycle_state)
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
     count_time = float(det.preset_time.get()) if hasattr(det, "preset_time") else 0.0
-    info = CycleInfo()
 
     def run():
         yield from bps.open_run(md=_md)
+        if run_bt is not None:
+            yield from bps.rd(run_bt)  # the zero of the run's beamtime
         failures, reason = 0, None
         for cycle in itertools.count(1):
             valid, why = yield from flip_cycle(detectors, magnet, field_t, cycle=cycle, tolerance_t=tolerance_t,
                                                ring=ring, beam_floor_ma=beam_floor_ma, beam_poll_s=beam_poll_s,
-                                               info=info, interruptions=interruptions)
-            bt = (yield from bps.rd(beamtime)) if beamtime is not None else float("nan")
+                                               info=info, beamtime=run_bt)
+            bt = (yield from bps.rd(run_bt)) if run_bt is not None else float("nan")  # never raises: NaN
             cycle_state.update(cycle=cycle, valid=valid, reason=why, beamtime_s=float(bt),
                                count_time_s=len(FLIP_PATTERN) * count_time)
-            yield from bps.trigger_and_read([status], name="cycles")
+            yield from bps.trigger_and_read([status], name="cycles")  # bookkeeping: the feeder has decided
             yield from bps.checkpoint()
             failures = 0 if valid else failures + 1
             stop, reason = yield from record_decision(agent, report, decision, next_cycle=cycle + 1)

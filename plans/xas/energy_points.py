@@ -1,9 +1,13 @@
 """XAS plans: the adaptive energy-point run the agent steers and stops, and the conventional grid scan.
 
-Streams of ``adaptive_xas``: ``primary`` (one event per point: monochromator readback, I0, It and the
-plan's bookkeeping), ``posterior`` (the agent's report after each point: predicted RMSE, amplitude,
-edge shift, beamtime, the next energy and dwell, and the stop decision with its reason). The stop
-reason goes into the stop document's ``reason``.
+Streams of ``adaptive_xas``: ``primary`` (one event per point: monochromator readback, I0, It, the
+requested energy and the readback before and after the count (``energy_requested_ev``,
+``energy_before_ev``, ``energy_after_ev``), the ring's minimum over the count (mA, with a ring), the
+run's beamtime (s) and the plan's bookkeeping), ``posterior`` (the agent's report after each point:
+predicted RMSE, amplitude, edge shift, beamtime, the next energy and dwell, and the stop decision with
+its reason). The stop reason goes into the stop document's ``reason``. A point is ingested only if
+its stored readings prove it (``agent.feeders.xas_point_problem``; keys and thresholds in the start
+document's ``validity``).
 """
 
 import itertools
@@ -15,9 +19,21 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.protocols import Movable, Readable
 
-from agent.feeders import XASFeeder
+from agent.feeders import XAS_RULE, XASFeeder, xas_point_problem
 from agent.xas import XASAgent
-from plans.core import DEVICE_FAULTS, ValuesReadable, agent_arg, detectors_then_motor, start_md
+from plans.core import (
+    DEVICE_FAULTS,
+    CountGuard,
+    RingWindow,
+    RunBeamtime,
+    ValuesReadable,
+    agent_arg,
+    check_ring,
+    detectors_then_motor,
+    ring_spec,
+    start_md,
+    wait_for_beam,
+)
 
 
 def _dwell_signal(det):
@@ -56,18 +72,26 @@ def _set_dwell(detectors, dwell_s: float):
 
 
 def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, *, beamtime: Readable | None = None,
-                 max_consecutive_failures: int = 3, continue_from: str | None = None,
-                 md: dict[str, Any] | None = None):
+                 ring: Readable | None = None, beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0,
+                 energy_tolerance_ev: float = 0.1, max_consecutive_failures: int = 3,
+                 continue_from: str | None = None, md: dict[str, Any] | None = None):
     """Move, count, ingest, ask, repeat until ``agent.should_stop()``.
 
     ``detectors``: ``[i0, it]`` (incident, transmitted); their first hinted field is the count.
     ``mono``: the monochromator energy (eV). ``agent``: an ``XASAgent`` (its candidate range must lie
     inside the monochromator limits). ``continue_from``: uid of a stored run this one continues
     (recorded in the start document; the agent passed in carries that run's state).
-    ``beamtime``: optional readable of elapsed beamtime (s), read into ``primary``. A point whose
-    count fails or is not finite is recorded but not ingested; ``max_consecutive_failures`` in a
-    row abort the run. Checkpoints around each count: a RunEngine suspender (ring-current floor)
-    that trips during a count drops it and counts the point again once the beam is back.
+    ``beamtime``: optional readable of elapsed beamtime (s), stored in ``primary`` as beamtime since
+    the run's start. ``ring``: a ring that reports its minimum over each count (``plans.core.check_ring``);
+    with one, the plan waits for beam (≥ ``beam_floor_ma`` mA, polled every ``beam_poll_s`` wall s)
+    before each count and a point counts only if the ring's minimum during it was at or above the floor.
+
+    A point is ingested only if its stored readings prove it: the monochromator readback before and
+    after the count within ``energy_tolerance_ev`` (eV) of the requested energy, the ring minimum (with
+    a ring), finite positive counts. Otherwise it is stored and registered with the agent as a
+    failure; ``max_consecutive_failures`` in a row abort the run. A checkpoint precedes each move: a
+    pause or a suspension (beam dump) during the count replays from there, so the monochromator is
+    moved again and the point counted afresh at the requested energy.
     """
     detectors, mono = detectors_then_motor(detectors, mono, "adaptive_xas")
     if len(detectors) != 2:
@@ -75,22 +99,35 @@ def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, 
     _check_range(mono, agent.energy_limits)
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
+    if not energy_tolerance_ev > 0:
+        raise ValueError(f"energy tolerance must be > 0 eV, got {energy_tolerance_ev!r}")
+    check_ring(ring)
     i0, it = detectors
     f0, ft = _count_field(i0), _count_field(it)
     mono_field = _count_field(mono)
     plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent),
                  "beamtime": repr(beamtime) if beamtime is not None else None,
+                 "ring": repr(ring) if ring is not None else None, "beam_floor_ma": beam_floor_ma,
+                 "beam_poll_s": beam_poll_s, "energy_tolerance_ev": energy_tolerance_ev,
                  "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
+    run_bt = RunBeamtime(beamtime) if beamtime is not None else None
+    spec = {"rule": XAS_RULE, "detectors": [i0.name, it.name], "counts": [f0, ft], "requested": "energy_requested_ev",
+            "before": "energy_before_ev", "after": "energy_after_ev", "tolerance": float(energy_tolerance_ev),
+            "unit": "eV", "label": "monochromator readback", "dwell": "dwell_s", **ring_spec(ring, beam_floor_ma)}
     _md = start_md("adaptive_xas", detectors, [mono], plan_args, [mono_field], agent=agent,
-                   continue_from=continue_from, md=md, energy_limits=list(agent.energy_limits))
-    point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0}
+                   continue_from=continue_from, md=md, energy_limits=list(agent.energy_limits), validity=spec)
+    point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0, "energy_requested_ev": float("nan")}
     decision: dict[str, Any] = {"stop": False, "stop_reason": ""}
     info = ValuesReadable("point", lambda: point)
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
-    readables = [mono, *detectors, info] + ([beamtime] if beamtime is not None else [])
+    guard = CountGuard("energy", mono, "energy_before_ev", "energy_after_ev", "eV")
+    readables = [guard] + ([RingWindow(ring)] if ring is not None else []) + [mono, *detectors, info] \
+        + ([run_bt] if run_bt is not None else [])
 
     def run():
         yield from bps.open_run(md=_md)
+        if run_bt is not None:
+            yield from bps.rd(run_bt)  # the zero of the run's beamtime
         start = yield from bps.rd(mono)
         if start is not None and np.isfinite(start) and hasattr(agent, "at"):
             agent.at(start)
@@ -99,15 +136,16 @@ def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, 
         for n in itertools.count(1):
             energy, dwell = float(suggestion["energy"]), float(suggestion.get("dwell", 1.0))
             _check_range(mono, energy)
-            point.update(point=n, suggestion_id=int(suggestion["_id"]), dwell_s=dwell)
+            point.update(point=n, suggestion_id=int(suggestion["_id"]), dwell_s=dwell, energy_requested_ev=energy)
             try:
+                yield from bps.checkpoint()  # a resume replays from here: dwell and energy are set again
                 yield from _set_dwell(detectors, dwell)
                 yield from bps.mv(mono, energy)
-                yield from bps.checkpoint()  # a suspension (beam dump) during the count re-counts this point
+                if ring is not None:
+                    yield from wait_for_beam(ring, beam_floor_ma, beam_poll_s, trigger_first=False)
                 reading = yield from bps.trigger_and_read(readables)
                 yield from bps.checkpoint()  # never replay a saved event
-                counts = (reading[f0]["value"], reading[ft]["value"])
-                valid = bool(np.all(np.isfinite(counts)) and min(counts) > 0)  # XASFeeder has ingested it
+                valid = not xas_point_problem({k: v["value"] for k, v in reading.items()}, spec)  # as XASFeeder
             except DEVICE_FAULTS:  # no event: the agent hears of the lost point here
                 valid = False
                 agent.register_failures([{**suggestion, "i0": np.nan, "it": np.nan}])
@@ -146,8 +184,8 @@ def grid_xas(detectors: Sequence[Readable], mono: Movable, energies: list[float]
     def inner():
         yield from _set_dwell(detectors, dwell_s)
         for e in energies:
+            yield from bps.checkpoint()  # a pause or suspension replays from here: moved again, counted afresh
             yield from bps.mv(mono, e)
-            yield from bps.checkpoint()  # a suspension during the count re-counts this energy
             yield from bps.trigger_and_read([mono, *detectors])
             yield from bps.checkpoint()
 

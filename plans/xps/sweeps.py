@@ -18,7 +18,7 @@ from bluesky.protocols import Readable
 
 from agent.feeders import XPSFeeder
 from agent.xps import XPSAgent
-from plans.core import DEVICE_FAULTS, ValuesReadable, agent_arg, detector_list, record_decision, start_md
+from plans.core import DEVICE_FAULTS, RunBeamtime, ValuesReadable, agent_arg, detector_list, record_decision, start_md
 
 
 def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Readable | None = None,
@@ -27,9 +27,9 @@ def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Re
     """Sweeps of the analyser ``detectors[0]`` (fields ``<name>_counts``, ``<name>_energies``; the
     others are read with it) until ``agent.should_stop()`` (an ``XPSAgent``, fed through
     ``XPSFeeder`` from this run's documents: model decided and parameter stds on target, or its
-    budget). ``beamtime``: optional readable of the elapsed
-    beamtime (s). Discarded sweeps (device fault, non-finite counts) are not accumulated;
-    ``max_consecutive_failures`` in a row abort the run."""
+    budget). ``beamtime``: optional readable of the elapsed beamtime (s), recorded as beamtime since
+    the run's start (NaN if unreadable). Discarded sweeps (device fault, non-finite counts) are not
+    accumulated; ``max_consecutive_failures`` in a row abort the run."""
     detectors = detector_list(detectors, "adaptive_xps")
     analyser = detectors[0]
     if int(max_consecutive_failures) < 1:
@@ -46,9 +46,12 @@ def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Re
     index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]})
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
     counts_key = f"{analyser.name}_counts"
+    run_bt = RunBeamtime(beamtime) if beamtime is not None else None
 
     def run():
         yield from bps.open_run(md=_md)
+        if run_bt is not None:
+            yield from bps.rd(run_bt)  # the zero of the run's beamtime
         failures, reason = 0, None
         for sweep in itertools.count(1):
             valid, why = True, ""
@@ -59,7 +62,7 @@ def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Re
                 valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
             if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):
                 valid, why = False, "non-finite counts in the sweep"
-            bt = float((yield from bps.rd(beamtime))) if beamtime is not None else float("nan")
+            bt = float((yield from bps.rd(run_bt))) if run_bt is not None else float("nan")  # never raises
             sweep_state.update(sweep=sweep, valid=valid, reason=why, beamtime_s=bt)
             yield from bps.trigger_and_read([status], name="sweeps")  # XPSFeeder ingests here
             failures = 0 if valid else failures + 1
