@@ -15,19 +15,22 @@ from ophyd import Device, Kind, Signal
 from agent.compton.model import ComptonGeometry
 from sim_devices.compton.magnet import SimMagnet
 from sim_devices.compton.samples import REFERENCE_CURRENT_MA, ComptonSample
-from sim_devices.core.clock import SimClock
+from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
 from sim_devices.core.ring import RingCurrent
-from sim_devices.core.signals import ArraySignal
+from sim_devices.core.signals import ArraySignal, ElapsedSignal
 
 
 class SimGeMCA(Device):
     """Ge detector + MCA on the simulated clock. ``fail_next(mode)``: ``"nan"`` (a corrupted
-    readout) or ``"timeout"`` (the count never reports done)."""
+    readout), ``"timeout"`` (the count ends reporting a failure) or ``"hang"`` (the count never
+    reports done: its status fails by its timeout). ``elapsed_s`` (read as ``<name>_elapsed_s``)
+    is the count's own elapsed time (s), as an MCA record's ``.ERTM``."""
 
     n_channels = 1024
     spectrum = Cpt(ArraySignal, length=1024, dtype="<f8", kind=Kind.normal)
     monitor = Cpt(Signal, value=0.0, kind=Kind.normal)
+    elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
     preset_time = Cpt(Signal, value=60.0, kind=Kind.config)
     calib_offset = Cpt(Signal, value=86.0, kind=Kind.config)
     calib_slope = Cpt(Signal, value=0.036, kind=Kind.config)
@@ -45,7 +48,7 @@ class SimGeMCA(Device):
         self.monitor_rate_cps = float(monitor_rate_cps)
         self.monitor_noise = float(monitor_noise)
         self.saturation_field_t = float(saturation_field_t)
-        self._faults = FaultQueue("detector", ("nan", "timeout"))
+        self._faults = FaultQueue("detector", ("nan", "timeout", "hang"))
         self._geometry: ComptonGeometry | None = None
 
     def geometry(self) -> ComptonGeometry:
@@ -58,9 +61,10 @@ class SimGeMCA(Device):
             self._geometry = g
         return self._geometry
 
-    def fail_next(self, mode: str = "nan", n: int = 1) -> None:
-        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
-        self._faults.add(mode, n)
+    def fail_next(self, mode: str = "nan", n: int = 1, after: int = 0) -> None:
+        """Make ``n`` counts fail after ``after`` good ones: ``"nan"`` (NaN counts), ``"timeout"`` (the
+        status fails at the end of the count) or ``"hang"`` (the count never ends; the status times out)."""
+        self._faults.add(mode, n, after)
 
     def magnetisation(self) -> float:
         """Sample magnetisation direction (−1…1) from the magnet readback (linear below saturation)."""
@@ -68,8 +72,11 @@ class SimGeMCA(Device):
 
     def trigger(self):
         t = float(self.preset_time.get())
+        if not (np.isfinite(t) and t > 0):
+            return refused(self, "count", f"{self.name}: preset time {t:g} s is not positive; refused before counting")
         failure = self._faults.pop()
         m = self.magnetisation()
+        self.elapsed_s.put(0.0)
 
         def done(t0, t1):
             if failure == "timeout":
@@ -85,5 +92,6 @@ class SimGeMCA(Device):
             self.spectrum.put(counts)
             charge = self.monitor_rate_cps * t * current / REFERENCE_CURRENT_MA
             self.monitor.put(float(charge * (1.0 + self.monitor_noise * self.rng.standard_normal())))
+            self.elapsed_s.put(t1 - t0)
 
-        return self.clock.action(t, on_done=done, obj=self)
+        return self.clock.action(t, on_done=done, obj=self, what="count", hang=failure == "hang")

@@ -14,8 +14,9 @@ class SimMagnet(Device):
     """Electromagnet on the simulated clock. ``set(field_t)`` (T) takes ``flip_time_s`` seconds of
     beamtime when the field changes sign (``settle_time_s`` otherwise); the readback then shows
     the field reached. ``fail_next(n, mode)`` makes the next ``n`` moves fail: ``"stuck"`` (the
-    status completes but the readback stays where it was, as a tripped power supply reports) or
-    ``"timeout"`` (the status fails)."""
+    status completes but the readback stays where it was, as a tripped power supply reports),
+    ``"timeout"`` (the status fails at the end of the move) or ``"hang"`` (the supply never reports
+    ready: the status fails by its timeout)."""
 
     readback = Cpt(Signal, value=0.0, kind=Kind.hinted)
     setpoint = Cpt(Signal, value=0.0, kind=Kind.normal)
@@ -26,14 +27,14 @@ class SimMagnet(Device):
     def __init__(self, *args, clock: SimClock, **kwargs):
         super().__init__(*args, **kwargs)
         self.clock = clock
-        self._faults = FaultQueue("magnet", ("stuck", "timeout"))
+        self._faults = FaultQueue("magnet", ("stuck", "timeout", "hang"))
 
     @property
     def position(self) -> float:
         return self.readback.get()
 
     def fail_next(self, n: int = 1, mode: str = "stuck", after: int = 0) -> None:
-        """Make ``n`` moves fail (``mode``: "stuck" or "timeout") after ``after`` good ones."""
+        """Make ``n`` moves fail (``mode``: "stuck", "timeout" or "hang") after ``after`` good ones."""
         self._faults.add(mode, n, after)
 
     def set(self, value):
@@ -53,4 +54,5 @@ class SimMagnet(Device):
             if failure is None:
                 self.readback.put(value)
 
-        return self.clock.action(duration, on_done=done, obj=self)
+        return self.clock.action(duration, on_done=done, obj=self, what=f"move to {value:+.3f} T",
+                                 hang=failure == "hang")

@@ -15,3 +15,16 @@ class ArraySignal(Signal):
         d = super().describe()
         d[self.name].update(dtype="array", shape=[self._length], dtype_numpy=self._dtype)
         return d
+
+
+class ElapsedSignal(Signal):
+    """The elapsed time of a device's last count (s), read with every reading as ``<device>_elapsed_s``:
+    0 while a count runs and after one that failed, the count's own duration once it finished."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, value=0.0, **kwargs)
+
+    def describe(self):
+        d = super().describe()
+        d[self.name].update(units="s", precision=3)
+        return d

@@ -15,8 +15,9 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 from ophyd.status import Status
 
-from sim_devices.core.clock import SimClock
+from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
+from sim_devices.core.signals import ElapsedSignal
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
@@ -25,7 +26,10 @@ REFERENCE_CURRENT_MA = 100.0
 
 class ScalerGate:
     """A scaler's common gate: a chamber triggered while the current window (same energy and dwell,
-    clock not advanced by anything else) has not counted it yet joins that window."""
+    clock not advanced by anything else) has not counted it yet joins that window. The window's fault
+    is reported once, by the status of the chamber that opened it; a chamber that joined gets a status
+    of its own that completes when the window ends, either way (two failed statuses in one bluesky
+    wait would throw the fault into the plan twice, the second time past the plan's handler)."""
 
     def __init__(self, clock: SimClock):
         self.clock = clock
@@ -41,7 +45,9 @@ class ScalerGate:
                 w["members"].add(chamber.name)
                 if not w["ended"]:
                     w["callbacks"].append(on_done)
-                    return w["status"]
+                    joined = Status(obj=chamber)
+                    w["status"].add_callback(lambda _: joined.set_finished())
+                    return joined
         if joins:  # the window already ended: read this chamber's counts of it now
             st = Status(obj=chamber)
             try:
@@ -61,7 +67,7 @@ class ScalerGate:
             for cb in callbacks:
                 cb(t0, t1)
 
-        w["status"] = self.clock.action(dwell, on_done=done, obj=chamber)
+        w["status"] = self.clock.action(dwell, on_done=done, obj=chamber, what="count")
         with self._lock:
             self.window = w
         return w["status"]
@@ -69,9 +75,12 @@ class ScalerGate:
 
 class SimIonChamber(Device):
     """Ion chamber + scaler. ``transmitted`` False: I0 (before the sample); True: It (after it).
-    ``fail_next(mode)``: ``"nan"`` (a corrupted reading) or ``"timeout"`` (the count never ends)."""
+    ``fail_next(mode)``: ``"nan"`` (a corrupted reading), ``"timeout"`` (the count ends reporting a
+    failure) or ``"hang"`` (this chamber's count never ends: its status fails by its timeout).
+    ``elapsed_s`` (read as ``<name>_elapsed_s``) is the count's own elapsed time (s), as a scaler's ``.T``."""
 
     counts = Cpt(Signal, value=0.0, kind=Kind.hinted)
+    elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
     dwell_s = Cpt(Signal, value=1.0, kind=Kind.config)
 
     def __init__(self, *args, clock: SimClock, mono: SimMonochromator, sample: XASSample,
@@ -80,11 +89,12 @@ class SimIonChamber(Device):
         self.clock, self.mono, self.sample, self.ring = clock, mono, sample, ring
         self.gate = gate or ScalerGate(clock)
         self.transmitted = bool(transmitted)
-        self._faults = FaultQueue("ion chamber", ("nan", "timeout"))
+        self._faults = FaultQueue("ion chamber", ("nan", "timeout", "hang"))
 
-    def fail_next(self, mode: str = "nan", n: int = 1) -> None:
-        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
-        self._faults.add(mode, n)
+    def fail_next(self, mode: str = "nan", n: int = 1, after: int = 0) -> None:
+        """Make ``n`` counts fail after ``after`` good ones: ``"nan"`` (NaN counts), ``"timeout"`` (the
+        status fails at the end of the count) or ``"hang"`` (the count never ends; the status times out)."""
+        self._faults.add(mode, n, after)
 
     def expected_counts(self, energy_eV: float, dwell_s: float, current_ma: float = REFERENCE_CURRENT_MA) -> float:
         lam = self.sample.i0_rate * dwell_s * current_ma / REFERENCE_CURRENT_MA
@@ -92,10 +102,14 @@ class SimIonChamber(Device):
 
     def trigger(self):
         dwell = float(self.dwell_s.get())
-        if not dwell > 0:
-            raise ValueError(f"{self.name}: dwell time must be > 0 s, got {dwell!r}")
+        if not (np.isfinite(dwell) and dwell > 0):
+            return refused(self, "count", f"{self.name}: dwell time {dwell:g} s is not positive; refused before "
+                                          "counting")
         energy = self.mono.position
         failure = self._faults.pop()
+        self.elapsed_s.put(0.0)
+        if failure == "hang":  # this chamber never reports; it joins no gate window
+            return self.clock.action(dwell, obj=self, what="count", hang=True)
 
         def done(t0, t1):
             if failure == "timeout":
@@ -103,6 +117,7 @@ class SimIonChamber(Device):
             current = self.ring.mean_current(t0, t1) if self.ring is not None else REFERENCE_CURRENT_MA
             value = float(self.sample.rng.poisson(self.expected_counts(energy, dwell, current)))
             self.counts.put(np.nan if failure == "nan" else value)
+            self.elapsed_s.put(t1 - t0)
 
         return self.gate.count(self, energy, dwell, done)
 

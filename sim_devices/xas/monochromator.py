@@ -74,4 +74,5 @@ class SimMonochromator(Device):
         duration = self.move_time(value)
         self.moves += duration > 0
         self.move_time_s += duration
-        return self.clock.action(duration, on_done=lambda t0, t1: self.energy.put(value), obj=self)
+        return self.clock.action(duration, on_done=lambda t0, t1: self.energy.put(value), obj=self,
+                                 what=f"move to {value:.2f} eV")

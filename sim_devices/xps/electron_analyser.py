@@ -12,21 +12,24 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
-from sim_devices.core.clock import SimClock
+from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
-from sim_devices.core.signals import ArraySignal
+from sim_devices.core.signals import ArraySignal, ElapsedSignal
 from sim_devices.xps.samples import DEFAULT_ENERGIES, XPSSample
 
 REFERENCE_CURRENT_MA = 100.0
 
 
 class SimElectronAnalyser(Device):
-    """Electron analyser on the simulated clock. ``fail_next(mode)``: ``"nan"`` (corrupted sweep)
-    or ``"timeout"`` (the sweep never reports done)."""
+    """Electron analyser on the simulated clock. ``fail_next(mode)``: ``"nan"`` (corrupted sweep),
+    ``"timeout"`` (the sweep ends reporting a failure) or ``"hang"`` (the sweep never reports done:
+    its status fails by its timeout). ``elapsed_s`` (read as ``<name>_elapsed_s``) is the sweep's own
+    elapsed time (s)."""
 
     n_points = DEFAULT_ENERGIES.size
     counts = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.hinted)
     energies = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.normal)
+    elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
     dwell_time = Cpt(Signal, value=0.1, kind=Kind.config)
     sweep_overhead = Cpt(Signal, value=2.0, kind=Kind.config)
     pass_energy = Cpt(Signal, value=50.0, kind=Kind.config)
@@ -36,11 +39,12 @@ class SimElectronAnalyser(Device):
         self.clock, self.sample, self.ring = clock, sample, ring
         self.rng = np.random.default_rng(seed)
         self.energies.put(DEFAULT_ENERGIES.copy())
-        self._faults = FaultQueue("analyser", ("nan", "timeout"))
+        self._faults = FaultQueue("analyser", ("nan", "timeout", "hang"))
 
-    def fail_next(self, mode: str = "nan", n: int = 1) -> None:
-        """Make the next ``n`` counts fail: ``"nan"`` (NaN counts) or ``"timeout"`` (the status fails)."""
-        self._faults.add(mode, n)
+    def fail_next(self, mode: str = "nan", n: int = 1, after: int = 0) -> None:
+        """Make ``n`` sweeps fail after ``after`` good ones: ``"nan"`` (NaN counts), ``"timeout"`` (the
+        status fails at the end of the sweep) or ``"hang"`` (the sweep never ends; the status times out)."""
+        self._faults.add(mode, n, after)
 
     def sweep_duration(self) -> float:
         """Beamtime of one sweep (s)."""
@@ -48,8 +52,12 @@ class SimElectronAnalyser(Device):
 
     def trigger(self):
         dwell = float(self.dwell_time.get())
+        if not (np.isfinite(dwell) and dwell > 0):
+            return refused(self, "sweep", f"{self.name}: dwell time {dwell:g} s is not positive; refused before "
+                                          "sweeping")
         failure = self._faults.pop()
         energies = np.asarray(self.energies.get(), dtype=float)
+        self.elapsed_s.put(0.0)
 
         def done(t0, t1):
             if failure == "timeout":
@@ -59,5 +67,7 @@ class SimElectronAnalyser(Device):
             if failure == "nan":
                 counts[self.rng.integers(0, counts.size, 8)] = np.nan
             self.counts.put(counts)
+            self.elapsed_s.put(t1 - t0)
 
-        return self.clock.action(self.sweep_duration(), on_done=done, obj=self)
+        return self.clock.action(self.sweep_duration(), on_done=done, obj=self, what="sweep",
+                                 hang=failure == "hang")
