@@ -84,8 +84,16 @@ def _aligned(rows) -> list[str]:
 @click.option("--time-scale", type=float, default=1e3, help="Simulated seconds of beamtime per wall-clock second.")
 @click.option("--xas-sample", default="Fe3O4", help="Fe K-edge standard on the XAS end station (e.g. Fe-foil).")
 @click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh).")
-def ioc(port, prefix, sample, time_scale, xas_sample, seed):
+@click.option("--faults/--no-faults", default=False,
+              help="Make the FAULT:* PVs writable, to inject beam dumps, stuck magnets, refused or hung counts "
+                   "(otherwise they are read-only).")
+def ioc(port, prefix, sample, time_scale, xas_sample, seed, faults):
     """Serve the simulated beamline (Compton and XAS end stations) over EPICS Channel Access on 127.0.0.1."""
+    import os
+    import sys
+
+    if "ophyd" not in sys.modules:  # the IOC is a CA server only: no CA client context (its UDP socket is on 0.0.0.0)
+        os.environ["OPHYD_CONTROL_LAYER"] = "dummy"
     from sim_devices.compton.samples import compton_sample
     from sim_devices.ioc import serve
     from sim_devices.xas.samples import XASSample
@@ -95,7 +103,8 @@ def ioc(port, prefix, sample, time_scale, xas_sample, seed):
         XASSample(xas_sample)
     except (ValueError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc)) from None
-    serve(port=port, prefix=prefix, sample=sample, time_scale=time_scale, seed=seed, xas_sample=xas_sample)
+    serve(port=port, prefix=prefix, sample=sample, time_scale=time_scale, seed=seed, xas_sample=xas_sample,
+          faults=faults)
 
 
 if __name__ == "__main__":

@@ -3,45 +3,64 @@
 One process serves the magnetic-Compton end station and an XAS end station on one simulated clock
 and one storage ring (so a beam dump hits both). The physics and faults are those of
 ``sim_devices`` (the IOC drives a ``make_compton_beamline`` and a ``make_xas_endstation`` behind
-the PVs); the PVs are the record fields real beamlines use. Beamtime passes at ``time_scale`` ×
-wall time while the IOC runs. PVs, after ``prefix`` (default ``SIM08W:``):
+the PVs); the PVs are the record fields real beamlines use, and they answer bad values as the real
+records do (below). Beamtime passes at ``time_scale`` × wall time while the IOC runs. Every socket
+is on 127.0.0.1 (the IOC is a CA server only: no CA client context, whose UDP socket would bind
+0.0.0.0). PVs, after ``prefix`` (default ``SIM08W:``):
 
-- ``RING:Current`` ring current (mA), read-only, posted every ``tick_s``; ``CLOCK:Beamtime`` (s)
+- ``RING:Current`` ring current (mA), read-only, posted every ``tick_s``; ``CLOCK:Beamtime`` (s);
+  ``CLOCK:TimeScale`` (beamtime s per wall s), read-only
 - ``MAG:FieldSP`` / ``MAG:FieldRB`` magnet field setpoint / readback (T); a put completes when the
   magnet has settled (put-callback), as a power supply with a done flag does
 - ``GE:mca1.<FIELD>`` an MCA record: ``VAL`` (spectrum, counts), ``PRTM``/``PLTM`` (preset real/live
-  time, s), ``ERTM``/``ELTM``, ``CALO``/``CALS``/``CALQ`` (calibration, keV), ``NUSE``, ``ACQG``,
-  ``MODE``, ``BG``, ``STOP``; and the mca.db extras ``GE:mca1EraseStart`` … that ophyd's
-  ``EpicsMCA`` connects. A put to ``EraseStart`` completes when the count is done.
+  time, s), ``ERTM``/``ELTM`` (the count's elapsed real/live time, s), ``CALO``/``CALS``/``CALQ``
+  (calibration, keV), ``NUSE``, ``ACQG``, ``NACK``, ``MODE``, ``BG``, ``STOP``; and the mca.db extras
+  ``GE:mca1EraseStart`` … that ophyd's ``EpicsMCA`` connects. A put to ``EraseStart`` completes when the
+  count is done. As on the record (mcaRecord.c passes PRTM to device support unchecked; PRTM = 0 "instructs
+  the hardware to ignore it", and drivers test ``preset > 0``), a PRTM <= 0 is accepted as written and the
+  count then has no preset: it runs until ``STOP``/``Stop``.
 - ``MON:Counts`` incident-beam monitor counts of the last spectrum
-- faults: ``FAULT:BeamDump`` (put s: the beam is dumped now for that long), ``FAULT:DumpMidCount``
-  (put s: dumped half-way through the next count), ``FAULT:MagnetStuck`` (put n: the next n moves do
-  not reach the field), ``FAULT:DetectorNaN`` (put n: the next n spectra carry NaNs)
-- ``STAT:Counts`` number of spectra counted since start
+- ``XAS:scaler1.<FIELD>`` a scaler record: ``CNT`` (put 1: count ``TP`` seconds; the put completes
+  when done; a put while counting joins that count, as on the record; put 0: abort), ``S1`` clock ticks
+  (``FREQ`` Hz), ``S2`` I0, ``S3`` It (counts: Poisson from the sample's μ(E), the ring current over the
+  count), ``T`` (the count's elapsed time, s), ``NM1``…, ``PR1``…, ``G1``…, ``CONT``, ``DLY``, ``TP1``,
+  ``RATE``, ``EGU``. As on the record (scalerRecord.c: ``PR1 = (epicsUInt32)(TP * FREQ)``, no check), a
+  TP <= 0 is accepted as written and gives no usable time preset: the count runs until CNT = 0.
 - ``DCM:Energy`` a motor record (caproto's ``MotorFields``): the monochromator energy (eV). A put to
   ``.VAL`` moves in settle + |ΔE|/``.VELO`` seconds of beamtime (``.DLY`` settle, s) with ``.DMOV``
   0 → 1 and ``.MOVN`` 1 → 0 around it; ``.RBV``/``.DRBV`` readback, ``.MSTA`` status bits; ``.HLM``/
-  ``.LLM`` soft limits (eV, also the ``.VAL`` control limits ophyd checks), a put outside them is
-  refused (``.LVIO`` 1) and nothing moves; ``.STOP`` is accepted (a move is short and completes).
-- ``XAS:scaler1.<FIELD>`` a scaler record: ``CNT`` (put 1: count ``TP`` seconds; the put completes
-  when done; a put while counting joins that count, as on the record), ``S1`` clock ticks (``FREQ``
-  Hz), ``S2`` I0, ``S3`` It (counts: Poisson from the sample's μ(E), the ring current over the
-  count), ``T``, ``NM1``…, ``PR1``…, ``G1``…, ``CONT``, ``DLY``, ``TP1``, ``RATE``, ``EGU``
-- ``STAT:ScalerCounts`` / ``STAT:MonoMoves`` numbers of scaler counts / monochromator moves since start
-- ``FAULT:DumpMidCount`` applies to the next count of either end station; the ring current PV is
-  posted at the moment of the dump, so a run's suspender sees it while the count is still going
+  ``.LLM`` soft limits (eV, also the ``.VAL`` control limits ophyd checks). As motorRecord.cc does_work()
+  does, a put outside them is accepted: ``.LVIO`` = 1, ``.VAL`` keeps the previous target, nothing moves,
+  ``.DMOV`` blinks 0 → 1 and the put completes (no alarm: ``.HLSV`` is NO_ALARM by default). ``.STOP``
+  is accepted (a move is short and completes).
+- ``STAT:Counts`` / ``STAT:ScalerCounts`` / ``STAT:MonoMoves`` spectra, scaler counts, monochromator moves
+  since start (read-only diagnostics)
+- faults, writable only when the IOC was started with ``faults=True`` (``bayesbeam ioc --faults``),
+  read-only otherwise (as an access-security group would make them): ``FAULT:BeamDump`` (put s: the
+  beam is dumped now for that long), ``FAULT:DumpMidCount`` (put s: dumped half-way through the next
+  count of either end station; the ring current PV is posted at the moment of the dump, so a run's
+  suspender sees it while the count is still going), ``FAULT:MagnetStuck`` (put n: the next n moves do
+  not reach the field), ``FAULT:MagnetHang`` (put n: the next n setpoint puts never complete; a later
+  put abandons them), ``FAULT:DetectorNaN`` (put n: the next n spectra carry NaNs),
+  ``FAULT:DetectorRefuse`` / ``FAULT:ScalerRefuse`` (put n: the next n counts are acknowledged at once
+  and nothing is counted, as when device support refuses to start: the record keeps the previous
+  count's fields; the MCA sets ``NACK``), ``FAULT:DetectorHang`` / ``FAULT:ScalerHang`` (put n: the next
+  n counts never end until stopped)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
+from pathlib import Path
 
-from caproto import ChannelType
+from caproto import AccessRights, ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
+from caproto.server.server import PvpropertyDouble
 
 from sim_devices.compton.beamline import make_compton_beamline
 from sim_devices.xas.endstation import make_xas_endstation
@@ -75,6 +94,7 @@ class MCARecord(PVGroup):
     calq = pvproperty(name=".CALQ", value=0.0, doc="calibration quadratic term (keV/channel²)")
     nuse = pvproperty(name=".NUSE", value=N_CHANNELS, read_only=True)
     acqg = pvproperty(name=".ACQG", value=0, read_only=True, doc="1 while acquiring")
+    nack = pvproperty(name=".NACK", value=0, read_only=True, doc="1: device support refused the last command")
     mode = pvproperty(name=".MODE", value="PHA", dtype=ChannelType.ENUM, enum_strings=["PHA", "MCS", "List"])
     rec_stop = pvproperty(name=".STOP", value=0)
     erase_start = pvproperty(name="EraseStart", value=0, doc="put 1: erase and count PRTM seconds")
@@ -105,6 +125,18 @@ class MCARecord(PVGroup):
             await self.parent.count()
         return 0
 
+    @rec_stop.putter
+    async def rec_stop(self, instance, value):
+        if value:
+            self.parent.stop_count()
+        return 0
+
+    @stop_pv.putter
+    async def stop_pv(self, instance, value):
+        if value:
+            self.parent.stop_count()
+        return 0
+
 
 def _scaler_channels() -> dict:
     """``.S<n>`` (counts), ``.NM<n>``, ``.PR<n>``, ``.G<n>`` for the 32 channels of a scaler record."""
@@ -124,7 +156,7 @@ ScalerChannels = type(PVGroup)("ScalerChannels", (PVGroup,), _scaler_channels())
 class ScalerRecord(PVGroup):
     """The fields of a synApps scaler record that ``ophyd.EpicsScaler`` uses."""
 
-    cnt = pvproperty(name=".CNT", value=0, doc="put 1: count TP seconds; completes when done")
+    cnt = pvproperty(name=".CNT", value=0, doc="put 1: count TP seconds; completes when done; put 0: abort")
     cont = pvproperty(name=".CONT", value="OneShot", dtype=ChannelType.ENUM, enum_strings=["OneShot", "AutoCount"])
     dly = pvproperty(name=".DLY", value=0.0, doc="delay before counting (s)")
     dly1 = pvproperty(name=".DLY1", value=0.0)
@@ -141,7 +173,18 @@ class ScalerRecord(PVGroup):
     async def cnt(self, instance, value):
         if value:
             await self.parent.scaler_count()
+        else:
+            self.parent.stop_scaler()
         return 0
+
+
+class MotorValData(PvpropertyDouble):
+    """``.VAL`` of a motor record: it reports the soft limits as its control limits (clients such as
+    ophyd check them), but a put outside them reaches the record, which answers with ``.LVIO`` rather
+    than a Channel Access error (caproto would refuse it at the control limits)."""
+
+    async def verify_value(self, value):
+        return await self.putter(self, value) if self.putter is not None else value
 
 
 class ComptonBeamlineIOC(PVGroup):
@@ -149,6 +192,7 @@ class ComptonBeamlineIOC(PVGroup):
 
     ring_current = pvproperty(name="RING:Current", value=0.0, read_only=True, precision=3, units="mA")
     beamtime = pvproperty(name="CLOCK:Beamtime", value=0.0, read_only=True, precision=1, units="s")
+    time_scale = pvproperty(name="CLOCK:TimeScale", value=1.0, read_only=True, doc="beamtime s per wall s")
     field_sp = pvproperty(name="MAG:FieldSP", value=0.0, precision=4, units="T")
     field_rb = pvproperty(name="MAG:FieldRB", value=0.0, read_only=True, precision=4, units="T")
     monitor = pvproperty(name="MON:Counts", value=0.0, read_only=True, units="counts")
@@ -157,22 +201,35 @@ class ComptonBeamlineIOC(PVGroup):
     fault_dump_mid = pvproperty(name="FAULT:DumpMidCount", value=0.0, units="s")
     fault_stuck = pvproperty(name="FAULT:MagnetStuck", value=0)
     fault_nan = pvproperty(name="FAULT:DetectorNaN", value=0)
+    fault_detector_refuse = pvproperty(name="FAULT:DetectorRefuse", value=0)
+    fault_detector_hang = pvproperty(name="FAULT:DetectorHang", value=0)
+    fault_scaler_refuse = pvproperty(name="FAULT:ScalerRefuse", value=0)
+    fault_scaler_hang = pvproperty(name="FAULT:ScalerHang", value=0)
+    fault_magnet_hang = pvproperty(name="FAULT:MagnetHang", value=0)
     n_counts = pvproperty(name="STAT:Counts", value=0, read_only=True)
-    mono = pvproperty(name="DCM:Energy", value=7000.0, record="motor", precision=3, units="eV",
+    mono = pvproperty(name="DCM:Energy", value=7000.0, record="motor", precision=3, units="eV", dtype=MotorValData,
                       doc="monochromator energy (eV)")
     scaler = SubGroup(ScalerRecord, prefix="XAS:scaler1")
     n_scaler_counts = pvproperty(name="STAT:ScalerCounts", value=0, read_only=True)
     n_mono_moves = pvproperty(name="STAT:MonoMoves", value=0, read_only=True)
 
     def __init__(self, *args, sample: str = "fe", xas_sample: str = "Fe3O4", time_scale: float = 1e3,
-                 seed: int | None = None, tick_s: float = 0.02, **kwargs):
+                 seed: int | None = None, tick_s: float = 0.02, faults: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.faults_enabled = bool(faults)
+        if not self.faults_enabled:  # the fault PVs are read-only, as in an access-security group FAULTS
+            for attr in dir(type(self)):
+                if attr.startswith("fault_"):
+                    getattr(self, attr).check_access = lambda host, user: AccessRights.READ
         self.bl = make_compton_beamline(sample, time_scale=time_scale, seed=seed)
         self.xas = make_xas_endstation(xas_sample, self.bl.clock, ring=self.bl.ring,
                                        seed=None if seed is None else seed + 1)
         self.tick_s = float(tick_s)
         self._count_lock = asyncio.Lock()
         self._scaler_done: asyncio.Event | None = None
+        self._scaler_stop: asyncio.Event | None = None
+        self._mca_stop: asyncio.Event | None = None
+        self._magnet_abandon: asyncio.Event | None = None
         self._wall0 = time.monotonic()
 
     def _advance_clock(self) -> None:
@@ -180,6 +237,10 @@ class ComptonBeamlineIOC(PVGroup):
         target = (time.monotonic() - self._wall0) * self.bl.clock.time_scale
         if target > self.bl.clock.now:
             self.bl.clock.idle(target - self.bl.clock.now)
+
+    @time_scale.startup
+    async def time_scale(self, instance, async_lib):
+        await instance.write(self.bl.clock.time_scale)
 
     @ring_current.startup
     async def ring_current(self, instance, async_lib):
@@ -205,7 +266,8 @@ class ComptonBeamlineIOC(PVGroup):
                              (f.dial_high_limit, hi), (f.velocity, m.speed_eV_s.get()),
                              (f.readback_settle_time, m.settle_time_s.get()), (f.engineering_units, "eV"),
                              (f.user_readback_value, m.position), (f.dial_readback_value, m.position),
-                             (f.done_moving_to_value, 1), (f.motor_is_moving, 0), (f.motor_status, MSTA_DONE)):
+                             (f.done_moving_to_value, 1), (f.motor_is_moving, 0), (f.motor_status, MSTA_DONE),
+                             (f.limit_violation, 0), (f.retry_deadband, 0.01)):
             await field.write(value)
         await instance.write(m.position, verify_value=False)
 
@@ -213,9 +275,11 @@ class ComptonBeamlineIOC(PVGroup):
     async def mono(self, instance, value):
         f, m = instance.field_inst, self.xas.mono
         lo, hi = f.user_low_limit.value, f.user_high_limit.value
-        if lo < hi and not lo <= value <= hi:
+        await f.done_moving_to_value.write(0)  # the record blinks DMOV on every put to .VAL
+        if lo < hi and not lo <= value <= hi:  # motorRecord do_work(): LVIO, VAL restored, no motion, no error
             await f.limit_violation.write(1)
-            raise ValueError(f"{value} eV outside the soft limits {lo}-{hi} eV: not moved")
+            await f.done_moving_to_value.write(1)
+            return instance.value
         await f.limit_violation.write(0)
         m.low_limit_eV.put(float(lo))
         m.high_limit_eV.put(float(hi))
@@ -224,7 +288,6 @@ class ComptonBeamlineIOC(PVGroup):
         self._advance_clock()
         await f.direction_of_travel.write(int(value >= m.position))
         await f.motor_status.write(MSTA_MOVING)
-        await f.done_moving_to_value.write(0)
         await f.motor_is_moving.write(1)
         try:
             await _wait(m.set(value))
@@ -249,20 +312,37 @@ class ComptonBeamlineIOC(PVGroup):
 
     async def scaler_count(self) -> None:
         """One scaler count of TP seconds of beamtime: S2 = I0, S3 = It. A count requested while
-        one is running joins it (one gate for both chambers, as on a scaler record)."""
+        one is running joins it (one gate for both chambers, as on a scaler record). TP <= 0 (no
+        usable preset) or ``FAULT:ScalerHang``: the count runs until CNT = 0; ``FAULT:ScalerRefuse``:
+        acknowledged at once, nothing counted."""
         if self._scaler_done is not None:
             await self._scaler_done.wait()
             return
+        if self.fault_scaler_refuse.value > 0:
+            await self.fault_scaler_refuse.write(self.fault_scaler_refuse.value - 1)
+            return
         self._scaler_done = done = asyncio.Event()
+        self._scaler_stop = asyncio.Event()
         sc, x, ring = self.scaler, self.xas, self.bl.ring
         try:
             self._advance_clock()
             dwell = float(sc.tp.value)
+            hang = not (math.isfinite(dwell) and dwell > 0)
+            if self.fault_scaler_hang.value > 0:
+                hang = True
+                await self.fault_scaler_hang.write(self.fault_scaler_hang.value - 1)
+            if hang:  # no time preset: counts until stopped (CNT = 0)
+                t0 = self.bl.clock.now
+                await sc.t.write(0.0)
+                await self._scaler_stop.wait()
+                self._advance_clock()
+                await sc.t.write(self.bl.clock.now - t0)
+                return
             x.dwell.put(dwell)
             t0, dump = self.bl.clock.now, float(self.fault_dump_mid.value)
             if dump > 0:
                 ring.dump(at_s=t0 + dwell / 2, duration_s=dump)
-                await self.fault_dump_mid.write(0.0)
+                await self.fault_dump_mid.write(0)
             statuses = [x.i0.trigger(), x.it.trigger()]
             if dump > 0:  # the beam goes half-way through: say so then, as the ring's monitor would
                 await asyncio.sleep(dwell / 2 / self.bl.clock.time_scale)
@@ -270,17 +350,30 @@ class ComptonBeamlineIOC(PVGroup):
                 await asyncio.sleep(self.tick_s)  # the count ends after the monitor's update
             for st in statuses:
                 await _wait(st)
-            await sc.t.write(dwell)
             await sc.ch.s1.write(dwell * float(sc.freq.value))
             await sc.ch.s2.write(float(x.i0.counts.get()))
             await sc.ch.s3.write(float(x.it.counts.get()))
+            await sc.t.write(float(x.i0.elapsed_s.get()))
             await self.n_scaler_counts.write(self.n_scaler_counts.value + 1)
         finally:
-            self._scaler_done = None
+            self._scaler_done = self._scaler_stop = None
             done.set()
+
+    def stop_scaler(self) -> None:
+        """CNT = 0: abort the count in progress (if any)."""
+        if self._scaler_stop is not None:
+            self._scaler_stop.set()
 
     @field_sp.putter
     async def field_sp(self, instance, value):
+        if self._magnet_abandon is not None:  # a new setpoint: the supply drops the request it never finished
+            self._magnet_abandon.set()
+            self._magnet_abandon = None
+        if self.fault_magnet_hang.value > 0:  # the supply never reports ready for this setpoint
+            await self.fault_magnet_hang.write(self.fault_magnet_hang.value - 1)
+            self._magnet_abandon = abandoned = asyncio.Event()
+            await abandoned.wait()
+            return value
         if self.fault_stuck.value > 0:
             self.bl.magnet.fail_next(1, mode="stuck")
             await self.fault_stuck.write(self.fault_stuck.value - 1)
@@ -295,30 +388,58 @@ class ComptonBeamlineIOC(PVGroup):
         return value
 
     async def count(self) -> None:
-        """One spectrum of PRTM seconds of beamtime (counts are serialised, as one MCA does)."""
+        """One spectrum of PRTM seconds of beamtime (counts are serialised, as one MCA does). PRTM <= 0
+        (no preset) or ``FAULT:DetectorHang``: acquires until ``STOP``; ``FAULT:DetectorRefuse``:
+        acknowledged at once with ``NACK`` = 1, nothing counted, the fields keep the last count's values."""
         ge, mca = self.bl.ge, self.mca
+        if self.fault_detector_refuse.value > 0:
+            await self.fault_detector_refuse.write(self.fault_detector_refuse.value - 1)
+            await mca.nack.write(1)
+            return
         async with self._count_lock:
             self._advance_clock()
             preset = float(mca.prtm.value)
-            ge.preset_time.put(preset)
-            ge.calib_offset.put(float(mca.calo.value))
-            ge.calib_slope.put(float(mca.cals.value))
-            if self.fault_dump_mid.value > 0:
-                self.bl.ring.dump(at_s=self.bl.clock.now + preset / 2, duration_s=self.fault_dump_mid.value)
-                await self.fault_dump_mid.write(0.0)
-            if self.fault_nan.value > 0:
-                ge.fail_next("nan")
-                await self.fault_nan.write(self.fault_nan.value - 1)
+            hang = not (math.isfinite(preset) and preset > 0)
+            if self.fault_detector_hang.value > 0:
+                hang = True
+                await self.fault_detector_hang.write(self.fault_detector_hang.value - 1)
+            self._mca_stop = asyncio.Event()
+            await mca.nack.write(0)
+            await mca.ertm.write(0.0)  # the erase resets the elapsed times
+            await mca.eltm.write(0.0)
             await mca.acqg.write(1)
             try:
+                if hang:  # no preset: acquires until stopped
+                    t0 = self.bl.clock.now
+                    await self._mca_stop.wait()
+                    self._advance_clock()
+                    await mca.ertm.write(self.bl.clock.now - t0)
+                    await mca.eltm.write(self.bl.clock.now - t0)
+                    return
+                ge.preset_time.put(preset)
+                ge.calib_offset.put(float(mca.calo.value))
+                ge.calib_slope.put(float(mca.cals.value))
+                if self.fault_dump_mid.value > 0:
+                    self.bl.ring.dump(at_s=self.bl.clock.now + preset / 2, duration_s=self.fault_dump_mid.value)
+                    await self.fault_dump_mid.write(0.0)
+                if self.fault_nan.value > 0:
+                    ge.fail_next("nan")
+                    await self.fault_nan.write(self.fault_nan.value - 1)
                 await _wait(ge.trigger())
+                await mca.val.write(ge.spectrum.get())
+                await mca.ertm.write(float(ge.elapsed_s.get()))
+                await mca.eltm.write(float(ge.elapsed_s.get()))
+                await self.monitor.write(float(ge.monitor.get()))
+                await self.n_counts.write(self.n_counts.value + 1)
             finally:
+                self._mca_stop = None
                 await mca.acqg.write(0)
-            await mca.val.write(ge.spectrum.get())
-            await mca.ertm.write(preset)
-            await mca.eltm.write(preset)
-            await self.monitor.write(float(ge.monitor.get()))
-            await self.n_counts.write(self.n_counts.value + 1)
+
+    def stop_count(self) -> None:
+        """``STOP``/``Stop``: end the acquisition in progress if it has no preset (a counted spectrum
+        of the simulation always runs its preset)."""
+        if self._mca_stop is not None:
+            self._mca_stop.set()
 
 
 def loopback_environment(port: int) -> dict[str, str]:
@@ -328,20 +449,57 @@ def loopback_environment(port: int) -> dict[str, str]:
             "EPICS_CA_ADDR_LIST": f"127.0.0.1:{int(port)}", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
 
 
+def sockets_off_loopback(pid: int | str = "self") -> list[str]:
+    """The local addresses of ``pid``'s IPv4/IPv6 sockets that are not on 127.0.0.1 (Linux ``/proc``;
+    empty where it cannot tell)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    inodes = set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    off = []
+    for proto in ("udp", "tcp", "udp6", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[9] in inodes and not fields[1].startswith("0100007F:"):
+                off.append(f"{proto} {fields[1]}")
+    return off
+
+
 def serve(port: int = 5064, prefix: str = "SIM08W:", sample: str = "fe", time_scale: float = 1e3,
-          seed: int | None = None, xas_sample: str = "Fe3O4") -> None:
-    """Run the IOC on 127.0.0.1:``port`` until interrupted; prints ``IOC ready`` once serving."""
+          seed: int | None = None, xas_sample: str = "Fe3O4", faults: bool = False) -> None:
+    """Run the IOC on 127.0.0.1:``port`` until interrupted; prints ``IOC ready`` once serving.
+    ``faults``: the ``FAULT:*`` PVs are writable (otherwise read-only)."""
     from caproto.asyncio.server import run
 
     os.environ.update(loopback_environment(port))
+    epics_ca = sys.modules.get("epics.ca")
+    if epics_ca is not None and getattr(epics_ca, "libca", None) is not None:
+        # The IOC is no CA client: a pyepics context (made when ophyd is imported with its pyepics layer)
+        # holds a UDP socket on 0.0.0.0. `bayesbeam ioc` avoids making one; close one made anyway.
+        epics_ca.finalize_libca()
     # No caRepeater listens on 127.0.0.1: beacons are refused, harmlessly (DESIGN §8).
     logging.getLogger("caproto.ctx").addFilter(lambda rec: "beacon" not in rec.getMessage())
     ioc = ComptonBeamlineIOC(prefix=prefix, sample=sample, xas_sample=xas_sample, time_scale=time_scale,
-                             seed=seed)
+                             seed=seed, faults=faults)
 
     async def ready(async_lib):
+        off = sockets_off_loopback()
         print(f"IOC ready: {len(ioc.pvdb)} PVs with prefix {prefix!r} on 127.0.0.1:{port} "
-              f"(sample {sample}, XAS sample {xas_sample}, time scale {time_scale:g})", flush=True)
+              f"(sample {sample}, XAS sample {xas_sample}, time scale {time_scale:g}; fault PVs "
+              + ("writable" if faults else "read-only: start with --faults to inject faults") + ")"
+              + (f"; WARNING: sockets not on 127.0.0.1: {', '.join(off)}" if off else ""), flush=True)
 
     sys.stdout.flush()
     run(ioc.pvdb, interfaces=["127.0.0.1"], startup_hook=ready)

@@ -39,7 +39,7 @@ def start_ioc(port: int, time_scale: float = 2e3, seed: int = 1, timeout_s: floa
     log = tempfile.NamedTemporaryFile(prefix=f"bayesbeam-ioc-{port}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from bayesbeam.cli import main; main()", "ioc", "--port", str(port),
-         "--time-scale", str(time_scale), "--seed", str(seed)],
+         "--time-scale", str(time_scale), "--seed", str(seed), "--faults"],
         stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     log.close()
     deadline = time.monotonic() + timeout_s
@@ -80,5 +80,11 @@ def run_startup(profile_dir: Path, namespace: dict | None = None) -> dict:
     """Execute a profile's ``startup/*.py`` in name order in one namespace, as IPython does."""
     ns = namespace if namespace is not None else {"__name__": "__main__"}
     for path in sorted((profile_dir / "startup").glob("*.py")):
-        exec(compile(path.read_text(), str(path), "exec"), ns)
+        run_startup_file(path, ns)
     return ns
+
+
+def run_startup_file(path: Path, namespace: dict) -> dict:
+    """Execute one startup file in ``namespace`` (e.g. the banner again, in a running session)."""
+    exec(compile(Path(path).read_text(), str(path), "exec"), namespace)
+    return namespace
