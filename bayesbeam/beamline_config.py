@@ -1,10 +1,15 @@
 """Beamline configuration files (``profiles/beamlines/<beamline>.toml``): PV names and presets.
 
-One file per beamline. Every PV the session reads or writes is named here; the session writes
-only to these PVs (and to the fields of the records they name). ``load_beamline`` checks the file
-against ``SCHEMA`` and reports every problem at once, each naming the file, the section and the key.
-A file configures one or both end stations (``END_STATIONS``): magnetic Compton (``[detector]`` +
-``[magnet]``) and XAS (``[mono]`` motor record + ``[ion_chambers]`` scaler record).
+One file per beamline. Every PV the session reads or writes is named here; the session writes only
+to the PVs it drives (``WRITES``: the MCA, motor and scaler records and their fields, the magnet
+setpoint) and, in a file that declares itself ``simulated = true``, to the ``[faults]`` PVs of the
+simulated IOC (``BeamlineConfig.allows_write``; ``bayesbeam.epics_devices.WriteGate`` enforces it on
+every write). ``load_beamline`` checks the file against ``SCHEMA`` and reports every problem at once,
+each naming the file, the section and the key. A file configures one or both end stations
+(``END_STATIONS``): magnetic Compton (``[detector]`` + ``[magnet]``) and XAS (``[mono]`` motor record +
+``[ion_chambers]`` scaler record). ``access_security`` and ``gateway_pvlist`` give the same rule as an
+EPICS access-security file and a CA-gateway PV list, shipped next to the beamline file (what really
+stops a person typing ``caput`` in the session is the IOC's access security or a gateway).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
     "epics": {
         "addr_list": (str, True, False, "EPICS_CA_ADDR_LIST used when the environment does not set one"),
         "connection_timeout_s": ((int, float), False, False, "how long to wait for every PV to connect (s)"),
+        "timeout_floor_s": ((int, float), False, False, "absolute wall-clock floor of every device timeout (s): "
+                                                        "a count or move times out after twice its expected "
+                                                        "duration plus this (default 10)"),
     },
     "detector": {
         "name": (str, True, False, "device name (event keys start with it)"),
@@ -37,6 +45,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "setpoint": (str, True, True, "field setpoint (T); put-callback completes when settled"),
         "readback": (str, True, True, "field readback (T)"),
         "max_field_t": ((int, float), True, False, "field limit (T)"),
+        "flip_time_s": ((int, float), False, False, "longest field change (s of beamtime); the move timeout "
+                                                    "derives from it (default 60)"),
     },
     "mono": {
         "name": (str, True, False, "device name (the energy readback's event key)"),
@@ -59,19 +69,32 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
     "beamtime": {
         "name": (str, True, False, "device name"),
         "pv": (str, True, True, "elapsed beamtime (s)"),
+        "time_scale": (str, False, True, "simulation only: beamtime seconds per wall second of the simulated "
+                                         "IOC (its count and move times are beamtime)"),
     },
     "faults": {
         "beam_dump": (str, False, True, "simulation only: dump the beam now for N s"),
         "dump_mid_count": (str, False, True, "simulation only: dump half-way through the next count"),
         "magnet_stuck": (str, False, True, "simulation only: next N magnet moves get stuck"),
         "detector_nan": (str, False, True, "simulation only: next N spectra carry NaNs"),
+        "detector_refuse": (str, False, True, "simulation only: next N MCA counts are acknowledged, not counted"),
+        "detector_hang": (str, False, True, "simulation only: next N MCA counts never end until stopped"),
+        "scaler_refuse": (str, False, True, "simulation only: next N scaler counts are acknowledged, not counted"),
+        "scaler_hang": (str, False, True, "simulation only: next N scaler counts never end until stopped"),
+        "magnet_hang": (str, False, True, "simulation only: next N magnet moves never report done"),
     },
 }
 OPTIONAL_SECTIONS = {"beamtime", "faults", "detector", "magnet", "mono", "ion_chambers"}
 # End stations: sections that come together; a beamline file has at least one of them.
 END_STATIONS = {"magnetic Compton": ("detector", "magnet"), "XAS": ("mono", "ion_chambers")}
 RECORDS = (("detector", "mca"), ("mono", "motor"), ("ion_chambers", "scaler"))
-TOP_LEVEL = {"name": str, "description": str}
+# What the session writes: these records (and their fields) and PVs; the [faults] PVs in a simulated file.
+WRITES = (*RECORDS, ("magnet", "setpoint"))
+# The records of mca.db beside an MCA record (prefix + suffix) that ophyd's EpicsMCA writes.
+MCA_DB_RECORDS = ("Start", "Stop", "Erase", "EraseStart", "CheckACQG", "ClientWait", "EnableWait", "Read",
+                  "SetClientWait", "Status", "WhenAcqStops", "Why1", "Why2", "Why3", "Why4")
+SIMULATION_ONLY = (("faults", None), ("beamtime", "time_scale"))  # (section, key or None: the whole section)
+TOP_LEVEL = {"name": str, "description": str, "simulated": bool}
 
 
 class BeamlineConfigError(ValueError):
@@ -114,6 +137,41 @@ class BeamlineConfig:
         sec, key = best.split(".")
         return f"[{sec}] {key} in {self.path.name}"
 
+    @property
+    def simulated(self) -> bool:
+        """Whether the file declares itself a simulated beamline (``simulated = true``): only then may it
+        name fault PVs and a simulator's time scale."""
+        return self.data.get("simulated", False) is True
+
+    def written_pvs(self) -> dict[str, str]:
+        """The configured PVs the session writes (``"section.key"`` -> PV): ``WRITES`` and, in a simulated
+        file, the ``[faults]`` PVs. Records among them may also be written in their fields."""
+        return {k: v for k, v in self.pvs().items()
+                if tuple(k.split(".")) in WRITES or (k.startswith("faults.") and self.simulated)}
+
+    def allows_write(self, pv: str) -> bool:
+        """Whether the session may write ``pv``: a written PV of the file, a field (``REC.FIELD``) of a
+        record the file names, or a record of the mca.db beside its MCA record. Read-only PVs of the
+        file (readbacks, the ring current, the beamtime) and everything else are refused."""
+        written = self.written_pvs()
+        if pv in written.values():
+            return True
+        for sec, key in RECORDS:
+            rec = self.data.get(sec, {}).get(key)
+            if rec is None:
+                continue
+            if pv.startswith(rec + "."):
+                return True
+            if sec == "detector" and pv.startswith(rec) and pv[len(rec):] in MCA_DB_RECORDS:
+                return True
+        return False
+
+    def timeout_floor_s(self) -> float:
+        """The absolute wall-clock floor of every device timeout (s): ``$BAYESBEAM_TIMEOUT_FLOOR_S`` if
+        set, else the file's ``[epics] timeout_floor_s``, else 10 s."""
+        env = os.environ.get("BAYESBEAM_TIMEOUT_FLOOR_S")
+        return float(env) if env else float(self.data["epics"].get("timeout_floor_s", 10.0))
+
     def timeout_s(self) -> float:
         """How long to wait for every PV to connect (s): ``$BAYESBEAM_CONNECTION_TIMEOUT_S`` if set
         (a loaded host, where a lost UDP search is retried only after seconds), else the file's."""
@@ -137,7 +195,7 @@ def validate(data: dict[str, Any], where: str = "configuration") -> list[str]:
                 problems.append(f"{where}: [{key}] must be a table")
         elif key in TOP_LEVEL:
             if not isinstance(value, TOP_LEVEL[key]):
-                problems.append(f"{where}: {key} must be a string")
+                problems.append(f"{where}: {key} must be a {'true/false' if TOP_LEVEL[key] is bool else 'string'}")
         else:
             problems.append(f"{where}: unknown section or key {key!r} (known: {sorted([*SCHEMA, *TOP_LEVEL])})")
     if "name" not in data:
@@ -169,6 +227,13 @@ def validate(data: dict[str, Any], where: str = "configuration") -> list[str]:
     if not any(any(v) for v in present.values()):
         problems.append(f"{where}: no end station: give " + ", or ".join(
             " and ".join(f"[{s}]" for s in secs) for secs in END_STATIONS.values()))
+    if data.get("simulated", False) is not True:
+        for sec, key in SIMULATION_ONLY:
+            table = data.get(sec)
+            if isinstance(table, dict) and (key is None or key in table):
+                what = f"[{sec}]" if key is None else f"[{sec}] {key}"
+                problems.append(f"{where}: {what} is accepted only in a beamline file that declares itself "
+                                "simulated (simulated = true): a real beamline has no such PVs")
     chambers = data.get("ion_chambers")
     if isinstance(chambers, dict):
         chans = [chambers.get(k) for k in ("i0_channel", "it_channel")]
@@ -195,3 +260,73 @@ def load_beamline(path: str | os.PathLike | None = None) -> BeamlineConfig:
     if problems:
         raise BeamlineConfigError("invalid beamline configuration:\n  " + "\n  ".join(problems))
     return BeamlineConfig(path, data)
+
+
+def _record_group(config: BeamlineConfig) -> list[tuple[str, str]]:
+    """``(record or PV, where)`` the session writes, MCA records followed by their mca.db records."""
+    out = []
+    for key, pv in config.written_pvs().items():
+        if key.startswith("faults."):
+            continue
+        sec, name = key.split(".")
+        out.append((pv, f"[{sec}] {name}"))
+        if key == "detector.mca":
+            out += [(pv + r, f"mca.db beside [{sec}] {name}") for r in MCA_DB_RECORDS]
+    return out
+
+
+def access_security(config: BeamlineConfig) -> str:
+    """The EPICS access-security file (ACF) for the IOCs serving ``config``'s records: everyone reads;
+    only the bayesbeam session's account and host write the records it drives; nobody writes the
+    read-only ones; fault records (a simulated IOC only) are read-only unless faults are enabled."""
+    fname = config.path.name
+    written = _record_group(config)
+    readonly = [(pv, f"[{k.split('.')[0]}] {k.split('.')[1]}") for k, pv in config.pvs().items()
+                if k not in config.written_pvs() and not k.startswith("faults.")]
+    faults = [(pv, f"[faults] {k.split('.')[1]}") for k, pv in config.pvs().items() if k.startswith("faults.")]
+    lines = [f"# EPICS access security (ACF) for beamline {config.name}: generated from {fname} by",
+             "# bayesbeam.beamline_config.access_security (tests/test_device_integrity.py checks it is current).",
+             "#",
+             "# The bayesbeam session writes only the records of ASG BAYESBEAM_WRITE; every client may read. An IOC",
+             f'# serving these records loads this file (asSetFilename("{config.path.with_suffix(".acf").name}") '
+             "before iocInit) and",
+             '# puts each record in its group with field(ASG, "<group>"); a record left out stays in DEFAULT,',
+             "# read-only to clients. The same file is the access file of a CA gateway in front of the IOCs",
+             f"# ({config.path.with_suffix('.pvlist').name}). This, not the session's own write gate, is what "
+             "stops a person",
+             "# typing caput in the session. Edit the UAG and HAG: the account and the host the session runs as/on.",
+             "#", "# ASG BAYESBEAM_WRITE:"]
+    lines += [f"#   {pv:<34} {where}" for pv, where in written]
+    lines += ["#", "# ASG READONLY:"] + [f"#   {pv:<34} {where}" for pv, where in readonly]
+    if faults:
+        lines += ["#", "# ASG FAULTS (a simulated IOC only; it grants WRITE here only when started with faults "
+                  "enabled):"]
+        lines += [f"#   {pv:<34} {where}" for pv, where in faults]
+    lines += ["#", "",
+              "UAG(bayesbeam_users) { bayesbeam }",
+              "HAG(bayesbeam_hosts) { localhost }",
+              "",
+              "ASG(DEFAULT) {", "    RULE(1, READ)", "}",
+              "ASG(READONLY) {", "    RULE(1, READ)", "}",
+              "ASG(BAYESBEAM_WRITE) {", "    RULE(1, READ)", "    RULE(1, WRITE, TRAPWRITE) {",
+              "        UAG(bayesbeam_users)", "        HAG(bayesbeam_hosts)", "    }", "}"]
+    if faults:
+        lines += ["ASG(FAULTS) {", "    RULE(1, READ)", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def gateway_pvlist(config: BeamlineConfig) -> str:
+    """The CA-gateway PV list matching ``access_security``: each configured PV (and every field of a
+    written record) in its access-security group; anything else is not served through the gateway."""
+    acf = config.path.with_suffix(".acf").name
+    lines = [f"# CA gateway PV list for beamline {config.name}: generated from {config.path.name} by",
+             "# bayesbeam.beamline_config.gateway_pvlist. Run the gateway with -pvlist on this file and",
+             f"# -access {acf}; a PV that no line allows is not served.",
+             "EVALUATION ORDER ALLOW, DENY"]
+    rows = [(pv, "BAYESBEAM_WRITE") for pv, _ in _record_group(config)]
+    rows += [(pv, "READONLY") for k, pv in config.pvs().items()
+             if k not in config.written_pvs() and not k.startswith("faults.")]
+    rows += [(pv, "FAULTS") for k, pv in config.pvs().items() if k.startswith("faults.")]
+    fields = r"(\..*)?"  # the PV itself or any of its fields
+    lines += [f"{pv + fields:<40} ALLOW {group}" for pv, group in rows]
+    return "\n".join(lines) + "\n"
