@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from bayesbeam.catalog import default_catalog_location
+from bayesbeam.queue.cli import queue
 from bayesbeam.rehearsal.common import CATALOG_HELP
 from bayesbeam.rehearsal.compton.cli import rehearse_compton
 from bayesbeam.rehearsal.xas.cli import design_xas, rehearse_xas
@@ -33,6 +34,7 @@ def design():
 
 
 design.add_command(design_xas)
+main.add_command(queue)
 
 
 @main.command("runs")
