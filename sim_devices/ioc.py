@@ -250,12 +250,25 @@ class ComptonBeamlineIOC(PVGroup):
             await self.beamtime.write(self.bl.clock.now)
             await async_lib.library.sleep(self.tick_s)
 
-    async def _post_ring(self, at_s: float = 0.0) -> None:
-        """Post the ring current (at beamtime ``at_s`` s if later than now) and the beamtime now,
-        not waiting for the next tick."""
+    async def _post_ring(self, at_s: float | None = None) -> None:
+        """Post the ring current at beamtime ``at_s`` (s; default now) and the beamtime now, not
+        waiting for the next tick."""
         self._advance_clock()
-        await self.ring_current.write(float(self.bl.ring.current_at(max(self.bl.clock.now, at_s))))
+        at_s = self.bl.clock.now if at_s is None else at_s
+        await self.ring_current.write(float(self.bl.ring.current_at(at_s)))
         await self.beamtime.write(self.bl.clock.now)
+
+    async def _post_dump_during_count(self, t0: float, count_s: float, dump_s: float) -> None:
+        """A dump half-way through a count of ``count_s`` s started at beamtime ``t0``: post the ring
+        current when the beam goes and, if it is refilled before the count ends, when it is back, as
+        the ring's monitor would (a dump shorter than the IOC's tick would otherwise never be seen)."""
+        scale = self.bl.clock.time_scale
+        await asyncio.sleep(count_s / 2 / scale)
+        await self._post_ring(at_s=t0 + count_s / 2)
+        if dump_s < count_s / 2:
+            await asyncio.sleep(dump_s / scale)
+            await self._post_ring(at_s=t0 + count_s / 2 + dump_s)
+        await asyncio.sleep(self.tick_s)  # the count ends after the monitor's update
 
     @mono.startup
     async def mono(self, instance, async_lib):
@@ -344,10 +357,8 @@ class ComptonBeamlineIOC(PVGroup):
                 ring.dump(at_s=t0 + dwell / 2, duration_s=dump)
                 await self.fault_dump_mid.write(0)
             statuses = [x.i0.trigger(), x.it.trigger()]
-            if dump > 0:  # the beam goes half-way through: say so then, as the ring's monitor would
-                await asyncio.sleep(dwell / 2 / self.bl.clock.time_scale)
-                await self._post_ring(at_s=t0 + dwell / 2)
-                await asyncio.sleep(self.tick_s)  # the count ends after the monitor's update
+            if dump > 0:
+                await self._post_dump_during_count(t0, dwell, dump)
             for st in statuses:
                 await _wait(st)
             await sc.ch.s1.write(dwell * float(sc.freq.value))
@@ -419,13 +430,17 @@ class ComptonBeamlineIOC(PVGroup):
                 ge.preset_time.put(preset)
                 ge.calib_offset.put(float(mca.calo.value))
                 ge.calib_slope.put(float(mca.cals.value))
-                if self.fault_dump_mid.value > 0:
-                    self.bl.ring.dump(at_s=self.bl.clock.now + preset / 2, duration_s=self.fault_dump_mid.value)
+                t0, dump = self.bl.clock.now, float(self.fault_dump_mid.value)
+                if dump > 0:
+                    self.bl.ring.dump(at_s=t0 + preset / 2, duration_s=dump)
                     await self.fault_dump_mid.write(0.0)
                 if self.fault_nan.value > 0:
                     ge.fail_next("nan")
                     await self.fault_nan.write(self.fault_nan.value - 1)
-                await _wait(ge.trigger())
+                status = ge.trigger()
+                if dump > 0:
+                    await self._post_dump_during_count(t0, preset, dump)
+                await _wait(status)
                 await mca.val.write(ge.spectrum.get())
                 await mca.ertm.write(float(ge.elapsed_s.get()))
                 await mca.eltm.write(float(ge.elapsed_s.get()))
