@@ -125,6 +125,16 @@ def run_plan(RE, plan) -> tuple[str | None, str | None]:
     return (uids[0] if uids else None), interruption
 
 
+class PollingDuringTask:
+    """What the main thread does while ``RE`` runs a plan: wait for the end in 0.1 s steps. A Ctrl-C the
+    kernel hands to another thread only sets a flag; the main thread runs the Python handler at its
+    next step, not when the run ends (bluesky's default waits on the event in one blocking call)."""
+
+    def block(self, blocking_event) -> None:
+        while not blocking_event.wait(0.1):
+            pass
+
+
 @contextlib.contextmanager
 def command_line_interrupts(RE) -> Iterator[None]:
     """Ctrl-C as a command-line user expects, in place of bluesky's IPython-minded handler (whose
@@ -151,6 +161,7 @@ def command_line_interrupts(RE) -> Iterator[None]:
         return not (record.exc_info and type(record.exc_info[1]).__name__ == "RequestAbort" and hits)
 
     managers, RE.context_managers = RE.context_managers, []
+    during, RE._during_task = RE._during_task, PollingDuringTask()  # no public setter after construction
     previous = signal.signal(signal.SIGINT, handler)
     log = logging.getLogger("bluesky")
     log.addFilter(not_our_abort)
@@ -159,7 +170,7 @@ def command_line_interrupts(RE) -> Iterator[None]:
     finally:
         log.removeFilter(not_our_abort)
         signal.signal(signal.SIGINT, previous)
-        RE.context_managers = managers
+        RE.context_managers, RE._during_task = managers, during
 
 
 def stream_subscriber(stream: str, on_event: Callable[[Mapping[str, Any]], None]):
