@@ -2,14 +2,25 @@
 
 Location, first found: the ``location`` argument, ``$BAYESBEAM_CATALOG``, then
 ``$XDG_DATA_HOME/bayesbeam/catalog`` (``~/.local/share/bayesbeam/catalog``). A directory means the
-embedded catalog (created on first use); an ``http(s)://`` URI means a tiled server
-(API key from ``$TILED_API_KEY``).
+embedded catalog (created on first use by a writer); an ``http(s)://`` URI means a tiled server
+(API key from ``$TILED_API_KEY``). ``open_catalog`` checks the location before anything moves and
+says in one line (``CatalogError``) what is wrong: a directory that cannot be written, a catalog that
+does not exist (for readers), a server that does not answer.
 
 Either way the client is a bluesky-tiled-plugins ``CatalogOfBlueskyRuns`` (see ``RunCatalog``), indexed as
 databroker 2 users do: ``catalog[-1]`` (latest run), ``catalog[-3:]`` (last three, oldest first),
 ``catalog[6]`` (latest run with scan id 6), ``catalog["a1b2c3d4"]`` (partial uid, as BEC prints it) and
 ``catalog[full_uid]``. Start documents carry ``sample`` as typed and ``sample_key``, its lower-case form,
-which ``find_runs`` searches.
+which ``find_runs`` searches. ``run[stream].read()`` returns the complete events only: those whose every
+field is stored (a run being written, or one whose writer died, can have one field a row ahead).
+
+Several programs may use one embedded catalog at once (readers and writers, e.g. an IPython session and
+``bayesbeam rehearse``): both SQLite databases run in WAL mode (readers never wait, nor block a writer)
+and every connection waits up to ``$BAYESBEAM_CATALOG_BUSY_TIMEOUT_S`` (default 20 s) for another
+writer's lock instead of failing at once. Writers also keep a local journal of every run (see
+``bayesbeam.session.CatalogWriter``): a catalog failure never aborts a measurement, and
+``load_backup`` puts journalled runs into the catalog afterwards. ``run_status`` tells a running run
+from a finished, aborted or interrupted one.
 
 tiled and bluesky-tiled-plugins are imported on first use, not on import (the CLI's ``--help`` stays fast).
 """
@@ -17,12 +28,53 @@ tiled and bluesky-tiled-plugins are imported on first use, not on import (the CL
 from __future__ import annotations
 
 import copy
+import errno
 import functools
+import json
+import logging
 import os
+import socket
+import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+
+logger = logging.getLogger(__name__)
 
 RUNS_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}  # 3.x: SQL-backed (queries by LIKE, not Mongo)
+
+#: How long a connection to the embedded catalog waits for another writer's lock (s); then the write fails
+#: and the run goes on into its journal. ``$BAYESBEAM_CATALOG_BUSY_TIMEOUT_S`` overrides it.
+BUSY_TIMEOUT_S = 20.0
+#: How long ``open_catalog`` waits for a tiled server to accept a connection and answer (s).
+SERVER_TIMEOUT_S = 5.0
+#: A writer records a heartbeat in its run's metadata this often (s) while the run is open.
+HEARTBEAT_S = 10.0
+#: A run without a stop document whose last sign of life (start or heartbeat) is older than this, or
+#: ``HEARTBEAT_MISSED`` heartbeat intervals, whichever is longer, is ``interrupted`` (see ``run_status``).
+INTERRUPTED_AFTER_S = 60.0
+HEARTBEAT_MISSED = 6
+BACKUP_DIR = "backup"  # the journals of an embedded catalog's runs: <catalog>/backup/<uid>.jsonl
+
+
+class CatalogError(click.ClickException):
+    """The catalog cannot be used as asked: one line saying why (a command prints ``Error: <line>``
+    and exits 1, without a traceback)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def busy_timeout_s() -> float:
+    """``$BAYESBEAM_CATALOG_BUSY_TIMEOUT_S`` or ``BUSY_TIMEOUT_S``."""
+    value = os.environ.get("BAYESBEAM_CATALOG_BUSY_TIMEOUT_S")
+    try:
+        return float(value) if value else BUSY_TIMEOUT_S
+    except ValueError:
+        raise CatalogError(f"BAYESBEAM_CATALOG_BUSY_TIMEOUT_S must be a number of seconds, got {value!r}") from None
 
 
 def default_catalog_location() -> str:
@@ -83,17 +135,99 @@ def _run_catalog_class():
     return RunCatalog
 
 
+@functools.cache
+def _event_stream_class():
+    from bluesky_tiled_plugins.clients.bluesky_event_stream import DATAVALUES, TIMESTAMPS, BlueskyEventStreamV3
+
+    class CompleteEventStream(BlueskyEventStreamV3):
+        """A stream whose ``read()`` returns its complete events: the rows every field of the stream has.
+
+        bluesky-tiled-plugins' TiledWriter stores an event's array fields (one zarr array per field, e.g. a
+        spectrum) before its row of the stream's table (scalars, ``seq_num``, ``time``), one request each.
+        While a run is written, or after its writer died between those requests, an array can be a row
+        ahead of the table, and the stock ``read()`` fails (``conflicting sizes for dimension 'time'``).
+        Here the table is read first and every field is cut to the rows all of them have: a consistent
+        snapshot of a live run, and every completed event of an interrupted one. Other layouts (external
+        files, ragged arrays) are read as bluesky-tiled-plugins does. Arrays are read by slice, which also avoids
+        the stock whole-array read's HTTP 500 when the writer extends the array during the read."""
+
+        def read(self, variables=(DATAVALUES,), dim0=None):
+            import numpy as np
+            import xarray
+            from tiled.structures.core import StructureFamily
+
+            contents = self.get_contents()  # one snapshot of the stream's parts: the fields come from it too
+            families = {part: item["attributes"]["structure_family"] for part, item in contents.items()}
+            if any(family not in (StructureFamily.table, StructureFamily.array) for family in families.values()):
+                return super().read(variables=variables, dim0=dim0)
+            keys = {part for part, family in families.items() if family == StructureFamily.array}
+            for part, family in families.items():
+                if family == StructureFamily.table:
+                    keys.update(contents[part]["attributes"]["structure"]["columns"])
+            variables = set(variables)
+            if DATAVALUES in variables:
+                variables |= {k for k in keys if not k.startswith("ts_") and k != "seq_num"}
+            if TIMESTAMPS in variables:
+                variables |= {k for k in keys if k.startswith("ts_")}
+            variables -= {DATAVALUES, TIMESTAMPS}
+            dim0 = dim0 or "time"
+            columns, arrays, rows = {}, {}, []
+            for part, family in families.items():  # the table(s) first: its rows are the events stored whole
+                if family == StructureFamily.table:
+                    table = self.base[part]
+                    wanted = sorted(variables.intersection(table.columns))
+                    frame = table.read(wanted) if wanted else table.read(["seq_num"])
+                    rows.append(len(frame))
+                    columns.update({name: frame[name].to_numpy() for name in wanted})
+            for part, family in families.items():
+                if family == StructureFamily.array:
+                    array = self.base[part]
+                    rows.append(array.shape[0])
+                    if part in variables:
+                        arrays[part] = array
+            # Every stream TiledWriter stores has a table (seq_num, time): no table yet, no complete event yet.
+            has_table = StructureFamily.table in families.values()
+            n = min(rows) if rows and has_table else 0
+            data_vars = {}
+            for name, values in columns.items():
+                values = values[:n]
+                if values.dtype == object and n and isinstance(values[0], str):
+                    values = values.astype("U")
+                data_vars[name] = ((dim0,) + tuple(f"{name}_dim{i + 1}" for i in range(values.ndim - 1)), values)
+            for name, array in arrays.items():
+                # Always a slice: a whole-array read checks the server's zarr array against the shape this
+                # client was told, and fails (HTTP 500) if the writer extended it in between.
+                values = array[:n] if n else np.empty((0, *array.shape[1:]), dtype=array.dtype)
+                dims = tuple(array.dims) if array.dims else (dim0,) + tuple(
+                    f"{name}_dim{i + 1}" for i in range(values.ndim - 1))
+                data_vars[name] = (dims, values)
+            return xarray.Dataset(data_vars=data_vars)
+
+    return CompleteEventStream
+
+
 def __getattr__(name):
     if name == "RunCatalog":  # the class, without importing tiled on ``import bayesbeam.catalog``
         return _run_catalog_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _structure_clients(base):
+    """``base`` (a tiled structure-client map) with ``CompleteEventStream`` for bluesky event streams; a copy
+    (the default map is shared by every tiled client of the process)."""
+    from tiled.utils import OneShotCachedMap
+
+    factories = {key: functools.partial(base.__getitem__, key) for key in base.keys()}
+    factories["BlueskyEventStream"] = _event_stream_class
+    return OneShotCachedMap(factories)
+
+
 def as_run_catalog(client):
     """``client`` (a tiled container client) as a ``RunCatalog`` on the same connection; no request."""
     if client.item["attributes"]["structure_family"] != "container":
         raise ValueError(f"{client.uri} is a {client.item['attributes']['structure_family']}, not a catalog of runs")
-    return _run_catalog_class()(client.context, item=client.item, structure_clients=client.structure_clients)
+    return _run_catalog_class()(client.context, item=client.item,
+                                structure_clients=_structure_clients(client.structure_clients))
 
 
 def _init_catalog(uri: str) -> None:
@@ -144,16 +278,30 @@ def _init_catalog(uri: str) -> None:
         pool.submit(init).result()
 
 
-def open_catalog(location: str | os.PathLike | None = None):
-    """A writable ``RunCatalog`` client for the catalog at ``location`` (directory or tiled URI).
+#: Embedded catalogs opened in this process: tiled client context -> the catalog's directory (for
+#: ``catalog_directory``, ``run_status`` and the writers' journals).
+_EMBEDDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def open_catalog(location: str | os.PathLike | None = None, *, writable: bool = True):
+    """A ``RunCatalog`` client for the catalog at ``location`` (directory or tiled URI; default
+    ``default_catalog_location()``).
+
+    ``writable`` (default): for a writer. A missing directory is created (its parent must exist, except for
+    the default location) and the catalog must be writable. ``writable=False``: for a reader (e.g. ``bayesbeam
+    runs``): the catalog must exist; nothing is created. Any problem is a ``CatalogError`` with one line, raised
+    within seconds and before anything moves: a directory that cannot be created or written, a read-only
+    catalog, a catalog that does not exist, a server that refuses or does not answer.
 
     An embedded catalog's root carries the ``CatalogOfBlueskyRuns`` spec (tiled takes a root's specs
     from the adapter's configuration, not the database, so directories made before have it too)."""
+    explicit = location is not None
     location = str(location or default_catalog_location())
     if is_server_uri(location):
-        from tiled.client import from_uri
-
-        return as_run_catalog(from_uri(location, api_key=os.environ.get("TILED_API_KEY")))
+        return _open_server(location)
+    root = Path(location).expanduser().resolve()
+    db = root / "catalog.db"
+    _check_directory(root, db, writable=writable, make_parents=not explicit)
     from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.catalog import from_uri as catalog_from_uri
     from tiled.client import from_context
@@ -163,9 +311,9 @@ def open_catalog(location: str | os.PathLike | None = None):
 
     registry = copy.deepcopy(default_serialization_registry)
     registry.register("container", "application/json-seq", json_seq_exporter)  # run.documents()
-    root = Path(location).expanduser().resolve()
-    db = root / "catalog.db"
-    (root / "data").mkdir(parents=True, exist_ok=True)
+    if writable:
+        (root / "data").mkdir(exist_ok=True)
+        (root / BACKUP_DIR).mkdir(exist_ok=True)
     if not db.exists():
         try:
             _init_catalog(f"sqlite:///{db}")
@@ -173,9 +321,209 @@ def open_catalog(location: str | os.PathLike | None = None):
             for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
                 path.unlink(missing_ok=True)
             raise
+    timeout = busy_timeout_s()
+    if writable:
+        _use_wal(db, timeout)
+        _use_wal(root / "tables.db", timeout, adbc=True)
     catalog = catalog_from_uri(f"sqlite:///{db}", specs=[RUNS_SPEC],
                                writable_storage=[f"file://{root / 'data'}", f"sqlite:///{root / 'tables.db'}"])
-    return as_run_catalog(from_context(Context.from_app(build_app(catalog, serialization_registry=registry))))
+    _wait_for_locks(catalog, timeout, writer=writable)
+    client = as_run_catalog(from_context(Context.from_app(build_app(catalog, serialization_registry=registry))))
+    _EMBEDDED[client.context] = root
+    return client
+
+
+def catalog_directory(client) -> Path | None:
+    """The directory of the embedded catalog ``client`` (any client of it: a run, a stream) was opened on;
+    ``None`` for a tiled server."""
+    context = getattr(client, "context", None)
+    try:
+        return _EMBEDDED.get(context)
+    except TypeError:  # not a tiled client's context
+        return None
+
+
+def _check_directory(root: Path, db: Path, *, writable: bool, make_parents: bool) -> None:
+    """``CatalogError`` unless ``root`` can be used as asked (see ``open_catalog``); creates it for a writer."""
+    try:
+        _check_directory_or_raise(root, db, writable=writable, make_parents=make_parents)
+    except OSError as exc:  # e.g. a parent directory this user may not enter
+        why = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        raise CatalogError(f"catalog {root} cannot be used: {exc.filename or root}: {why}") from None
+
+
+def _check_directory_or_raise(root: Path, db: Path, *, writable: bool, make_parents: bool) -> None:
+    if root.exists() and not root.is_dir():
+        raise CatalogError(f"catalog {root} is not a directory")
+    if not writable:
+        if not root.is_dir():
+            raise CatalogError(f"catalog {root} does not exist")
+        if not db.is_file():
+            raise CatalogError(f"catalog {root} does not exist (a directory without catalog.db)")
+        if not os.access(db, os.R_OK):
+            raise CatalogError(f"catalog {db} cannot be read (permission denied)")
+        return
+    if not root.exists():
+        if not make_parents and not root.parent.is_dir():
+            what = "is not a directory" if root.parent.exists() else "does not exist"
+            raise CatalogError(f"cannot create catalog {root}: its parent {root.parent} {what}")
+        try:
+            root.mkdir(parents=make_parents, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(f"cannot create catalog {root}: {exc.strerror or exc}") from None
+    probe = root / f".write-test-{os.getpid()}"
+    # The database files are checked with access(2), never opened: closing any descriptor of a SQLite file
+    # drops every POSIX lock this process holds on it, its own SQLite connections' included, and another
+    # writer can then corrupt the database (sqlite.org/howtocorrupt.html, 2.2).
+    try:  # what the databases need: new files in the directory (journals, -wal, -shm) and the files themselves
+        probe.touch()
+        probe.unlink()
+        for path in (db, root / "tables.db", *(root / f"{name}-{suffix}" for name in ("catalog.db", "tables.db")
+                                               for suffix in ("wal", "shm"))):
+            if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        for path in (root / "data", root / BACKUP_DIR):
+            if path.is_dir():
+                (path / probe.name).touch()
+                (path / probe.name).unlink()
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else root
+        where = where.parent if where.name == probe.name else where  # a new file in that directory
+        why = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc)).lower()
+        raise CatalogError(f"catalog {root} is not writable" + (f": {where}" if where != root else "")
+                           + f" ({why})") from None
+
+
+def _use_wal(path: Path, timeout: float, *, adbc: bool = False) -> None:
+    """Put the SQLite database ``path`` (created if missing) in write-ahead-log mode: readers then never wait for,
+    nor block, a writer. Persistent; done once per database. (tiled's ``initialize_database`` asks for WAL inside
+    a transaction, where SQLite ignores it, and its table storage is created in rollback-journal mode.)
+
+    ``adbc``: through ADBC's SQLite driver, as tiled opens its table storage. That driver carries its own copy
+    of SQLite: a database must only ever be opened by one SQLite library per process, or closing one library's
+    connection drops the other's locks (sqlite.org/howtocorrupt.html, 2.2.1)."""
+    if adbc:
+        import adbc_driver_manager.dbapi as dbapi
+        import adbc_driver_sqlite.dbapi
+
+        def connect():
+            return adbc_driver_sqlite.dbapi.connect(str(path), autocommit=True)
+    else:
+        import sqlite3 as dbapi
+
+        def connect():
+            return dbapi.connect(path, timeout=timeout, isolation_level=None)
+
+    db = None
+    try:
+        db = connect()
+        cursor = db.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        cursor.fetchall()
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.fetchall()
+        cursor.close()
+    except dbapi.Error as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise CatalogError(f"catalog database {path} cannot be opened for writing: {_one_line(exc)}") from None
+        # Another program (one without this change) holds it: WAL at a later opening; the busy timeout holds now.
+        logger.warning("catalog: %s is busy; it stays in rollback-journal mode for now", path)
+    finally:
+        if db is not None:
+            db.close()
+
+
+def _wait_for_locks(catalog, timeout: float, writer: bool = True) -> None:
+    """Every SQLite connection of ``catalog`` (tiled's ``CatalogContainerAdapter``) waits up to ``timeout`` s for
+    another connection's lock instead of failing at once with ``database is locked``: the catalog database
+    (SQLAlchemy + aiosqlite) and the table storage (ADBC's SQLite driver, which sets no busy timeout at all).
+
+    ``writer``: each use of a table-storage connection is one ``BEGIN IMMEDIATE`` transaction (it takes the write
+    lock first, waiting for it). ADBC opens deferred transactions, and tiled reads before it writes in one of them
+    (``CREATE TABLE IF NOT EXISTS`` then the dataset counter, when a stream's table is made): if another process
+    commits in between, SQLite refuses the upgrade at once, busy timeout or not (measured: one run in four lost
+    its catalog copy with four writers). The catalog database needs nothing of the kind: Python's sqlite3 begins
+    its transactions at the first write."""
+    from sqlalchemy import event
+    from tiled.storage import SQLStorage
+
+    ms = int(timeout * 1000)
+
+    def catalog_connect(dbapi_connection, record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {ms}")
+        cursor.close()
+
+    def table_connect(adbc_connection, record):
+        with adbc_connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {ms}")
+            cursor.fetchall()
+
+    def table_checkout(adbc_connection, record, proxy):
+        for statement in ("ROLLBACK", "BEGIN IMMEDIATE"):  # replaces the deferred transaction ADBC has open
+            try:
+                with adbc_connection.cursor() as cursor:
+                    cursor.execute(statement)
+            except Exception as exc:  # no write lock within the timeout: a plain transaction, as tiled has it
+                if statement == "BEGIN IMMEDIATE":
+                    logger.warning("catalog: no write lock on the table storage within %g s (%s)", timeout, exc)
+                    with adbc_connection.cursor() as cursor:
+                        cursor.execute("BEGIN")
+
+    engine = catalog.context.engine.sync_engine
+    if not event.contains(engine, "connect", catalog_connect):
+        event.listen(engine, "connect", catalog_connect)
+    for storage in catalog.context.writable_storage.values():
+        if isinstance(storage, SQLStorage) and storage.dialect == "sqlite":
+            pool = storage._connection_pool  # tiled's pool of ADBC connections (created here if not yet)
+            for name, listener in getattr(pool, "_bayesbeam_listeners", ()):
+                event.remove(pool, name, listener)
+            listeners = [("connect", table_connect)] + ([("checkout", table_checkout)] if writer else [])
+            for name, listener in listeners:
+                event.listen(pool, name, listener)
+            pool._bayesbeam_listeners = listeners
+
+
+def _open_server(uri: str):
+    """A ``RunCatalog`` on the tiled server at ``uri``, or a ``CatalogError`` within ``SERVER_TIMEOUT_S``: the
+    server is probed with one plain request first (tiled's client retries a dead server for minutes)."""
+    import httpx
+
+    parsed = urlparse(uri)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        raise CatalogError(f"catalog URI {uri!r} names no host")
+    try:
+        socket.create_connection((host, port), timeout=SERVER_TIMEOUT_S).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+        raise CatalogError(f"no tiled server at {uri}: connecting to {host}:{port} failed ({why})") from None
+    path = parsed.path
+    info = parsed._replace(path=(path[:path.index("/api")] if "/api" in path else path.rstrip("/")) + "/api/v1/",
+                           query="", fragment="").geturl()  # the server's "about" document, as tiled finds it
+    try:
+        response = httpx.get(info, timeout=SERVER_TIMEOUT_S, follow_redirects=True,
+                             headers={"Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise CatalogError(f"tiled server at {uri} did not answer within {SERVER_TIMEOUT_S:g} s "
+                           f"({type(exc).__name__})") from None
+    if response.status_code >= 400:
+        raise CatalogError(f"tiled server at {uri} answered HTTP {response.status_code} for {info}: is this a "
+                           "tiled server?")
+    from tiled.client import from_uri
+
+    try:
+        client = from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
+    except Exception as exc:
+        raise CatalogError(f"tiled server at {uri}: {_one_line(exc)} (API key from $TILED_API_KEY)") from None
+    return as_run_catalog(client)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 def find_runs(client, **start_md):
@@ -235,3 +583,185 @@ def replay(run, callback) -> None:
         if name == "stop" and not doc:
             continue
         callback(name, doc)
+
+
+# -- run status ---------------------------------------------------------------------------------------
+def run_status(run, now: float | None = None) -> str:
+    """What became of a stored run, by this rule (``now``: the time to judge at, default the current time):
+
+    1. it has a stop document: its ``exit_status`` (``success``, ``abort`` or ``fail``, bluesky's words);
+    2. else, in an embedded catalog opened in this process, whose directory holds the run's journal
+       (``backup/<uid>.jsonl``, locked by the writing process for as long as the run is open; the lock goes
+       with the process, also on ``kill -9``): ``running`` if the journal is locked, ``interrupted`` if not;
+    3. else ``interrupted`` if the run was loaded from a journal without a stop document (``load_backup``);
+    4. else by its last sign of life, the later of its start and its writer's heartbeat (metadata
+       ``writer.heartbeat``, renewed every ``HEARTBEAT_S`` s while the run is open): ``running`` if it is at
+       most ``INTERRUPTED_AFTER_S`` s (or ``HEARTBEAT_MISSED`` heartbeat intervals, if longer) old,
+       ``interrupted`` after that. Rule 4 is what a reader on another host, or of a tiled server, sees:
+       a writer killed there shows ``running`` for up to that long.
+    """
+    md = run.metadata
+    stop = md.get("stop")
+    if stop:
+        return str(stop.get("exit_status") or "unknown")
+    start, writer = md.get("start") or {}, md.get("writer") or {}
+    root = catalog_directory(run)
+    if root is not None and start.get("uid"):
+        live = journal_is_live(root / BACKUP_DIR / f"{start['uid']}.jsonl")
+        if live is not None:
+            return "running" if live else "interrupted"
+    if writer.get("loaded_from_backup"):
+        return "interrupted"
+    now = time.time() if now is None else now
+    last = max(float(start.get("time") or 0.0), float(writer.get("heartbeat") or 0.0))
+    allowed = max(INTERRUPTED_AFTER_S, HEARTBEAT_MISSED * float(writer.get("interval_s") or 0.0))
+    return "running" if now - last <= allowed else "interrupted"
+
+
+# -- journals (local backups of runs) -----------------------------------------------------------------
+def backup_directory(client) -> Path:
+    """Where a writer on ``client`` keeps its runs' journals: ``<catalog>/backup`` for an embedded catalog;
+    for a tiled server ``$BAYESBEAM_BACKUP``, else ``$XDG_DATA_HOME/bayesbeam/backup/<host>_<port>`` (local: a
+    journal must survive the server)."""
+    root = catalog_directory(client)
+    if root is not None:
+        return root / BACKUP_DIR
+    if env := os.environ.get("BAYESBEAM_BACKUP"):
+        return Path(env).expanduser()
+    uri = urlparse(str(client.context.api_uri))
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "bayesbeam" / "backup" / f"{uri.hostname}_{uri.port or 80}"
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class Journal:
+    """A run's documents, one JSON line ``{"name": ..., "doc": ...}`` each (bluesky-tiled-plugins'
+    ``JSONLinesWriter`` format), written as they are emitted, before the catalog sees them. The writing process
+    holds an exclusive ``flock`` on the file while the run is open: a live journal is never loaded, and a
+    journal whose lock is free belongs to a run that ended or whose writer died. A dot-named file until the
+    lock is held, so nobody sees it unlocked while it is being made."""
+
+    def __init__(self, path: Path, file):
+        self.path, self._file = path, file
+
+    @classmethod
+    def create(cls, directory: Path, uid: str) -> Journal:
+        import fcntl
+
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{uid}.jsonl"
+        making = directory / f".{uid}.jsonl.new"
+        file = open(making, "x", encoding="utf-8")
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(making, path)
+        return cls(path, file)
+
+    def append(self, name: str, doc) -> None:
+        self._file.write(json.dumps({"name": name, "doc": doc}, default=_json_default) + "\n")
+        self._file.flush()  # in the OS's hands: survives the death of this process
+
+    def close(self, remove: bool = False) -> None:
+        """Release the lock; ``remove``: delete the file first (the run is whole in the catalog)."""
+        if self._file.closed:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        self._file.close()
+
+
+def journal_is_live(path: Path) -> bool | None:
+    """``True`` if a process holds the journal ``path`` open for writing, ``False`` if not, ``None`` if there is
+    no such journal."""
+    import fcntl
+
+    try:
+        with open(path, "rb") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except FileNotFoundError:
+        return None
+
+
+def read_journal(path: Path) -> list[tuple[str, dict]]:
+    """The documents of a journal, in order. A last line cut short (its writer died writing it) is left out."""
+    docs = []
+    with open(path, encoding="utf-8") as file:
+        lines = file.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # the unfinished last line
+                break
+            raise
+        docs.append((item["name"], item["doc"]))
+    return docs
+
+
+def load_backup(client, directory: str | os.PathLike | None = None, uids=None) -> list[dict]:
+    """Put the runs journalled in ``directory`` (default ``backup_directory(client)``) into the catalog
+    ``client``, and delete each journal once its run is in. ``uids``: only these runs (uids or their beginnings).
+
+    Per journal: a run whose writer still holds the journal (``live``) is left alone; a run absent from the
+    catalog is written from the journal (``loaded``); a run the catalog has without its stop document (its
+    catalog write failed, or its writer died) is replaced by the journal's copy, which holds every document
+    the catalog has and any it missed (``replaced``); a run the catalog has with its stop document is whole
+    and only its journal goes (``complete``). A journal that cannot be loaded is kept (``failed``).
+    Returns one dict per journal: ``uid``, ``action``, ``documents``, ``events`` and ``error``."""
+    import fcntl
+
+    directory = Path(directory) if directory is not None else backup_directory(client)
+    report = []
+    paths = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    for path in paths:
+        uid = path.name[: -len(".jsonl")]
+        if uids is not None and not any(uid.startswith(str(u)) for u in uids):
+            continue
+        row = {"uid": uid, "action": "", "documents": 0, "events": 0, "error": "", "journal": str(path)}
+        report.append(row)
+        with open(path, "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                row["action"] = "live"
+                continue
+            try:
+                docs = read_journal(path)
+                row["documents"] = len(docs)
+                row["events"] = sum(1 for name, _ in docs if name == "event")
+                row["action"] = _load_journal(client, uid, docs, path)
+                path.unlink()
+            except Exception as exc:  # keep the journal; say why
+                row["action"], row["error"] = "failed", _one_line(exc)
+    return report
+
+
+def _load_journal(client, uid: str, docs: list[tuple[str, dict]], path: Path) -> str:
+    from bluesky_tiled_plugins import TiledWriter
+
+    if not docs or docs[0][0] != "start" or docs[0][1].get("uid") != uid:
+        raise ValueError(f"{path.name} does not begin with the start document of run {uid}")
+    action = "loaded"
+    if uid in client:
+        if client[uid].metadata.get("stop"):
+            return "complete"
+        client.delete_contents(uid, recursive=True, external_only=False)
+        action = "replaced"
+    stopped = docs[-1][0] == "stop"
+    # Batched (one request per stream) when the stop document flushes the batches; one event at a time if not.
+    writer = TiledWriter(client, batch_size=10_000 if stopped else 1)
+    for name, doc in docs:
+        writer(name, doc)
+    client[uid].update_metadata({"writer": {"loaded_from_backup": path.name, "loaded_at": time.time()}},
+                                drop_revision=True)
+    return action

@@ -6,9 +6,17 @@ before ``sample_key`` existed, runs through ``make_run_engine`` (sample from the
 and one still running (no stop document).
 """
 
+import os
 import re
+import shutil
+import socket
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 from datetime import datetime
+from pathlib import Path
 
 import bluesky.plan_stubs as bps
 import bluesky.plans as bp
@@ -19,8 +27,17 @@ from bluesky_tiled_plugins import TiledWriter
 from event_model import compose_run
 from tiled.queries import Key
 
-from bayesbeam.catalog import RUNS_SPEC, add_sample_keys, find_runs, open_catalog, replay, sample_key
-from bayesbeam.session import make_run_engine, normalise_start_md
+from bayesbeam.catalog import (
+    RUNS_SPEC,
+    CatalogError,
+    add_sample_keys,
+    find_runs,
+    open_catalog,
+    replay,
+    run_status,
+    sample_key,
+)
+from bayesbeam.session import CatalogWriter, make_run_engine, normalise_start_md
 
 
 def failing_plan(md):
@@ -48,9 +65,13 @@ def stored(tmp_path_factory):
         RE2(failing_plan({"sample": "Ni"}))
     uids["failed"] = client.values()[-1].metadata["start"]["uid"]
     running = compose_run(metadata=normalise_start_md({"sample": "FE", "scan_id": 8, "plan_name": "count"}))
-    TiledWriter(client, batch_size=1)("start", running.start_doc)  # its stop document is not written yet
+    writer = CatalogWriter(client)  # as a live RunEngine's: its journal stays locked while this module runs
+    writer("start", running.start_doc)  # its stop document is not written yet
     uids["running"] = running.start_doc["uid"]
-    return location, client, uids
+    while uids["running"] not in client:  # stored by the writer's thread
+        time.sleep(0.02)
+    yield location, client, uids
+    writer("stop", running.compose_stop())
 
 
 def start(run):
@@ -158,3 +179,113 @@ def test_runs_lists_header_status_and_any_case_sample(stored):
     assert out.exit_code == 0 and out.output.startswith("no runs of sample 'Cu'")
 
 
+
+
+def test_run_status_of_finished_failed_and_running_runs(stored):
+    _, catalog, uids = stored
+    assert [run_status(catalog[uids[k]]) for k in ("fe", "failed", "running")] == ["success", "fail", "running"]
+    assert catalog[uids["fe"]].metadata["writer"]["interval_s"] > 0  # the heartbeat of a bayesbeam writer
+
+
+# -- catalog errors up front (issue 9, defect 9) --------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_reader_of_a_missing_catalog_is_told_so_and_nothing_is_created(tmp_path):
+    from click.testing import CliRunner
+
+    from bayesbeam.cli import main
+
+    missing = tmp_path / "no" / "such" / "dir"
+    out = CliRunner().invoke(main, ["runs", "--catalog", str(missing)])
+    assert out.exit_code == 1 and out.output.startswith("Error: ") and "does not exist" in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and not (tmp_path / "no").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for location, words in ((missing, f"catalog {missing} does not exist"), (empty, "a directory without catalog.db")):
+        with pytest.raises(CatalogError, match=re.escape(words)):
+            open_catalog(location, writable=False)
+    assert list(empty.iterdir()) == []
+
+
+def _as_another_user() -> list[str]:
+    """The command prefix that runs a process as an unprivileged user (root writes anywhere); ``[]`` if this
+    process is not root (then permissions alone make the catalog unwritable)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: cannot make a directory unwritable")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _unwritable(kind: str, base: Path) -> str:
+    """A catalog location of ``kind`` in ``base`` that the rehearsal (run by ``_as_another_user``) cannot write."""
+    if kind == "unwritable directory":
+        (base / "catalog").mkdir()
+        (base / "catalog").chmod(0o555)
+        return str(base / "catalog")
+    if kind == "read-only catalog":
+        open_catalog(base / "catalog")
+        for path in [base / "catalog", *(base / "catalog").rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return str(base / "catalog")
+    if kind == "a file in the way":
+        (base / "catalog").write_text("not a catalog")
+        return str(base / "catalog" / "sub")
+    return f"http://127.0.0.1:{_free_port()}/api"  # nothing listens there
+
+
+def _remove(base: Path) -> None:
+    subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind, words", [("unwritable directory", "is not writable"),
+                                         ("read-only catalog", "is not writable")])
+def test_an_unwritable_catalog_is_one_line_before_anything_moves(kind, words, request):
+    """``bayesbeam rehearse compton`` (a process of a user who may not write there) on a catalog it cannot write:
+    one line, exit status 1, nothing written (no figure, no run), well within 30 s (measured in
+    tests/bench/bench_catalog_errors.py)."""
+    prefix = _as_another_user()
+    base = Path(tempfile.mkdtemp(prefix="bayesbeam-catalog-errors-"))  # pytest's tmp_path is private to its user
+    request.addfinalizer(lambda: _remove(base))
+    base.chmod(0o755)
+    location = _unwritable(kind, base)
+    home = base / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    figure = home / "figure.png"
+    env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home), "NUMBA_CACHE_DIR": str(home),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    started = time.monotonic()
+    out = subprocess.run([*prefix, sys.executable, "-m", "bayesbeam.cli", "rehearse", "compton", "--catalog", location,
+                          "--no-progress", "--time-scale", "inf", "--figure", str(figure)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    elapsed = time.monotonic() - started
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], out.stderr
+    assert not figure.exists() and "run uid" not in out.stdout
+    assert elapsed < 30
+
+
+@pytest.mark.parametrize("kind, words", [("a file in the way", "cannot create catalog"),
+                                         ("server not listening", "no tiled server at")])
+def test_an_unusable_location_is_one_line_before_anything_moves(kind, words, tmp_path):
+    from click.testing import CliRunner
+
+    from bayesbeam.cli import main
+
+    location = _unwritable(kind, tmp_path)
+    figure = tmp_path / "figure.png"
+    started = time.monotonic()
+    out = CliRunner().invoke(main, ["rehearse", "compton", "--catalog", location, "--no-progress", "--time-scale",
+                                    "inf", "--figure", str(figure)])
+    assert out.exit_code == 1 and out.output.startswith("Error: ") and words in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and not figure.exists()
+    assert time.monotonic() - started < 30
