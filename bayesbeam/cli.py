@@ -6,6 +6,8 @@ from __future__ import annotations
 import click
 
 from bayesbeam.catalog import default_catalog_location
+from bayesbeam.catalog_cli import catalog as catalog_commands
+from bayesbeam.catalog_cli import resume
 from bayesbeam.queue.cli import queue
 from bayesbeam.rehearsal.common import CATALOG_HELP
 from bayesbeam.rehearsal.compton.cli import rehearse_compton
@@ -35,6 +37,8 @@ def design():
 
 design.add_command(design_xas)
 main.add_command(queue)
+main.add_command(catalog_commands)
+main.add_command(resume)
 
 
 @main.command("runs")
