@@ -1,8 +1,31 @@
-"""Shared fixtures: one embedded catalog per test session (creating one costs ~5 s)."""
+"""Shared fixtures: one embedded catalog per test session (creating one costs ~5 s), and one PostgreSQL
+cluster per session (started on first use, on 127.0.0.1 only) with tiled servers on it."""
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
 import pytest
+
+API_KEY = "secret"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _journals_of_server_runs_in_a_temporary_directory(tmp_path_factory):
+    """Writers to a tiled server keep their runs' journals under ``$BAYESBEAM_BACKUP``: not in the home directory."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BAYESBEAM_BACKUP", str(tmp_path_factory.mktemp("server_journals")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +65,165 @@ def epics_session(catalog, catalog_dir):
         yield ns
     finally:
         mp.undo()
+
+
+# -- servers on 127.0.0.1 ------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, what: str, deadline_s: float = 180) -> None:
+    """Until ``url`` answers 200; fails if ``proc`` exits first (or after ``deadline_s``, a hung start)."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not start: {log.read_text()[-3000:] if log.exists() else ''}")
+        time.sleep(0.1)
+
+
+class TiledServer:
+    """``tiled serve catalog`` on 127.0.0.1 (API key ``secret``); ``start()`` again after ``kill()`` serves the
+    same databases on the same port."""
+
+    def __init__(self, catalog_uri: str, writable: list[str], directory: Path):
+        self.args = [catalog_uri, *(arg for w in writable for arg in ("-w", w))]
+        self.directory, self.port = directory, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}/api"
+        self.env = {"TILED_API_KEY": API_KEY}
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> TiledServer:
+        exe = shutil.which("tiled", path=os.path.dirname(sys.executable)) or shutil.which("tiled")
+        log = self.directory / f"tiled-{self.starts}.log"
+        self.starts += 1
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([exe, "serve", "catalog", *self.args, "--init", "--api-key", API_KEY,
+                                          "--host", "127.0.0.1", "--port", str(self.port)],
+                                         stdout=out, stderr=subprocess.STDOUT)
+        _wait_until_up(f"http://127.0.0.1:{self.port}/api/v1/", self.proc, log, "tiled server")
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def postgres_bindir() -> Path | None:
+    """The directory of PostgreSQL's server programs (``initdb``, ``pg_ctl``): on ``$PATH`` or Debian's
+    ``/usr/lib/postgresql/<version>/bin``."""
+    if found := shutil.which("initdb"):
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(versions[-1]).parent if versions else None
+
+
+class PostgresCluster:
+    """A throw-away PostgreSQL cluster: a temporary data directory, TCP on 127.0.0.1 only (no Unix socket), trust
+    authentication (nothing else can reach it), ``fsync=off`` (a test cluster: speed over crash safety). Run as
+    the ``postgres`` user when this process is root (``initdb`` refuses root)."""
+
+    def __init__(self, bindir: Path):
+        self.bindir, self.port = bindir, free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="bayesbeam-pg-"))
+        self.data = self.directory / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+            shutil.chown(self.directory, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.servers: list[TiledServer] = []
+
+    def _run(self, *args: str) -> None:
+        out = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            pytest.fail(f"{' '.join(args[:2])} failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+
+    def start(self) -> PostgresCluster:
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-sync")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c fsync=off"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                  str(self.directory / "postgres.log"), "-w", "-t", "300", "start")
+        return self
+
+    def uri(self, database: str, driver: str = "postgresql") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def create():
+            connection = await asyncpg.connect(user="postgres", host="127.0.0.1", port=self.port, database="postgres")
+            try:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await connection.close()
+
+        asyncio.run(create())
+
+    def tiled_server(self, directory: Path, name: str) -> TiledServer:
+        """A started tiled server whose catalog and tables are new databases ``<name>_catalog``,
+        ``<name>_tables`` of this cluster (array data in ``directory/data``)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        for part in ("catalog", "tables"):
+            self.create_database(f"{name}_{part}")
+        server = TiledServer(self.uri(f"{name}_catalog", "postgresql+asyncpg"),
+                             [f"file://{directory / 'data'}", self.uri(f"{name}_tables")], directory)
+        self.servers.append(server)
+        return server.start()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One PostgreSQL cluster for the session (the tests that need it skip, saying why, if its programs are
+    not installed: ``apt-get install -y postgresql``)."""
+    bindir = postgres_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) not found: apt-get install -y postgresql")
+    cluster = PostgresCluster(bindir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_tiled_server(pg_cluster, tmp_path_factory):
+    """A tiled server backed by PostgreSQL (catalog and tables), shared by the session: ``uri`` and the ``env``
+    its clients need (the API key)."""
+    server = pg_cluster.tiled_server(tmp_path_factory.mktemp("pg_tiled"), "shared")
+    return {"uri": server.uri, "env": server.env, "server": server}

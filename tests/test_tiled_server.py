@@ -1,44 +1,26 @@
 """A tiled server URI works in place of the embedded catalog (server on 127.0.0.1 only)."""
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def tiled_server(tmp_path_factory):
+    """A SQLite-backed ``tiled serve catalog`` on 127.0.0.1, shared by this module (the PostgreSQL-backed server
+    is exercised in tests/test_catalog_integrity.py)."""
+    from conftest import TiledServer
 
-
-@pytest.fixture()
-def tiled_server(tmp_path):
-    exe = shutil.which("tiled", path=os.path.dirname(sys.executable)) or shutil.which("tiled")
-    port = free_port()
-    (tmp_path / "data").mkdir()
-    proc = subprocess.Popen(
-        [exe, "serve", "catalog", str(tmp_path / "catalog.db"), "--init", "-w", str(tmp_path / "data"),
-         "-w", f"sqlite:///{tmp_path / 'tables.db'}", "--api-key", "secret", "--host", "127.0.0.1",
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    directory = tmp_path_factory.mktemp("sqlite_tiled")
+    (directory / "data").mkdir()
+    writable = [str(directory / "data"), f"sqlite:///{directory / 'tables.db'}"]
+    server = TiledServer(str(directory / "catalog.db"), writable, directory)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("tiled server did not start")
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/api"
+        yield server.start().uri
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        server.stop()
 
 
 def test_rehearsal_into_a_tiled_server(tiled_server, tmp_path):
@@ -50,8 +32,8 @@ def test_rehearsal_into_a_tiled_server(tiled_server, tmp_path):
     from tiled.client import from_uri
 
     client = from_uri(tiled_server, api_key="secret")
-    (uid,) = list(client)
-    run = client[uid]
+    run = client.values()[-1]
+    assert run.metadata["start"]["uid"][:8] in out.stdout
     assert run.metadata["stop"]["reason"].startswith("target_std")
     assert run["primary"]["ge_spectrum"].read().shape[1] == 1024
     assert len(run["posterior"]["mu_s_std"].read()) >= 4
@@ -68,14 +50,18 @@ def test_server_catalog_indexes_as_databroker(tiled_server, monkeypatch):
     monkeypatch.setenv("TILED_API_KEY", "secret")
     catalog = open_catalog(tiled_server)
     assert type(catalog).__name__ == "RunCatalog" and catalog.is_sql
+    before = len(catalog)  # runs of the other tests of this module
     RE = make_run_engine(catalog)  # TiledWriter on the same client
     uids = [RE(bp.count([ophyd.sim.det], md={"sample": sample}))[0] for sample in ("La2O3", "fe", "la2o3", "Fe")]
     start = [run.metadata["start"] for run in catalog[-3:]]
     assert [md["uid"] for md in start] == uids[1:] and catalog[-1].metadata["start"]["uid"] == uids[-1]
-    assert [catalog[i].metadata["start"]["uid"] for i in (1, 2, 3, 4)] == uids  # scan ids
+    first = catalog[uids[0]].metadata["start"]["scan_id"]
+    assert first == before + 1  # scan ids go on from the newest stored run's
+    assert [catalog[first + i].metadata["start"]["uid"] for i in range(4)] == uids
     assert all(catalog[uid[:8]].metadata["start"]["uid"] == uid == catalog[uid].metadata["start"]["uid"]
                for uid in uids)
     assert [md["sample"] for md in start] == ["fe", "la2o3", "Fe"] and start[-1]["sample_key"] == "fe"
     assert list(find_runs(catalog, sample="LA2O3")) == [uids[0], uids[2]]
-    assert list(find_runs(open_catalog(tiled_server), sample="FE")) == [uids[1], uids[3]]  # a new connection
+    found = list(find_runs(open_catalog(tiled_server), sample="FE"))  # a new connection
+    assert found[-2:] == [uids[1], uids[3]] and len(found) == 3  # and the rehearsal's Fe run
     assert catalog[uids[0]]["primary"]["det"].read().shape == (1,)
