@@ -271,6 +271,8 @@ def start_md(plan_name: str, detectors: Sequence, motors: Sequence, plan_args: M
     }
     if agent is not None:
         _md.update(agent=type(agent).__name__, stop_rule=repr(agent.stop_rule), quantities=list(agent.quantities))
+        if callable(getattr(agent, "config", None)):
+            _md["agent_config"] = agent.config()  # with stop_rule: the agent can be built again (resume)
     if continue_from is not None:
         if not isinstance(continue_from, str) or not continue_from:
             raise ValueError(f"continue_from must be the uid of a stored run, got {continue_from!r}")

@@ -57,6 +57,13 @@ class SpinMomentAgent(BayesAgent):
             self.configure(geometry)
 
     # -- set-up ---------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Element, orbitals, p_z window (a.u.), prior sd (μB) and the (Γ, scale) grids; the geometry is the
+        detector's configuration, read from each run."""
+        return {"element": self.element, "orbitals": list(self.orbitals), "pz_window": self.pz_window,
+                "prior_sd_mub": self.prior_sd_mub, "gamma_grid": self.gamma_grid.tolist(),
+                "scale_grid": self.scale_grid.tolist()}
+
     def configure(self, geometry: ComptonGeometry) -> None:
         """Build the forward model for a detector calibration (keeps data if it is unchanged)."""
         if self.model is not None and self.model.geometry.same_as(geometry):

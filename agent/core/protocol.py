@@ -37,6 +37,16 @@ class BayesAgent:
         self.failures: list[Mapping] = []
         self._stop_reason: str | None = None
 
+    def config(self) -> dict[str, Any]:
+        """The agent's settings as JSON values, recorded in a run's start document as ``agent_config``: with
+        the stop rule, what ``from_config`` needs to build the same agent again (to continue a stored run)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, stop_rule: StopRule, config: Mapping[str, Any]) -> BayesAgent:
+        """A new agent with ``stop_rule`` and the settings ``config`` (a ``config()`` of this class)."""
+        return cls(stop_rule, **config)
+
     def ingest(self, points: Sequence[Mapping]) -> None:
         """Update the posterior with measured outcomes, one dict per measurement (with ``_id``)."""
         for point in points:

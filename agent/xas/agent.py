@@ -6,6 +6,7 @@ Suggestions: ``{"energy": eV, "dwell": s, "_id": k}``; outcomes: ``{"_id", "ener
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from scipy import linalg, optimize
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, History, StopRule, _positive, any_of
 from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
-from agent.xas.prior import GaussianPrior, SpectraLibrary, library_prior
+from agent.xas.prior import GaussianPrior, SpectraLibrary, library_prior, rebuild_prior
 
 MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
 
@@ -72,6 +73,7 @@ class XASAgent(BayesAgent):
             raise ValueError(f"dwell options must be positive seconds, got {dwell_options!r}")
         self.noise, self.cost = noise or CountingNoise(), cost or MoveCost()
         self.adapt, self.scale_prior_sd = adapt, scale_prior_sd
+        self.prior_source, self.target = prior.source, target
         self.post = XASPosterior(prior, nuisance or Nuisance(), target=target)
         e = self.post.energy
         lo, hi = energy_limits if energy_limits is not None else (e[0], e[-1])
@@ -87,6 +89,28 @@ class XASAgent(BayesAgent):
         self._last: dict[str, float] = {}
 
     # -- protocol ------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The prior's ``source`` (``None``: a prior that cannot be rebuilt), the nuisance priors, counting
+        noise and move cost, the dwell options (s), energy limits (eV) and the design settings."""
+        return {"prior": self.prior_source, "nuisance": dataclasses.asdict(self.post.nuisance),
+                "noise": dataclasses.asdict(self.noise), "cost": dataclasses.asdict(self.cost),
+                "dwell_options": self.dwell_options.tolist(), "energy_limits": list(self.energy_limits),
+                "adapt": bool(self.adapt), "scale_prior_sd": float(self.scale_prior_sd), "strategy": self.strategy,
+                "sweep_points": self.sweep_points, "target": self.target}
+
+    @classmethod
+    def from_config(cls, stop_rule: StopRule, config: Mapping[str, Any]) -> XASAgent:
+        """``ValueError`` if the prior cannot be rebuilt (``agent.xas.prior.rebuild_prior``)."""
+        config = dict(config)
+        source = config.pop("prior", None)
+        if source is None:
+            raise ValueError("the agent's prior was not made by library_prior or reference_prior: it cannot be "
+                             "rebuilt")
+        return cls(rebuild_prior(source), stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})),
+                   noise=CountingNoise(**config.pop("noise", {})), cost=MoveCost(**config.pop("cost", {})),
+                   energy_limits=tuple(config.pop("energy_limits")) if config.get("energy_limits") else None,
+                   **config)
+
     def at(self, energy_eV: float) -> None:
         """Tell the agent where the monochromator is (eV), so the first move is costed right."""
         self.current_eV = float(energy_eV)

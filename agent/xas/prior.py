@@ -12,7 +12,7 @@ background of the reference method act on the measured mu*t, so they live in the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,11 @@ class SpectraLibrary:
         keep = np.arange(len(self)) != self.index(name)
         return SpectraLibrary(self.energy, self.spectra[:, keep], tuple(np.array(self.names)[keep]))
 
+    def only(self, names) -> SpectraLibrary:
+        """The standards ``names``, in that order (``KeyError`` naming an unknown one)."""
+        keep = [self.index(name) for name in names]
+        return SpectraLibrary(self.energy, self.spectra[:, keep], tuple(self.names[k] for k in keep))
+
     def on(self, grid: np.ndarray) -> np.ndarray:
         """Spectra linearly interpolated onto ``grid`` (eV), shape (len(grid), k)."""
         grid = np.asarray(grid, float)
@@ -106,12 +111,15 @@ class SpectraLibrary:
 
 @dataclass(frozen=True)
 class GaussianPrior:
-    """mu ~ N(mean, cov) on ``energy`` (eV); ``kind`` names the construction."""
+    """mu ~ N(mean, cov) on ``energy`` (eV); ``kind`` names the construction. ``source``: how to build it
+    again (``rebuild_prior``): the construction, the standards and the options, JSON values; ``None`` for a
+    prior made or changed otherwise (a run measured with it cannot be rebuilt from the catalog)."""
 
     energy: np.ndarray
     mean: np.ndarray
     cov: np.ndarray
     kind: str = "custom"
+    source: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         n = np.asarray(self.energy).size
@@ -177,12 +185,13 @@ def reference_prior(library: SpectraLibrary, grid: np.ndarray | None = None,
     """Reference prior: library mean and std, squared-exponential correlation of length ``cutoff_eV``
     (eV, or ``"fit"`` for the expected-likelihood maximiser on a 0.5 eV grid)."""
     grid = default_grid() if grid is None else np.asarray(grid, float)
-    if cutoff_eV == "fit":
+    if isinstance(cutoff_eV, str) and cutoff_eV == "fit":
         cutoff_eV = fit_cutoff(library, grid[::5])
     if not float(cutoff_eV) > 0:
         raise ValueError(f"cutoff must be > 0 eV, got {cutoff_eV!r}")
     y = library.on(grid)
-    return GaussianPrior(grid, y.mean(1), se_kernel(grid, y.std(1), float(cutoff_eV)), "reference")
+    return GaussianPrior(grid, y.mean(1), se_kernel(grid, y.std(1), float(cutoff_eV)), "reference",
+                         _source("reference", library, grid, cutoff_eV=float(cutoff_eV)))
 
 
 def reference_measured_cov(prior: GaussianPrior, amp_mean: float = 1.75, amp_sd: float = 5.0,
@@ -224,7 +233,31 @@ def library_prior(library: SpectraLibrary, grid: np.ndarray | None = None, cutof
     emp = r @ r.T / max(y.shape[1] - 1, 1)
     cov = (p["emp_weight"] * emp + p["kernel_scale"] * se_kernel(grid, sd, p["cutoff_eV"])
            + p["fine_scale"] * se_kernel(grid, sd, p["fine_cutoff_eV"]))
-    return GaussianPrior(grid, mean, cov, "library")
+    return GaussianPrior(grid, mean, cov, "library", _source("library", library, grid, **p))
+
+
+def _source(construction: str, library: SpectraLibrary, grid: np.ndarray, **options) -> dict:
+    """A prior's ``source``: the grid as ``None`` when it is ``default_grid()`` (1051 numbers saved)."""
+    default = default_grid()
+    same = grid.shape == default.shape and np.allclose(grid, default)
+    return {"construction": construction, "standards": list(library.names),
+            "grid": None if same else [float(e) for e in grid], "options": {k: float(v) for k, v in options.items()}}
+
+
+def rebuild_prior(source: dict, library: SpectraLibrary | None = None) -> GaussianPrior:
+    """The prior a ``GaussianPrior.source`` describes, from ``library`` (default: the Fe K standards).
+    ``ValueError`` if it names a construction or standard this library does not have."""
+    builders = {"library": library_prior, "reference": reference_prior}
+    construction = source.get("construction") if isinstance(source, dict) else None
+    if construction not in builders:
+        raise ValueError(f"cannot rebuild a prior from {source!r}")
+    library = library if library is not None else SpectraLibrary.from_csv()
+    try:
+        standards = library.only(source["standards"])
+    except KeyError as exc:
+        raise ValueError(f"cannot rebuild the {construction} prior: {exc.args[0]}") from None
+    grid = None if source.get("grid") is None else np.asarray(source["grid"], float)
+    return builders[construction](standards, grid, **source.get("options", {}))
 
 
 def leave_one_out(library: SpectraLibrary, build, grid: np.ndarray, noise_var: float | np.ndarray = 1e-4,
