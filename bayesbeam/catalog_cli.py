@@ -53,12 +53,13 @@ def load_backup_command(uids, location, backup_dir):
 @click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh).")
 @click.option("--element", default=None, help="The agent's element, if the run records neither it nor a preset.")
 def resume(uid, location, time_scale, seed, element):
-    """Continue run UID (an interrupted, aborted or failed adaptive Compton measurement on the simulated beamline)
-    to its target in a new run.
+    """Continue run UID (an interrupted, aborted or failed adaptive Compton or XAS measurement on the simulated
+    beamline) to its target in a new run.
 
-    The agent is rebuilt from the catalog (the run's start document and its stored cycles, and those of the runs
-    it continued); the new run records continue_from=UID and counts only what is still needed. A run measured
-    over EPICS is continued in its IPython session: RE(resume_compton(catalog, UID, [ge], magnet, ...))."""
+    The agent is rebuilt from the catalog (the run's start document and its stored cycles or points, and those of
+    the runs it continued); the new run records continue_from=UID and counts only what is still needed. A run
+    measured over EPICS is continued in its IPython session: RE(resume_compton(catalog, UID, [ge], magnet, ...))
+    or RE(resume_xas(catalog, UID, [i0, it], mono, ...))."""
     from bayesbeam.catalog import open_catalog
     from bayesbeam.resume import ResumeError, resume_run
 
@@ -68,12 +69,14 @@ def resume(uid, location, time_scale, seed, element):
     except ResumeError as exc:
         raise click.ClickException(str(exc)) from None
     report = result.agent.report()
-    quantity = next((q for q in ("mu_s",) if f"{q}_std" in report), None)
-    click.echo(f"run {(result.uid or '?')[:8]} continues {result.continued[:8]}: {result.cycles_before} valid cycles "
-               f"before, {result.cycles_now} now; stop: {result.stop_reason}")
-    if quantity:
-        click.echo(f"{quantity} = {report[f'{quantity}_mean']:.4f} ± {report[f'{quantity}_std']:.4f} μB after "
+    click.echo(f"run {(result.uid or '?')[:8]} continues {result.continued[:8]}: {result.before} valid "
+               f"{result.unit} before, {result.now} now; stop: {result.stop_reason}")
+    if "mu_s_std" in report:
+        click.echo(f"mu_s = {report['mu_s_mean']:.4f} ± {report['mu_s_std']:.4f} μB after "
                    f"{result.agent.cycles} cycles, {result.beamtime_s / 3600:.2f} h of beamtime")
+    elif "rmse_pred" in report:
+        click.echo(f"predicted RMSE {report['rmse_pred']:.4f} (edge-step units) after {report['points']} points, "
+                   f"{result.beamtime_s / 3600:.2f} h of beamtime")
 
 
 @click.group()

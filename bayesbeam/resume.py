@@ -4,15 +4,18 @@ The agent is rebuilt from the catalog alone: its configuration from the run's st
 as recorded in ``stop_rule``, the quantities, the sample), its state by replaying the stored documents of the
 run, and of the runs it continued (``continue_from``, followed back to the first), through the plan's feeder
 (``agent.feeders``). Only what the feeder takes counts: whole, valid ``+ − − +`` cycles (a cycle the run was
-interrupted in has no ``cycles`` event and is measured again). The new run records ``continue_from=<uid>``
-and goes on to the same target; nothing already counted is counted again.
+interrupted in has no ``cycles`` event and is measured again), XAS points whose stored readings prove them.
+The new run records ``continue_from=<uid>`` and goes on to the same target; nothing already counted is
+counted again.
 
 - ``rebuild_agent(catalog, uid)``: the agent and the chain of runs it was rebuilt from.
-- ``resume_compton(catalog, uid, detectors, magnet, **plan_kwargs)``: the bluesky plan (any beamline, e.g. in
-  the IPython session: ``RE(resume_compton(catalog, "a1b2c3d4", [ge], magnet, ring=ring, beamtime=beamtime))``).
+- ``resume_compton(catalog, uid, detectors, magnet, **plan_kwargs)``, ``resume_xas(catalog, uid, detectors, mono,
+  **plan_kwargs)``: the bluesky plans (any beamline, e.g. in the IPython session:
+  ``RE(resume_compton(catalog, "a1b2c3d4", [ge], magnet, ring=ring, beamtime=beamtime))``).
 - ``resume_run(uid, catalog=None, ...)``: ``bayesbeam resume``: the run continued on the simulated beamline.
 
-Magnetic Compton (``adaptive_compton``) runs only, for now.
+Magnetic Compton (``adaptive_compton``) and XAS (``adaptive_xas``) runs. An XAS agent is rebuilt from its
+``agent_config`` (its prior from the standards and options recorded there).
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from typing import Any
 
 from bayesbeam.catalog import load_backup, open_catalog, replay, run_status
 
-RESUMABLE = ("adaptive_compton",)
+RESUMABLE = ("adaptive_compton", "adaptive_xas")
 #: Keys of a run's start document that a continuation carries over (what the run was, not how it went).
 CARRIED_MD = ("sample", "sample_description", "purpose", "target_std", "target_quantity", "truth_spin_moment_mub",
               "beamline_id", "profile", "proposal_id", "operator")
-_PLAN_SETTINGS = ("field_t", "beam_floor_ma", "tolerance_t", "max_consecutive_failures", "beam_poll_s")
+#: The plan settings a continuation carries over, per plan.
+_PLAN_SETTINGS = {"adaptive_compton": ("field_t", "beam_floor_ma", "tolerance_t", "max_consecutive_failures",
+                                       "beam_poll_s"),
+                  "adaptive_xas": ("beam_floor_ma", "energy_tolerance_ev", "max_consecutive_failures", "beam_poll_s")}
 
 
 class ResumeError(ValueError):
@@ -37,11 +43,14 @@ class ResumeError(ValueError):
 def parse_stop_rule(text: str):
     """The ``StopRule`` whose ``repr`` is ``text`` (a start document's ``stop_rule``), e.g.
     ``any_of(TargetStd(quantity='mu_s', target=0.01), Budget(cycles=136, points=None, beamtime_s=None))``.
-    Only the rule classes of ``agent.core.stopping`` and literal arguments are accepted (no ``eval``)."""
+    Only the rule classes of ``agent.core.stopping``, XAS's ``TargetRMSE`` and literal arguments are accepted (no
+    ``eval``)."""
     from agent.core import stopping
+    from agent.xas.agent import TargetRMSE
 
     allowed = {name: getattr(stopping, name) for name in
                ("TargetStd", "Plateau", "Budget", "ModelDecided", "any_of", "all_of")}
+    allowed["TargetRMSE"] = TargetRMSE
 
     def build(node):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in allowed:
@@ -76,6 +85,17 @@ def _compton_agent(start: dict, element: str | None = None):
     return SpinMomentAgent(parse_stop_rule(start["stop_rule"]), element=element, orbitals=tuple(orbitals), **config)
 
 
+def _xas_agent(start: dict):
+    from agent.xas import XASAgent
+
+    if "stop_rule" not in start or "agent_config" not in start:
+        raise ResumeError(f"run {start['uid'][:8]} does not record its agent's configuration (agent_config)")
+    try:
+        return XASAgent.from_config(parse_stop_rule(start["stop_rule"]), start["agent_config"])
+    except (TypeError, ValueError) as exc:
+        raise ResumeError(f"run {start['uid'][:8]}: cannot rebuild its XAS agent: {exc}") from None
+
+
 @dataclass
 class Rebuilt:
     """An agent rebuilt from the catalog: ``runs`` replayed into it (oldest first, the last is the one to
@@ -90,12 +110,38 @@ class Rebuilt:
     def uid(self) -> str:
         return self.start["uid"]
 
+    @property
+    def plan(self) -> str:
+        return self.start["plan_name"]
+
+    def plan_settings(self, **overrides) -> dict:
+        """The old run's plan settings that a continuation keeps, updated with ``overrides``."""
+        keep = _PLAN_SETTINGS[self.plan]
+        settings = {k: v for k, v in (self.start.get("plan_args") or {}).items() if k in keep and v is not None}
+        settings.update(overrides)
+        return settings
+
+    def run_md(self, md: dict | None = None) -> dict:
+        """What the new run's start document carries over (``CARRIED_MD``), updated with ``md``."""
+        return {**{k: self.start[k] for k in CARRIED_MD if k in self.start}, **(md or {})}
+
+
+def feeder_for(start: dict, agent):
+    """The feeder the plan of ``start`` used, reading the fields it names."""
+    from agent.feeders import ComptonFeeder, XASFeeder
+
+    if start["plan_name"] == "adaptive_compton":
+        return ComptonFeeder(agent, detector=(start.get("detectors") or ["ge"])[0])
+    validity = start.get("validity") or {}
+    (energy,), _ = start["hints"]["dimensions"][0]
+    f0, ft = validity.get("counts") or start["detectors"]
+    return XASFeeder(agent, energy, f0, ft)
+
 
 def rebuild_agent(catalog, uid: str, element: str | None = None) -> Rebuilt:
     """The agent of run ``uid`` (full or partial uid) as it stood when the run ended, from the catalog alone.
-    The run's journal, if its catalog copy is incomplete, is loaded first (``load_backup``)."""
-    from agent.feeders import ComptonFeeder
-
+    The run's journal, if its catalog copy is incomplete, is loaded first (``load_backup``). ``element``: a
+    Compton agent's element, for a run that records neither it nor a sample preset."""
     run = _run(catalog, uid)
     chain = [run]
     while (previous := chain[0].metadata["start"].get("continue_from")) is not None:
@@ -109,11 +155,10 @@ def rebuild_agent(catalog, uid: str, element: str | None = None) -> Rebuilt:
     for earlier in chain:
         if earlier.metadata["start"].get("plan_name") != plan:
             raise ResumeError(f"run {start['uid'][:8]} continues a {earlier.metadata['start'].get('plan_name')!r} run")
-    agent = _compton_agent(start, element)
-    detector = (start.get("detectors") or ["ge"])[0]
+    agent = _compton_agent(start, element) if plan == "adaptive_compton" else _xas_agent(start)
     for stored in chain:
-        replay(stored, ComptonFeeder(agent, detector=detector))
-    return Rebuilt(agent, chain, detector, start)
+        replay(stored, feeder_for(stored.metadata["start"], agent))
+    return Rebuilt(agent, chain, (start.get("detectors") or ["ge"])[0], start)
 
 
 def _run(catalog, uid: str):
@@ -150,68 +195,103 @@ def resume_compton(catalog, uid: str, detectors, magnet, *, element: str | None 
     in ``plan_kwargs`` / ``md``). Returns the stop reason, as ``adaptive_compton`` does."""
     from plans.compton.flip_cycles import adaptive_compton
 
+    rebuilt = _rebuilt_for(catalog, uid, "adaptive_compton", element)
+    return (yield from adaptive_compton(detectors, magnet, rebuilt.agent, continue_from=rebuilt.uid,
+                                        md=rebuilt.run_md(md), **rebuilt.plan_settings(**plan_kwargs)))
+
+
+def resume_xas(catalog, uid: str, detectors, mono, *, md: dict | None = None, **plan_kwargs):
+    """A bluesky plan continuing the XAS run ``uid`` in a new run (``adaptive_xas`` with the rebuilt agent,
+    ``continue_from`` the old run, the old run's plan settings and description unless given in
+    ``plan_kwargs`` / ``md``). Returns the stop reason, as ``adaptive_xas`` does."""
+    from plans.xas.energy_points import adaptive_xas
+
+    rebuilt = _rebuilt_for(catalog, uid, "adaptive_xas")
+    return (yield from adaptive_xas(detectors, mono, rebuilt.agent, continue_from=rebuilt.uid,
+                                    md=rebuilt.run_md(md), **rebuilt.plan_settings(**plan_kwargs)))
+
+
+def _rebuilt_for(catalog, uid: str, plan: str, element: str | None = None) -> Rebuilt:
     rebuilt = rebuild_agent(catalog, uid, element)
+    if rebuilt.plan != plan:
+        raise ResumeError(f"run {rebuilt.uid[:8]} is a {rebuilt.plan!r} run, not {plan!r}")
     _check_resumable(rebuilt)
-    start = rebuilt.start
-    settings = {k: v for k, v in (start.get("plan_args") or {}).items() if k in _PLAN_SETTINGS and v is not None}
-    settings.update(plan_kwargs)
-    run_md = {k: start[k] for k in CARRIED_MD if k in start}
-    run_md.update(md or {})
-    return (yield from adaptive_compton(detectors, magnet, rebuilt.agent, continue_from=rebuilt.uid, md=run_md,
-                                        **settings))
+    return rebuilt
 
 
 @dataclass
 class Resumed:
     """Outcome of ``resume_run``: the new run's uid, the run it continues, the agent, its stop reason, and the
-    valid cycles measured before (in the runs continued) and in the new run."""
+    valid measurements (``unit``: Compton ``cycles``, XAS ``points``) taken before (in the runs continued) and
+    in the new run; beamtime in s."""
 
     uid: str | None
     continued: str
     agent: Any
     stop_reason: str
-    cycles_before: int
-    cycles_now: int
+    before: int
+    now: int
+    unit: str
     beamtime_s: float
+
+
+def _measured(agent) -> int:
+    return int(agent.cycles) if hasattr(agent, "cycles") else len(agent.post.data_e)
 
 
 def resume_run(uid: str, catalog=None, *, time_scale: float = 1e4, seed: int | None = None,
                element: str | None = None, RE=None) -> Resumed:
     """Continue the stored run ``uid`` on the simulated beamline (``bayesbeam resume``): the agent rebuilt from
-    the catalog (``catalog``: a client or a location, default the default catalog), the sample preset and count
-    time of the old run, a fresh random stream
-    (``seed``, default none: nothing already counted is simulated again), stored through ``RE`` (default a
-    RunEngine on the catalog). A run measured over EPICS is continued in its session (``resume_compton``)."""
+    the catalog (``catalog``: a client or a location, default the default catalog), the sample and count
+    time of the old run, a fresh random stream (``seed``, default none: nothing already counted is simulated
+    again), stored through ``RE`` (default a RunEngine on the catalog). A run measured over EPICS is continued
+    in its session (``resume_compton``, ``resume_xas``)."""
     from bayesbeam.session import make_run_engine
-    from sim_devices.compton.beamline import make_compton_beamline
-    from sim_devices.core.clock import BeamtimeSignal
 
     client = catalog if hasattr(catalog, "context") else open_catalog(catalog)
     rebuilt = rebuild_agent(client, uid, element)
     _check_resumable(rebuilt)
-    start, old = rebuilt.start, rebuilt.runs[-1]
-    if start.get("profile") == "epics":
-        raise ResumeError(f"run {rebuilt.uid[:8]} was measured over EPICS: continue it in its session, RE("
-                          f"resume_compton(catalog, {rebuilt.uid[:8]!r}, [ge], magnet, ring=ring, beamtime=beamtime))")
-    config = old["primary"].metadata["configuration"][rebuilt.detector]["data"]
+    if rebuilt.start.get("profile") == "epics":
+        call = ("resume_compton(catalog, {uid!r}, [ge], magnet, ring=ring, beamtime=beamtime)"
+                if rebuilt.plan == "adaptive_compton" else "resume_xas(catalog, {uid!r}, [i0, it], mono, ring=ring)")
+        raise ResumeError(f"run {rebuilt.uid[:8]} was measured over EPICS: continue it in its session, "
+                          f"RE({call.format(uid=rebuilt.uid[:8])})")
+    agent = rebuilt.agent
+    before = _measured(agent)
+    RE = RE if RE is not None else make_run_engine(client)
+    md = rebuilt.run_md({"seed": seed})
+    plan = (_simulated_compton if rebuilt.plan == "adaptive_compton" else _simulated_xas)(rebuilt, time_scale, seed, md)
+    uids = RE(plan)
+    _, reason = agent.should_stop()
+    return Resumed(uids[0] if uids else None, rebuilt.uid, agent, reason or "", before, _measured(agent) - before,
+                   "cycles" if rebuilt.plan == "adaptive_compton" else "points", float(agent.beamtime_s))
+
+
+def _simulated_compton(rebuilt: Rebuilt, time_scale: float, seed: int | None, md: dict):
+    from plans.compton.flip_cycles import adaptive_compton
+    from sim_devices.compton.beamline import make_compton_beamline
+    from sim_devices.core.clock import BeamtimeSignal
+
+    config = rebuilt.runs[-1]["primary"].metadata["configuration"][rebuilt.detector]["data"]
     count_time = float(config.get(f"{rebuilt.detector}_preset_time", 60.0))
     try:
-        beamline = make_compton_beamline(str(start.get("sample", "")), time_scale=time_scale, seed=seed,
+        beamline = make_compton_beamline(str(rebuilt.start.get("sample", "")), time_scale=time_scale, seed=seed,
                                          count_time_s=count_time)
     except ValueError as exc:
         raise ResumeError(f"run {rebuilt.uid[:8]} cannot be continued on the simulated beamline: {exc}") from None
-    agent = rebuilt.agent
-    before = agent.cycles
     beamtime = BeamtimeSignal(beamline.clock, name="beamtime")  # the feeder adds the agent's beamtime so far
-    RE = RE if RE is not None else make_run_engine(client)
-    settings = {k: v for k, v in (start.get("plan_args") or {}).items() if k in _PLAN_SETTINGS and v is not None}
-    settings["beam_poll_s"] = 0.0
-    run_md = {k: start[k] for k in CARRIED_MD if k in start}
-    run_md["seed"] = seed
-    from plans.compton.flip_cycles import adaptive_compton
+    return adaptive_compton([beamline.ge], beamline.magnet, rebuilt.agent, ring=beamline.ring, beamtime=beamtime,
+                            continue_from=rebuilt.uid, md=md, **rebuilt.plan_settings(beam_poll_s=0.0))
 
-    uids = RE(adaptive_compton([beamline.ge], beamline.magnet, agent, ring=beamline.ring, beamtime=beamtime,
-                               continue_from=rebuilt.uid, md=run_md, **settings))
-    _, reason = agent.should_stop()
-    return Resumed(uids[0] if uids else None, rebuilt.uid, agent, reason or "", before, agent.cycles - before,
-                   float(agent.beamtime_s))
+
+def _simulated_xas(rebuilt: Rebuilt, time_scale: float, seed: int | None, md: dict):
+    from bayesbeam.rehearsal.xas.rehearse import make_xas_beamline
+    from plans.xas.energy_points import adaptive_xas
+
+    try:
+        beamline = make_xas_beamline(str(rebuilt.start.get("sample", "")), time_scale=time_scale, seed=seed,
+                                     cost=rebuilt.agent.cost)
+    except (KeyError, ValueError) as exc:
+        raise ResumeError(f"run {rebuilt.uid[:8]} cannot be continued on the simulated beamline: {exc}") from None
+    return adaptive_xas([beamline.i0, beamline.it], beamline.mono, rebuilt.agent, beamtime=beamline.beamtime,
+                        continue_from=rebuilt.uid, md=md, **rebuilt.plan_settings(beam_poll_s=0.0))

@@ -329,6 +329,45 @@ def test_resume_compton_continues_a_failed_run_in_a_session(catalog, RE):
     assert list(new["posterior"].read()["cycles"].values) == [3, 4]
 
 
+def test_an_xas_run_that_failed_is_continued_from_the_catalog(catalog, RE):
+    """An adaptive XAS run that failed after its 8th point (a callback raised) is continued by ``resume_run``: the
+    agent is rebuilt from ``agent_config`` (its library prior from the recorded standards) and the stored points;
+    the new run counts only the 6 points its budget of 14 still allows, and its posterior is the one of both
+    runs' stored points together."""
+    from agent.xas import XASAgent
+    from bayesbeam.catalog import replay, run_status
+    from bayesbeam.rehearsal.xas.options import XASOptions
+    from bayesbeam.rehearsal.xas.rehearse import rehearse_xas_run
+    from bayesbeam.resume import ResumeError, feeder_for, rebuild_agent, resume_run
+
+    def fail():
+        raise RuntimeError("the operator's callback broke")
+
+    token = RE.subscribe(_at_cycle(8, fail))  # the posterior event of point 8
+    with pytest.raises(RuntimeError, match="callback broke"):
+        rehearse_xas_run(RE, XASOptions("Fe3O4", target_rmse=1e-6, max_points=14, seed=5, time_scale=float("inf")))
+    RE.unsubscribe(token)
+    old = catalog[-1]
+    old_uid = old.metadata["start"]["uid"]
+    assert run_status(old) == "fail" and old["primary"].read().sizes["time"] == 8
+    live_rmse = float(old["posterior"].read()["rmse_pred"][-1])
+    assert rebuild_agent(catalog, old_uid[:8]).agent.report()["rmse_pred"] == pytest.approx(live_rmse, rel=1e-9)
+    result = resume_run(old_uid[:8], catalog, seed=6, time_scale=float("inf"), RE=RE)
+    assert (result.before, result.now, result.unit) == (8, 6, "points")
+    new = catalog[result.uid]
+    start = new.metadata["start"]
+    assert start["continue_from"] == old_uid and start["agent_config"] == old.metadata["start"]["agent_config"]
+    assert new.metadata["stop"]["reason"] == "budget: points = 14 reached the limit 14"
+    assert new["primary"].read().sizes["time"] == 6  # nothing counted twice
+    assert list(new["posterior"].read()["points"].values) == list(range(9, 15))
+    again = XASAgent.from_config(result.agent.stop_rule, start["agent_config"])
+    for run in (old, new):
+        replay(run, feeder_for(run.metadata["start"], again))
+    assert again.report()["rmse_pred"] == pytest.approx(float(new["posterior"].read()["rmse_pred"][-1]), rel=1e-9)
+    with pytest.raises(ResumeError, match="already reached its stop rule"):
+        resume_run(result.uid, catalog, RE=RE)
+
+
 # -- defect 3: a catalog failure never aborts a measurement --------------------------------------------
 def _capture(RE):
     docs = []
@@ -337,7 +376,7 @@ def _capture(RE):
 
 
 def _at_cycle(n: int, action):
-    """A RunEngine subscriber calling ``action()`` at the posterior event of cycle ``n``."""
+    """A RunEngine subscriber calling ``action()`` at the posterior event of cycle ``n`` (XAS: point ``n``)."""
     streams = {}
 
     def callback(name, doc):
