@@ -38,7 +38,7 @@ from agent.compton.model import ComptonGeometry
 
 #: A count proves its length when the detector's elapsed time is at least this fraction of the preset.
 ELAPSED_FRACTION = 0.95
-COMPTON_RULE, XAS_RULE = "compton-count-proof/1", "xas-count-proof/1"
+COMPTON_RULE, XAS_RULE, XPS_RULE = "compton-count-proof/1", "xas-count-proof/1", "xps-sweep-proof/1"
 
 
 def field_prefix(data_keys, name: str, old_prefix: str) -> str:
@@ -137,6 +137,20 @@ def xas_point_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     if not all(c > 0 and math.isfinite(c) for c in counts):
         return f"counts {', '.join(f'{c:.6g}' for c in counts)} are not finite positive numbers"
     return count_problem(data, spec, _number(data, spec["requested"]), _number(data, spec["dwell"]))
+
+
+def sweep_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """Why one stored XPS sweep (a ``primary`` event's ``data``) is not proven, ``""`` if it is: counts
+    ``spec["counts"]`` stored, finite and not negative, on as many energies ``spec["energies"]`` (eV)."""
+    counts = np.asarray(data.get(spec["counts"], np.nan), dtype=float)
+    energies = np.asarray(data.get(spec["energies"], np.nan), dtype=float)
+    if counts.size == 0 or not np.all(np.isfinite(counts)):
+        return "non-finite counts in the sweep"
+    if np.any(counts < 0):
+        return "negative counts in the sweep"
+    if energies.shape != counts.shape or not np.all(np.isfinite(energies)):
+        return f"{energies.size} finite energies stored for {counts.size} counts"
+    return ""
 
 
 def _spec(doc: Mapping[str, Any], rule: str) -> Mapping[str, Any] | None:
@@ -275,16 +289,18 @@ class ComptonFeeder(CallbackBase):
 class XPSFeeder(CallbackBase):
     """Feed an ``XPSAgent`` from the documents of an adaptive 3d XPS run (plans.xps.sweeps).
 
-    ``analyser``: the analyser's name (fields ``<analyser>_counts``, ``<analyser>_energies``, eV).
-    Each ``primary`` event (absent after a device fault) is held by its ``sweep`` number until
-    the ``sweeps`` event that closes that sweep: ingested if valid (with that event's
-    ``beamtime_s``, s), registered as a failure otherwise.
+    ``analyser``: the analyser's name (fields ``<analyser>_counts``, ``<analyser>_energies``, eV). With a
+    ``validity`` entry in the start document each ``primary`` event (one sweep; none after a device fault)
+    is judged by ``sweep_problem`` from its own stored readings and ingested with the run's beamtime stored
+    in it (s), or registered as a failure; a ``sweeps`` event without its sweep's reading registers the
+    failure it records. Without one (runs of 0.1), the ``sweeps`` event decides.
     """
 
     def __init__(self, agent, analyser: str = "analyser"):
         super().__init__()
         self.agent = agent
         self.det = analyser
+        self.spec: Mapping[str, Any] | None = None
         self._streams: dict[str, str] = {}
         self._pending: dict[int, dict] = {}
         self._t0 = 0.0
@@ -293,6 +309,7 @@ class XPSFeeder(CallbackBase):
     def start(self, doc):
         self._t0 = doc["time"]
         self._pending.clear()
+        self.spec = _spec(doc, XPS_RULE)
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
@@ -303,20 +320,35 @@ class XPSFeeder(CallbackBase):
         stream = self._streams.get(doc["descriptor"])
         data = doc["data"]
         if stream == "primary":
-            self._pending[int(data[self._sweep_key])] = data
+            sweep = int(data[self._sweep_key])
+            if self.spec is None:
+                self._pending[sweep] = data
+                return
+            self._pending[sweep] = {}  # seen: its sweeps event is bookkeeping
+            problem = sweep_problem(data, self.spec)
+            if problem:
+                self.agent.register_failures([{"_id": sweep, "reason": problem}])
+            else:
+                key = self.spec.get("beamtime")
+                self._ingest(sweep, data, _number(data, key) if key else math.nan, doc["time"])
         elif stream == "sweeps":
             sweep = int(data["sweep"])
             reading = self._pending.pop(sweep, None)
-            if not data["valid"] or reading is None:
+            if self.spec is not None:
+                if reading is None:  # a device fault: no reading stored
+                    self.agent.register_failures([{"_id": sweep, "reason": data["reason"]}])
+            elif not data["valid"] or reading is None:
                 self.agent.register_failures([{"_id": sweep, "reason": data["reason"]}])
-                return
-            beamtime = float(data.get("beamtime_s", np.nan))
-            self.agent.ingest([{
-                "_id": sweep,
-                "counts": np.asarray(reading[f"{self.det}_counts"], dtype=float),
-                "energies": np.asarray(reading[f"{self.det}_energies"], dtype=float),
-                "beamtime_s": beamtime if np.isfinite(beamtime) else doc["time"] - self._t0,
-            }])
+            else:
+                self._ingest(sweep, reading, float(data.get("beamtime_s", np.nan)), doc["time"])
+
+    def _ingest(self, sweep: int, reading, beamtime: float, time: float) -> None:
+        self.agent.ingest([{
+            "_id": sweep,
+            "counts": np.asarray(reading[f"{self.det}_counts"], dtype=float),
+            "energies": np.asarray(reading[f"{self.det}_energies"], dtype=float),
+            "beamtime_s": beamtime if np.isfinite(beamtime) else time - self._t0,
+        }])
 
 
 class XASFeeder(CallbackBase):

@@ -101,3 +101,34 @@ def test_xps_json_matches_the_printed_table_and_the_catalog(tmp_path, catalog, c
     run = catalog[s["uid"]]
     assert run.metadata["stop"]["reason"] == s["stop_reason"]
     assert float(run["posterior"]["F_2level"].read()[-1]) == pytest.approx(s["F_2level"])
+
+
+def test_the_feeder_judges_each_sweep_by_its_stored_reading_not_the_plan_s_verdict(RE, catalog):
+    """The ``sweeps`` stream is bookkeeping: with its verdicts inverted, a replay still ingests exactly the sweeps
+    whose stored counts are proven (``sweep_problem``), and registers the NaN sweep as a failure."""
+    from agent.feeders import XPSFeeder, sweep_problem
+    from plans.xps.sweeps import adaptive_xps
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xps.electron_analyser import SimElectronAnalyser
+    from sim_devices.xps.samples import sample
+
+    det = SimElectronAnalyser(name="analyser", clock=SimClock(float("inf")), sample=sample("la2o3"), seed=1)
+    det.fail_next("nan")
+    live = xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
+    (uid,) = RE(adaptive_xps([det], live))
+    run = catalog[uid]
+    spec = run.metadata["start"]["validity"]
+    primary = run["primary"].read()
+    proven = [not sweep_problem({k: primary[k].values[i] for k in primary.data_vars}, spec)
+              for i in range(primary.sizes["time"])]
+    assert proven == [False, True, True]
+    streams, rebuilt = {}, xps_agent(target_v=1e-6, max_sweeps=2, seed=4, **FAST)
+    feeder = XPSFeeder(rebuilt)
+    for name, doc in run.documents():
+        if name == "descriptor":
+            streams[doc["uid"]] = doc["name"]
+        if name == "event" and streams[doc["descriptor"]] == "sweeps":
+            doc = {**doc, "data": {**doc["data"], "valid": not doc["data"]["valid"], "reason": "inverted"}}
+        feeder(name, doc)
+    assert rebuilt.sweeps == live.sweeps == 2 and np.array_equal(rebuilt.counts, live.counts)
+    assert [(f["_id"], f["reason"]) for f in rebuilt.failures] == [(1, "non-finite counts in the sweep")]

@@ -1,10 +1,11 @@
 """Adaptive 3d XPS plan: repeated analyser sweeps until the XPS agent decides the model.
 
-Streams: ``primary`` (one event per sweep: counts, energies, ``sweep`` number), ``sweeps`` (valid or discarded and
-why, beamtime), ``posterior`` (the agent's report after each sweep: free energies, model
-probabilities, parameters of the leading model, with the stop decision). The stop reason goes into
-the stop document's ``reason``. The agent is fed from this run's own documents through
-``agent.feeders.XPSFeeder`` (valid sweeps ingested, discarded ones registered as failures).
+Streams: ``primary`` (one event per sweep: counts, energies, ``sweep`` number, the run's beamtime), ``sweeps``
+(bookkeeping: valid or discarded and why, beamtime; the only record of a sweep a device fault lost),
+``posterior`` (the agent's report after each sweep: free energies, model probabilities, parameters of the
+leading model, with the stop decision). The stop reason goes into the stop document's ``reason``. The agent is
+fed from this run's own documents through ``agent.feeders.XPSFeeder``: a sweep is ingested only if its stored
+reading proves it (``agent.feeders.sweep_problem``; keys in the start document's ``validity``).
 """
 
 import itertools
@@ -13,10 +14,9 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import numpy as np
 from bluesky.protocols import Readable
 
-from agent.feeders import XPSFeeder
+from agent.feeders import XPS_RULE, XPSFeeder, sweep_problem
 from agent.xps import XPSAgent
 from plans.core import DEVICE_FAULTS, RunBeamtime, ValuesReadable, agent_arg, detector_list, record_decision, start_md
 
@@ -37,16 +37,19 @@ def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Re
     plan_args = {"detectors": list(map(repr, detectors)), "agent": agent_arg(agent),
                  "beamtime": repr(beamtime) if beamtime is not None else None,
                  "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
+    run_bt = RunBeamtime(beamtime) if beamtime is not None else None
+    counts_key = f"{analyser.name}_counts"
+    spec = {"rule": XPS_RULE, "counts": counts_key, "energies": f"{analyser.name}_energies",
+            "beamtime": run_bt.name if run_bt is not None else None}
     _md = start_md("adaptive_xps", detectors, [], plan_args, ["sweep"], agent=agent, continue_from=continue_from,
-                   md=md)
+                   md=md, validity=spec)
     sweep_state: dict[str, Any] = {"sweep": 0, "valid": True, "reason": "", "beamtime_s": 0.0}
     current = {"sweep": 1}  # the sweep being measured, in each primary event
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_sweep": 1}
     status = ValuesReadable("sweeps", lambda: sweep_state)
     index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]})
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
-    counts_key = f"{analyser.name}_counts"
-    run_bt = RunBeamtime(beamtime) if beamtime is not None else None
+    readables = [*detectors, index] + ([run_bt] if run_bt is not None else [])
 
     def run():
         yield from bps.open_run(md=_md)
@@ -57,14 +60,17 @@ def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Re
             valid, why = True, ""
             current["sweep"] = sweep
             try:
-                reading = yield from bps.trigger_and_read([*detectors, index])
+                reading = yield from bps.trigger_and_read(readables)  # XPSFeeder judges and ingests it here
             except DEVICE_FAULTS as exc:
                 valid, why, reading = False, f"analyser fault ({type(exc).__name__}: {exc})", None
-            if reading is not None and not np.all(np.isfinite(reading[counts_key]["value"])):
-                valid, why = False, "non-finite counts in the sweep"
-            bt = float((yield from bps.rd(run_bt))) if run_bt is not None else float("nan")  # never raises
+            if reading is not None:
+                why = sweep_problem({k: v["value"] for k, v in reading.items()}, spec)  # as XPSFeeder
+                valid = not why
+                bt = float(reading[run_bt.name]["value"]) if run_bt is not None else float("nan")
+            else:
+                bt = float((yield from bps.rd(run_bt))) if run_bt is not None else float("nan")  # never raises
             sweep_state.update(sweep=sweep, valid=valid, reason=why, beamtime_s=bt)
-            yield from bps.trigger_and_read([status], name="sweeps")  # XPSFeeder ingests here
+            yield from bps.trigger_and_read([status], name="sweeps")
             failures = 0 if valid else failures + 1
             stop, reason = yield from record_decision(agent, report, decision, next_sweep=sweep + 1)
             if stop:
