@@ -65,6 +65,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "floor_ma": ((int, float), True, False, "suspend runs below this current (mA)"),
         "resume_ma": ((int, float), True, False, "resume once the current is back above this (mA)"),
         "resume_sleep_s": ((int, float), True, False, "… and has stayed there this long (s)"),
+        "max_gap_s": ((int, float), False, False, "the ring PV's update period with slack (s, default 2): a count "
+                                                  "over which it was silent longer proves no beam"),
     },
     "beamtime": {
         "name": (str, True, False, "device name"),
@@ -241,6 +243,8 @@ def validate(data: dict[str, Any], where: str = "configuration") -> list[str]:
             if not all(1 <= c <= 32 for c in chans) or chans[0] == chans[1]:
                 problems.append(f"{where}: [ion_chambers] channels {chans} must be two different of 1-32")
     ring = data.get("ring")
+    if isinstance(ring, dict) and isinstance(ring.get("max_gap_s"), (int, float)) and not ring["max_gap_s"] > 0:
+        problems.append(f"{where}: [ring] max_gap_s must be > 0 s, got {ring['max_gap_s']}")
     if isinstance(ring, dict) and isinstance(ring.get("floor_ma"), (int, float)) \
             and isinstance(ring.get("resume_ma"), (int, float)) and ring["resume_ma"] < ring["floor_ma"]:
         problems.append(f"{where}: [ring] resume_ma {ring['resume_ma']} is below floor_ma {ring['floor_ma']}")

@@ -43,7 +43,7 @@ from ophyd.status import DeviceStatus
 from ophyd.utils import StatusTimeoutError
 
 from bayesbeam.beamline_config import SCHEMA, BeamlineConfig
-from bayesbeam.epics_ring import EpicsRingCurrent
+from bayesbeam.epics_ring import DEFAULT_MAX_GAP_S, EpicsRingCurrent
 
 log = logging.getLogger(__name__)
 
@@ -605,7 +605,7 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         _wait_connected(_signals(i0), deadline)
         it = IonChamberScaler(ic["scaler"], channel=ic["it_channel"], gate=gate, name=ic["it_name"])
     ring = config.data["ring"]
-    current = EpicsRingCurrent(ring["current"], name=ring["name"])
+    current = EpicsRingCurrent(ring["current"], name=ring["name"], max_gap_s=ring.get("max_gap_s", DEFAULT_MAX_GAP_S))
     bt = config.section("beamtime")
     beamtime = EpicsSignalRO(bt["pv"], name=bt["name"], auto_monitor=False) if bt else None
     faults = {f"fault_{k}": EpicsSignal(pv, name=f"fault_{k}") for k, pv in (config.section("faults") or {}).items()}

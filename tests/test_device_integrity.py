@@ -378,6 +378,26 @@ def test_a_plan_writing_an_unlisted_pv_is_refused_and_nothing_is_written(session
     assert stuck.get(use_monitor=False) == before  # read back from the IOC: nothing was written
 
 
+def test_the_ring_s_update_period_comes_from_the_beamline_file(session, tmp_path):
+    """``[ring] max_gap_s``: the silence of the ring PV over a count that still proves beam (s); stored as the
+    ring's configuration and in each run's ``validity``; a value that is not > 0 is one line naming the file."""
+    from bayesbeam.epics_devices import WriteGate, connect_beamline
+    from plans.core import ring_spec
+
+    text = _unsimulated(tmp_path).read_text().replace("max_gap_s = 2.0", "max_gap_s = 3.5")
+    path = tmp_path / "slow_ring.toml"
+    path.write_text(text)
+    previous = WriteGate.active()
+    try:
+        bl = connect_beamline(load_beamline(path), timeout_s=60)
+    finally:
+        WriteGate.set_active(previous)
+    assert bl.ring.max_gap_s.get() == 3.5 and ring_spec(bl.ring, 10.0)["max_gap_s"] == 3.5
+    path.write_text(text.replace("max_gap_s = 3.5", "max_gap_s = 0"))
+    with pytest.raises(BeamlineConfigError, match=r"slow_ring.toml: \[ring\] max_gap_s must be > 0 s, got 0"):
+        load_beamline(path)
+
+
 def test_the_ioc_refuses_writes_to_read_only_pvs_and_to_faults_unless_started_with_faults():
     from caproto import AccessRights, Forbidden
 
