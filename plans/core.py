@@ -281,6 +281,31 @@ def start_md(plan_name: str, detectors: Sequence, motors: Sequence, plan_args: M
     return _md
 
 
+def plan_agent(plan_name: str, agent: Any, continue_from: str | None, factory: Callable[..., Any],
+               params: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """``(agent, continue_from)`` a plan runs with: ``agent`` itself (an object, as an IPython session passes
+    it); else, with ``continue_from``, the stored run's agent rebuilt (``plans.registry.rebuilt_agent``: its
+    stop rule and state) and that run's full uid; else a new one, ``factory(**params)`` with the parameters
+    given (``None``: the factory's default), as a queued plan builds it from plain values. Giving both an
+    agent and its parameters is an error."""
+    given = {k: v for k, v in params.items() if v is not None}
+    if agent is not None:
+        if isinstance(agent, (str, bytes, int, float, Mapping, list)):
+            raise TypeError(f"{plan_name}: agent must be an agent object (an IPython session's); over the queue give "
+                            f"the agent's parameters instead ({', '.join(params)})")
+        if given:
+            raise ValueError(f"{plan_name}: give an agent or its parameters ({', '.join(given)}), not both")
+        return agent, continue_from
+    if continue_from is not None:
+        if given:
+            raise ValueError(f"{plan_name}: continue_from={continue_from!r} goes on with the stored run's agent and "
+                             f"stop rule; its parameters ({', '.join(given)}) cannot be changed")
+        from plans.registry import rebuilt_agent
+
+        return rebuilt_agent(plan_name, continue_from)
+    return factory(**given), None
+
+
 def agent_arg(agent) -> str:
     """How an agent appears in ``plan_args``: its class and stop rule (an object cannot be stored)."""
     return f"{type(agent).__name__}({agent.stop_rule!r})"
@@ -293,6 +318,16 @@ def detector_list(detectors, plan: str) -> list:
     warnings.warn(f"{plan}: pass the detectors as a list, [{getattr(detectors, 'name', 'det')}]; a single "
                   "device goes in the next release", DeprecationWarning, stacklevel=3)
     return [detectors]
+
+
+def device_list(detectors, plan: str) -> list:
+    """``detectors`` as a list of devices: devices or their names (``plans.registry``); a single device (the 0.1
+    convention) still works, with a warning (``detector_list``)."""
+    from plans.registry import devices
+
+    if isinstance(detectors, (str, list, tuple)):
+        return devices(detectors, f"{plan} detectors")
+    return detector_list(detectors, plan)
 
 
 def detectors_then_motor(detectors, motor, plan: str) -> tuple[list, Any]:
