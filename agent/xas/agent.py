@@ -17,7 +17,7 @@ from scipy import linalg, optimize
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, History, StopRule, _positive, any_of
 from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
-from agent.xas.prior import GaussianPrior, SpectraLibrary, library_prior, rebuild_prior
+from agent.xas.prior import PRIORS, GaussianPrior, SpectraLibrary, rebuild_prior
 
 MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
 
@@ -257,14 +257,18 @@ class XASAgent(BayesAgent):
         p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"])
 
 
-def xas_agent(prior: GaussianPrior | None = None, target_rmse: float | None = None,
+def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | None = None,
               stop_rule: StopRule | None = None, exclude: str | None = None, max_points: int = 2000,
               **kwargs) -> XASAgent:
-    """Build an ``XASAgent``. Default prior: ``library_prior`` of the Fe K standards (minus ``exclude``).
+    """Build an ``XASAgent``. ``prior``: a ``GaussianPrior``, or the name of a construction (``library``, the
+    default, or ``reference``: ``agent.xas.prior.PRIORS``) from the Fe K standards minus ``exclude``.
     Stops on ``TargetRMSE(target_rmse)`` or ``stop_rule`` (combined with any_of), and at ``max_points``."""
-    if prior is None:
+    if prior is None or isinstance(prior, str):
+        name = prior or "library"
+        if name not in PRIORS:
+            raise ValueError(f"unknown prior {name!r}; choose from {', '.join(PRIORS)}")
         lib = SpectraLibrary.from_csv()
-        prior = library_prior(lib.without(exclude) if exclude else lib)
+        prior = PRIORS[name](lib.without(exclude) if exclude else lib)
     rules = [r for r in (TargetRMSE(target_rmse) if target_rmse is not None else None, stop_rule)
              if r is not None]
     rules.append(Budget(points=max_points))

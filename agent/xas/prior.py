@@ -244,10 +244,14 @@ def _source(construction: str, library: SpectraLibrary, grid: np.ndarray, **opti
             "grid": None if same else [float(e) for e in grid], "options": {k: float(v) for k, v in options.items()}}
 
 
+#: The prior constructions by name (``kind``).
+PRIORS = {"library": library_prior, "reference": reference_prior}
+
+
 def rebuild_prior(source: dict, library: SpectraLibrary | None = None) -> GaussianPrior:
     """The prior a ``GaussianPrior.source`` describes, from ``library`` (default: the Fe K standards).
     ``ValueError`` if it names a construction or standard this library does not have."""
-    builders = {"library": library_prior, "reference": reference_prior}
+    builders = PRIORS
     construction = source.get("construction") if isinstance(source, dict) else None
     if construction not in builders:
         raise ValueError(f"cannot rebuild a prior from {source!r}")

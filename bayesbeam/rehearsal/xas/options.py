@@ -41,10 +41,10 @@ class XASOptions(RehearsalOptions):
 
 def build_prior(name: str, library: SpectraLibrary) -> GaussianPrior:
     """The ``name`` prior (one of ``PRIORS``) built from ``library``; ``ValueError`` if unknown."""
-    from agent.xas.prior import library_prior, reference_prior
+    from agent.xas.prior import PRIORS as BUILDERS
 
     require(name in PRIORS, f"unknown prior {name!r}; choose from {', '.join(PRIORS)}")
-    return {"library": library_prior, "reference": reference_prior}[name](library)
+    return BUILDERS[name](library)
 
 
 def make_agent(sample: str, target_rmse: float, prior: str = "library", max_points: int = 2000,
@@ -55,7 +55,8 @@ def make_agent(sample: str, target_rmse: float, prior: str = "library", max_poin
     from agent.xas.design import MoveCost
     from agent.xas.prior import SpectraLibrary
 
-    lib = SpectraLibrary.from_csv()
-    require(sample in lib.names, f"unknown sample {sample!r}; known standards: {', '.join(lib.names)}")
-    return xas_agent(build_prior(prior, lib.without(sample)), target_rmse=target_rmse, max_points=max_points,
-                     cost=cost or MoveCost(), **kwargs)
+    require(prior in PRIORS, f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
+    names = SpectraLibrary.from_csv().names
+    require(sample in names, f"unknown sample {sample!r}; known standards: {', '.join(names)}")
+    return xas_agent(prior, target_rmse=target_rmse, exclude=sample, max_points=max_points, cost=cost or MoveCost(),
+                     **kwargs)
