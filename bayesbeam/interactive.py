@@ -18,8 +18,11 @@ def configure_session(md: dict, plots: bool | None = None):
     its live table goes to the manager's console output)."""
     from bluesky_queueserver import is_re_worker_active
 
+    from bayesbeam.resume import register_rebuilders
+
     catalog = open_catalog()
     RE = make_run_engine(catalog, md=md)
+    register_rebuilders(catalog)  # a plan given continue_from and no agent rebuilds it from this catalog
     bec = BestEffortCallback()
     if plots is None:
         plots = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \

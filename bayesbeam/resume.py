@@ -211,6 +211,19 @@ def resume_xas(catalog, uid: str, detectors, mono, *, md: dict | None = None, **
                                     md=rebuilt.run_md(md), **rebuilt.plan_settings(**plan_kwargs)))
 
 
+def register_rebuilders(catalog) -> None:
+    """Let the plans rebuild a stored run's agent from ``catalog`` (``plans.registry.register_rebuilder``): a plan
+    queued with ``continue_from=<uid>`` and no agent goes on with that run's agent, checked resumable."""
+    from plans.registry import register_rebuilder
+
+    for plan in RESUMABLE:
+        def rebuild(uid: str, plan: str = plan):
+            rebuilt = _rebuilt_for(catalog, uid, plan)
+            return rebuilt.agent, rebuilt.uid
+
+        register_rebuilder(plan, rebuild)
+
+
 def _rebuilt_for(catalog, uid: str, plan: str, element: str | None = None) -> Rebuilt:
     rebuilt = rebuild_agent(catalog, uid, element)
     if rebuilt.plan != plan:

@@ -18,7 +18,7 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable
 
-from agent.compton import SpinMomentAgent
+from agent.compton import SpinMomentAgent, spin_moment_agent
 from agent.feeders import COMPTON_RULE, ComptonFeeder, cycle_problem
 from plans.core import (
     DEVICE_FAULTS,
@@ -29,11 +29,14 @@ from plans.core import (
     agent_arg,
     check_ring,
     detector_list,
+    device_list,
+    plan_agent,
     record_decision,
     ring_spec,
     start_md,
     wait_for_beam,
 )
+from plans.registry import device, optional_device
 
 FLIP_PATTERN = (1, -1, -1, 1)
 
@@ -127,27 +130,40 @@ def flip_cycle(detectors: Sequence[Readable], magnet: Movable, field_t: float, *
     return not problem, problem
 
 
-def adaptive_compton(detectors: Sequence[Readable], magnet: Movable, agent: SpinMomentAgent, *,
-                     field_t: float = 2.0, ring: Readable | None = None, beam_floor_ma: float = 10.0,
-                     tolerance_t: float = 0.05, max_consecutive_failures: int = 3, beam_poll_s: float = 1.0,
-                     beamtime: Readable | None = None, interruptions: Any = None, continue_from: str | None = None,
-                     md: dict[str, Any] | None = None):
-    """Flip cycles until ``agent.should_stop()`` (target reached, plateau, budget …).
+def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = "magnet",
+                     agent: SpinMomentAgent | None = None, *, target_std: float | None = None,
+                     quantity: str | None = None, max_cycles: int | None = None, element: str | None = None,
+                     orbitals: list[str] | None = None, field_t: float = 2.0, ring: Readable | None = "ring",
+                     beam_floor_ma: float = 10.0, tolerance_t: float = 0.05, max_consecutive_failures: int = 3,
+                     beam_poll_s: float = 1.0, beamtime: Readable | None = "beamtime", interruptions: Any = None,
+                     continue_from: str | None = None, md: dict[str, Any] | None = None):
+    """Flip cycles until the agent stops the run (target reached, plateau, budget …).
 
-    ``detectors``: ``[ge]``, the Ge MCA first (see ``flip_cycle``). ``agent``: a ``SpinMomentAgent``;
-    it is fed through ``ComptonFeeder`` from this run's own documents, a cycle as soon as its last
-    spectrum is stored and proven (so a cycle is never lost to a failure after it). ``ring``: a ring
-    that reports its minimum over each count (the simulated ``RingCurrent``, ``EpicsRingCurrent``);
-    without one the beam is not checked. ``continue_from``: uid of a stored run this one continues
-    (recorded in the start document; the agent passed in carries that run's state, e.g. rebuilt with
-    ``bayesbeam.catalog.replay``). ``beamtime``: optional readable of elapsed beamtime (s), e.g. the
-    simulated clock or an IOC's beamtime PV; stored (``primary`` ``beamtime``, ``cycles``
-    ``beamtime_s``) and given to the agent as beamtime since this run's start (otherwise wall time
-    since the start is used). ``interruptions``: ignored (see ``flip_cycle``). A discarded cycle is
-    not mixed into the posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures``
+    ``detectors``: ``[ge]``, the Ge MCA first (see ``flip_cycle``); ``magnet``: the field (T). Devices or
+    their names (resolved by ``plans.registry``; the defaults are the profiles' names). The agent: ``agent``,
+    a ``SpinMomentAgent`` object (an IPython session's); or, as a queued plan gives it, its parameters:
+    stop when std(``quantity``, default ``mu_s``) ≤ ``target_std`` (μB, default 0.01) or after
+    ``max_cycles`` (default 136, the conventional measurement), for ``element`` (default Fe) with the
+    ``orbitals`` (default 3d, 4s) (``agent.spin_moment_agent``); or, with ``continue_from`` and neither, the
+    stored run's agent rebuilt from the catalog. It is fed through ``ComptonFeeder`` from this run's own
+    documents, a cycle as soon as its last spectrum is stored and proven (so a cycle is never lost to a
+    failure after it). ``ring``: a ring that reports its minimum over each count (the simulated
+    ``RingCurrent``, ``EpicsRingCurrent``); ``None``: the beam is not checked. ``continue_from``: uid of a
+    stored run this one continues (recorded in the start document; an agent passed in carries that run's
+    state, e.g. rebuilt with ``bayesbeam.resume.rebuild_agent``). ``beamtime``: readable of elapsed
+    beamtime (s), e.g. the simulated clock or an IOC's beamtime PV; stored (``primary`` ``beamtime``,
+    ``cycles`` ``beamtime_s``) and given to the agent as beamtime since this run's start (without one,
+    wall time since the start). ``interruptions``: ignored (see ``flip_cycle``). A discarded cycle is not
+    mixed into the posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures``
     discarded cycles in a row abort the run (what was counted stays in the catalog).
     """
-    detectors = detector_list(detectors, "adaptive_compton")
+    detectors = device_list(detectors, "adaptive_compton")
+    magnet = device(magnet, "adaptive_compton magnet")
+    ring = optional_device(ring, "adaptive_compton ring", "ring", [*detectors, magnet])
+    beamtime = optional_device(beamtime, "adaptive_compton beamtime", "beamtime", [*detectors, magnet])
+    params = {"target_std": target_std, "quantity": quantity, "max_cycles": max_cycles, "element": element,
+              "orbitals": orbitals}
+    agent, continue_from = plan_agent("adaptive_compton", agent, continue_from, spin_moment_agent, params)
     det = detectors[0]
     if not field_t > 0:
         raise ValueError(f"field must be positive, got {field_t!r} T")
@@ -157,7 +173,7 @@ def adaptive_compton(detectors: Sequence[Readable], magnet: Movable, agent: Spin
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
     check_ring(ring)
-    plan_args = {"detectors": list(map(repr, detectors)), "magnet": repr(magnet), "agent": agent_arg(agent),
+    plan_args = {"detectors": list(map(repr, detectors)), "magnet": repr(magnet), "agent": agent_arg(agent), **params,
                  "field_t": field_t, "ring": repr(ring) if ring is not None else None, "beam_floor_ma": beam_floor_ma,
                  "tolerance_t": tolerance_t, "max_consecutive_failures": max_consecutive_failures,
                  "beam_poll_s": beam_poll_s, "continue_from": continue_from}

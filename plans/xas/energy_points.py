@@ -20,7 +20,7 @@ import numpy as np
 from bluesky.protocols import Movable, Readable
 
 from agent.feeders import XAS_RULE, XASFeeder, xas_point_problem
-from agent.xas import XASAgent
+from agent.xas import XASAgent, xas_agent
 from plans.core import (
     DEVICE_FAULTS,
     CountGuard,
@@ -30,10 +30,13 @@ from plans.core import (
     agent_arg,
     check_ring,
     detectors_then_motor,
+    device_list,
+    plan_agent,
     ring_spec,
     start_md,
     wait_for_beam,
 )
+from plans.registry import device, optional_device
 
 
 def _dwell_signal(det):
@@ -71,17 +74,26 @@ def _set_dwell(detectors, dwell_s: float):
         yield from bps.mv(*args)
 
 
-def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, *, beamtime: Readable | None = None,
-                 ring: Readable | None = None, beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0,
+def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "mono", agent: XASAgent | None = None,
+                 *, target_rmse: float | None = None, max_points: int | None = None, prior: str | None = None,
+                 exclude: str | None = None, target: str | None = None, beamtime: Readable | None = "beamtime",
+                 ring: Readable | None = "ring", beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0,
                  energy_tolerance_ev: float = 0.1, max_consecutive_failures: int = 3,
                  continue_from: str | None = None, md: dict[str, Any] | None = None):
-    """Move, count, ingest, ask, repeat until ``agent.should_stop()``.
+    """Move, count, ingest, ask, repeat until the agent stops the run.
 
     ``detectors``: ``[i0, it]`` (incident, transmitted); their first hinted field is the count.
-    ``mono``: the monochromator energy (eV). ``agent``: an ``XASAgent`` (its candidate range must lie
-    inside the monochromator limits). ``continue_from``: uid of a stored run this one continues
-    (recorded in the start document; the agent passed in carries that run's state).
-    ``beamtime``: optional readable of elapsed beamtime (s), stored in ``primary`` as beamtime since
+    ``mono``: the monochromator energy (eV). Devices or their names (``plans.registry``; the defaults are
+    the profiles' names). The agent: ``agent``, an ``XASAgent`` object (an IPython session's; its
+    candidate range must lie inside the monochromator limits); or, as a queued plan gives it, its
+    parameters: stop when the predicted RMSE of the ``target`` spectrum (``absorbance``, the default, or
+    ``mu``) reaches ``target_rmse`` (edge-step units, default none: the budget decides) or after
+    ``max_points`` (default 2000), with the ``prior`` construction (``library``, the default, or
+    ``reference``) from the Fe K standards minus ``exclude`` (the sample's own, if it is one)
+    (``agent.xas_agent``); or, with ``continue_from`` and neither, the stored run's agent rebuilt from the
+    catalog. ``continue_from``: uid of a stored run this one continues (recorded in the start document;
+    an agent passed in carries that run's state).
+    ``beamtime``: readable of elapsed beamtime (s), stored in ``primary`` as beamtime since
     the run's start. ``ring``: a ring that reports its minimum over each count (``plans.core.check_ring``);
     with one, the plan waits for beam (≥ ``beam_floor_ma`` mA, polled every ``beam_poll_s`` wall s)
     before each count and a point counts only if the ring's minimum during it was at or above the floor.
@@ -94,6 +106,13 @@ def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, 
     moved again and the point counted afresh at the requested energy.
     """
     detectors, mono = detectors_then_motor(detectors, mono, "adaptive_xas")
+    detectors = device_list(detectors, "adaptive_xas")
+    mono = device(mono, "adaptive_xas mono")
+    ring = optional_device(ring, "adaptive_xas ring", "ring", [*detectors, mono])
+    beamtime = optional_device(beamtime, "adaptive_xas beamtime", "beamtime", [*detectors, mono])
+    params = {"target_rmse": target_rmse, "max_points": max_points, "prior": prior, "exclude": exclude,
+              "target": target}
+    agent, continue_from = plan_agent("adaptive_xas", agent, continue_from, xas_agent, params)
     if len(detectors) != 2:
         raise ValueError(f"adaptive_xas needs [i0, it], got {len(detectors)} detectors")
     _check_range(mono, agent.energy_limits)
@@ -105,7 +124,7 @@ def adaptive_xas(detectors: Sequence[Readable], mono: Movable, agent: XASAgent, 
     i0, it = detectors
     f0, ft = _count_field(i0), _count_field(it)
     mono_field = _count_field(mono)
-    plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent),
+    plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent), **params,
                  "beamtime": repr(beamtime) if beamtime is not None else None,
                  "ring": repr(ring) if ring is not None else None, "beam_floor_ma": beam_floor_ma,
                  "beam_poll_s": beam_poll_s, "energy_tolerance_ev": energy_tolerance_ev,

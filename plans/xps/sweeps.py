@@ -17,24 +17,43 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 
 from agent.feeders import XPS_RULE, XPSFeeder, sweep_problem
-from agent.xps import XPSAgent
-from plans.core import DEVICE_FAULTS, RunBeamtime, ValuesReadable, agent_arg, detector_list, record_decision, start_md
+from agent.xps import XPSAgent, xps_agent
+from plans.core import (
+    DEVICE_FAULTS,
+    RunBeamtime,
+    ValuesReadable,
+    agent_arg,
+    device_list,
+    plan_agent,
+    record_decision,
+    start_md,
+)
+from plans.registry import optional_device
 
 
-def adaptive_xps(detectors: Sequence[Readable], agent: XPSAgent, *, beamtime: Readable | None = None,
+def adaptive_xps(detectors: Sequence[Readable] = ("analyser",), agent: XPSAgent | None = None, *,
+                 p_model: float | None = None, target_delta_f: float | None = None, target_v: float | None = None,
+                 max_sweeps: int | None = None, seed: int | None = None, beamtime: Readable | None = "beamtime",
                  max_consecutive_failures: int = 3, continue_from: str | None = None,
                  md: dict[str, Any] | None = None):
     """Sweeps of the analyser ``detectors[0]`` (fields ``<name>_counts``, ``<name>_energies``; the
-    others are read with it) until ``agent.should_stop()`` (an ``XPSAgent``, fed through
-    ``XPSFeeder`` from this run's documents: model decided and parameter stds on target, or its
-    budget). ``beamtime``: optional readable of the elapsed beamtime (s), recorded as beamtime since
+    others are read with it; devices or their names, ``plans.registry``) until the agent stops the run,
+    fed through ``XPSFeeder`` from this run's documents. The agent: ``agent``, an ``XPSAgent`` object (an
+    IPython session's); or, as a queued plan gives it, its parameters: stop when one model's probability
+    reaches ``p_model`` (default 0.99) and std(Δ − U_fc), std(V) reach ``target_delta_f``, ``target_v`` (eV,
+    defaults 0.1, 0.01), or after ``max_sweeps`` (default 20); ``seed`` of its exchange Monte Carlo
+    (``agent.xps_agent``). ``beamtime``: readable of the elapsed beamtime (s), recorded as beamtime since
     the run's start (NaN if unreadable). Discarded sweeps (device fault, non-finite counts) are not
     accumulated; ``max_consecutive_failures`` in a row abort the run."""
-    detectors = detector_list(detectors, "adaptive_xps")
+    detectors = device_list(detectors, "adaptive_xps")
+    beamtime = optional_device(beamtime, "adaptive_xps beamtime", "beamtime", detectors)
+    params = {"p_model": p_model, "target_delta_f": target_delta_f, "target_v": target_v, "max_sweeps": max_sweeps,
+              "seed": seed}
+    agent, continue_from = plan_agent("adaptive_xps", agent, continue_from, xps_agent, params)
     analyser = detectors[0]
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
-    plan_args = {"detectors": list(map(repr, detectors)), "agent": agent_arg(agent),
+    plan_args = {"detectors": list(map(repr, detectors)), "agent": agent_arg(agent), **params,
                  "beamtime": repr(beamtime) if beamtime is not None else None,
                  "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
     run_bt = RunBeamtime(beamtime) if beamtime is not None else None

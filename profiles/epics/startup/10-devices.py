@@ -3,8 +3,11 @@
 connect within the configured timeout, or the message names the ones that did not."""
 
 from bayesbeam.epics_devices import connect_beamline
+from plans.registry import register_devices
 
 epics_bl = connect_beamline(beamline)
 ge, magnet, ring, beamtime = epics_bl.ge, epics_bl.magnet, epics_bl.ring, epics_bl.beamtime
 faults = epics_bl.faults
 mono, i0, it = epics_bl.mono, epics_bl.i0, epics_bl.it  # XAS end station (None if the file has none)
+register_devices({k: v for k, v in dict(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, mono=mono, i0=i0,
+                                        it=it).items() if v is not None})  # by name, for queued plans

@@ -1,12 +1,15 @@
 """The simulated BL08W-style beamline (sim_devices): clock, ring, magnet, Ge detector, and the XAS end
-station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``.
+station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``; the 3d XPS
+electron analyser ``analyser``. Registered by name for plans queued with plain parameters (``plans.registry``).
 
-``$BAYESBEAM_SAMPLE`` (default fe), ``$BAYESBEAM_XAS_SAMPLE`` (an Fe K-edge standard, default Fe3O4)
-and ``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
+``$BAYESBEAM_SAMPLE`` (default fe), ``$BAYESBEAM_XAS_SAMPLE`` (an Fe K-edge standard, default Fe3O4),
+``$BAYESBEAM_XPS_SAMPLE`` (default la2o3) and ``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
 
 import os
 
+from plans.registry import register_devices
 from sim_devices import BeamtimeSignal, make_compton_beamline, make_xas_endstation
+from sim_devices.xps import SimElectronAnalyser, xps_sample
 
 sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
                             time_scale=float(os.environ.get("BAYESBEAM_TIME_SCALE", "1e4")))
@@ -14,3 +17,6 @@ ge, magnet, ring, sample = sim.ge, sim.magnet, sim.ring, sim.sample
 beamtime = BeamtimeSignal(sim.clock, name="beamtime")
 xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring)
 mono, i0, it, xas_sample = xas.mono, xas.i0, xas.it, xas.sample
+analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE",
+                                                                                       "la2o3")))
+register_devices(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, mono=mono, i0=i0, it=it, analyser=analyser)
