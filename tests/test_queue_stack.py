@@ -149,6 +149,55 @@ def test_a_plan_queued_with_plain_parameters_is_stored_in_the_catalog(stack):
 
 
 @needs_redis
+def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack):
+    """``BPlan("adaptive_compton", target_std=...)`` and ``BPlan("adaptive_xas", target_rmse=...)`` are complete
+    requests: devices from the profile's names (``plans.registry``), the agent built inside the plan from the
+    parameters (a fresh one per item: the second Compton run does not inherit the first's cycles), the stop
+    reason and the posterior stream in the catalog, ``agent_suggestion_uid`` from ``md``. An agent named over
+    the queue is refused by the plan in one line; nothing is counted."""
+    from bluesky_queueserver_api import BPlan
+
+    from bayesbeam.catalog import open_catalog
+
+    items = [BPlan("adaptive_compton", target_std=1e-6, max_cycles=2,
+                   md={"sample": "fe", "agent_suggestion_uid": "s1"}),
+             BPlan("adaptive_compton", target_std=1e-6, max_cycles=3, md={"sample": "fe"}),
+             BPlan("adaptive_xas", target_rmse=1e-6, max_points=5, exclude="Fe3O4", md={"sample": "Fe3O4"}),
+             BPlan("adaptive_xps", max_sweeps=1, md={"sample": "la2o3"}),
+             BPlan("adaptive_compton", agent="spin_moment_agent")]
+    api = stack.stack.api(user_group=AGENTS_GROUP, user="test agent")
+    try:
+        before = api.status()["items_in_history"]
+        for item in items:
+            api.item_add(item)
+        api.queue_start()
+        wait_for_status(api, lambda s: s["items_in_history"] >= before + len(items)
+                        and s["manager_state"] == "idle", timeout=300, what="the queued adaptive plans to finish")
+        done = api.history_get()["items"][before:]
+        left = api.queue_get()["items"]
+        api.queue_clear()  # the queue server puts a failed item back at the front of the queue
+    finally:
+        api.close()
+    assert [item["kwargs"].get("agent") for item in left] in ([], ["spin_moment_agent"])
+    results = [item["result"] for item in done]
+    assert [r["exit_status"] for r in results] == ["completed"] * 4 + ["failed"], results
+    assert "agent must be an agent object" in results[4]["msg"] and not results[4]["run_uids"]
+    catalog = open_catalog(stack.catalog)
+    runs = [catalog[r["run_uids"][0]] for r in results[:4]]
+    stops = [run.metadata["stop"]["reason"] for run in runs]
+    assert stops[:3] == ["budget: cycles = 2 reached the limit 2", "budget: cycles = 3 reached the limit 3",
+                         "budget: points = 5 reached the limit 5"]
+    assert stops[3].startswith(("budget", "model_decided"))  # one sweep may decide la2o3's model
+    assert [run["posterior"].read().sizes["time"] for run in runs] == [2, 3, 5, 1]
+    first, second, xas = (run.metadata["start"] for run in runs[:3])
+    assert first["agent_suggestion_uid"] == "s1" and first["detectors"] == ["ge"] and first["motors"] == ["magnet"]
+    assert first["plan_args"]["target_std"] == 1e-6 and first["agent_config"]["element"] == "Fe"
+    assert first["validity"]["ring_minimum"] == "ring_minimum"  # the profile's ring, by its default name
+    assert list(runs[1]["posterior"].read()["cycles"].values) == [1, 2, 3]  # a new agent, not the first one's
+    assert xas["detectors"] == ["i0", "it"] and "Fe3O4" not in xas["agent_config"]["prior"]["standards"]
+
+
+@needs_redis
 def test_status_says_what_is_up(stack):
     runner = CliRunner()
     result = runner.invoke(queue, ["status", "--state-dir", str(stack.state)])
