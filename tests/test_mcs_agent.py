@@ -86,6 +86,11 @@ def test_checkpoint_restores_the_posterior(geometry, tmp_path):
     fresh.restore(tmp_path / "agent.npz")
     assert fresh.cycles == 3 and fresh.report() == pytest.approx(agent.report())
     assert fresh.history == agent.history
+    told = spin_moment_agent(0.001, geometry=geometry)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        told.tell([one_cycle(fe, geometry, rng)])  # bluesky-adaptive's older name for ingest
+    assert told.report() == agent.report()
 
 
 def test_rejects_corrupt_cycles(geometry):
@@ -106,4 +111,5 @@ def test_speaks_the_bluesky_adaptive_protocols():
     for proto in (p.Optimizer, p.SupportsStoppingCriteria, p.Checkpointable, p.TrialFaultAware):
         assert isinstance(agent, proto), proto.__name__
     assert agent.suggest(2) == [{"cycle": 0, "_id": 0}, {"cycle": 1, "_id": 1}]
+    assert agent.ask(1) == agent.suggest(1)  # bluesky-adaptive's older names: ask/tell
     assert agent.should_stop() == (False, None)

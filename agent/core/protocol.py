@@ -1,6 +1,7 @@
 """Protocol plumbing shared by every agent (DESIGN §3), free of bluesky imports.
 
-Agents speak bluesky-adaptive 1.0 structurally: ``suggest(num_points)``, ``ingest(points)``,
+Agents speak bluesky-adaptive 1.0 structurally: ``suggest(num_points)``, ``ingest(points)`` (and their
+older names ``ask``, ``tell``),
 ``get_best_points()``, ``should_stop() -> (bool, reason)``, ``checkpoint()``; plus ours,
 ``posterior()`` and ``report()`` (a flat dict of numbers, recorded after every update in
 ``history`` so the stop rules and the run's ``posterior`` stream see the same values).
@@ -65,6 +66,14 @@ class BayesAgent:
     def report(self) -> dict[str, Any]:
         """Flat dict of the numbers recorded in the run after each update (DESIGN §6)."""
         return dict(self._summary())
+
+    def tell(self, points: Sequence[Mapping]) -> None:
+        """bluesky-adaptive's older name for ``ingest``."""
+        self.ingest(points)
+
+    def ask(self, num_points: int = 1) -> list[dict[str, Any]]:
+        """bluesky-adaptive's older name for ``suggest``."""
+        return self.suggest(num_points)
 
     def get_best_points(self) -> list[dict[str, Any]]:
         """Posterior means of the quantities: the 'best point' of an estimation agent."""
