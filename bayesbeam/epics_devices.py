@@ -582,6 +582,9 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
     connected, the devices get their ``DeviceTiming`` (the file's floor, a simulated IOC's time scale),
     the file's ``WriteGate`` becomes the process's, and the faults armed on the IOC are logged (and
     ``EpicsBeamline.armed_faults`` lists them, as the session banner does)."""
+    from bayesbeam import pyepics_fixes
+
+    pyepics_fixes.install()  # a read libca refused (IOC restart) must not block its PV for good
     timeout_s = config.timeout_s() if timeout_s is None else float(timeout_s)
     deadline = time.monotonic() + timeout_s
     ge = magnet = mono = i0 = it = None

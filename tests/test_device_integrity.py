@@ -378,6 +378,30 @@ def test_a_plan_writing_an_unlisted_pv_is_refused_and_nothing_is_written(session
     assert stuck.get(use_monitor=False) == before  # read back from the IOC: nothing was written
 
 
+def test_a_read_libca_refuses_does_not_block_its_pv_for_good(session, monkeypatch):
+    """libca refusing one read request (``Virtual circuit disconnect``, as during an IOC restart) raises for that
+    read only: pyepics 3.5 alone leaves the read marked pending and every later read of the PV times out
+    (``bayesbeam.pyepics_fixes``, installed by ``connect_beamline``)."""
+    from epics import ca
+    from ophyd import EpicsSignalRO
+
+    probe = EpicsSignalRO(session["epics_bl"].config.data["ring"]["current"], name="probe", auto_monitor=False)
+    probe.wait_for_connection(timeout=30)
+    assert probe.get() > 0
+    real, refused = ca.libca.ca_array_get_callback, []
+
+    def refuse_once(*args):
+        if not refused:
+            refused.append(args)
+            return 192  # ECA_DISCONN
+        return real(*args)
+
+    monkeypatch.setattr(ca.libca, "ca_array_get_callback", refuse_once)
+    with pytest.raises(ca.CASeverityException, match="Virtual circuit disconnect"):
+        probe.get()
+    assert refused and probe.get(timeout=10) > 0
+
+
 def test_the_ring_s_update_period_comes_from_the_beamline_file(session, tmp_path):
     """``[ring] max_gap_s``: the silence of the ring PV over a count that still proves beam (s); stored as the
     ring's configuration and in each run's ``validity``; a value that is not > 0 is one line naming the file."""
