@@ -19,10 +19,11 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from bluesky.utils import FailedStatus
 from ophyd.status import Status
-from ophyd.utils import StatusTimeoutError, WaitTimeoutError
+from ophyd.utils import DisconnectedError, StatusTimeoutError, WaitTimeoutError
 
-#: What a device reports when a move or count fails: the plans discard that measurement, not the run.
-DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError)
+#: What a device reports when a move or count fails: the plans discard that measurement, not the run (a
+#: disconnected device too: an IOC restarting costs the measurement in progress, not the run).
+DEVICE_FAULTS = (FailedStatus, TimeoutError, StatusTimeoutError, WaitTimeoutError, DisconnectedError)
 
 
 def _describe_value(value: Any, source: str) -> dict[str, Any]:

@@ -245,6 +245,30 @@ def test_a_failed_beamtime_read_after_a_cycle_loses_nothing(RE, catalog):
     assert rebuilt.cycles == 3 and np.allclose(rebuilt.sums, agent.sums)
 
 
+def test_a_disconnected_magnet_costs_the_cycle_not_the_run(RE, catalog, monkeypatch):
+    """The magnet's channel drops during cycle 2 (an IOC restarting: ophyd raises ``DisconnectedError`` on the
+    move): that cycle is discarded with the reason and the run goes on to its budget (it used to abort)."""
+    from ophyd.utils import DisconnectedError
+
+    bl = make_compton_beamline("fe", time_scale=1e6, seed=35)
+    agent = budget_agent(bl, 3)
+    real, moves = bl.magnet.set, []
+
+    def set_(value, **kwargs):
+        moves.append(value)
+        if len(moves) == 6:  # the second move of cycle 2
+            raise DisconnectedError("magnet_setpoint is not connected")
+        return real(value, **kwargs)
+
+    monkeypatch.setattr(bl.magnet, "set", set_)
+    (uid,) = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0))
+    run = catalog[uid]
+    assert run.metadata["stop"]["exit_status"] == "success" and agent.cycles == 3
+    cycles = run["cycles"].read()
+    assert list(cycles["valid"].values) == [True, False, True, True]
+    assert "magnet failed moving" in str(cycles["reason"].values[1]) and "not connected" in str(cycles["reason"].values[1])
+
+
 def test_the_agents_beamtime_is_the_runs_own(RE, catalog):
     """The beamtime source is an IOC's uptime (5e4 s when the run starts) and the IOC restarts
     mid-run (issue 9, defect 10): the stored beamtime counts from the run's start and never jumps."""
@@ -342,6 +366,9 @@ def test_xas_points_count_only_if_their_readings_prove_energy_and_beam(RE, catal
     assert np.all(np.abs(energy[ok] - requested[ok]) <= 0.1) and np.all(minimum[ok] >= FLOOR_MA)
     assert np.allclose(agent.post.data_e, energy[ok])  # exactly the proven points, in order
     assert len(agent.failures) == 2
+    problems = [str(p) for p in run["posterior"].read()["point_problem"].values]  # why, stored with each point
+    assert [bool(p) for p in problems] == list(~ok)
+    assert problems[1].startswith("monochromator readback after the count") and "beam lost" in problems[3]
     fresh = xas_agent(exclude="Fe-foil", target_rmse=1e-6, max_points=5)
     fresh.at(es.sample.energy_range[0])
     replay(run, XASFeeder(fresh, "mono_energy", "i0_counts", "it_counts"))

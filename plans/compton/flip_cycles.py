@@ -50,6 +50,15 @@ class CycleInfo(ValuesReadable):
         self.state = {"cycle": 0, "flip": 0, "field_sign": 0}
         super().__init__("cycle", lambda: self.state)
         self._readables: tuple | None = None
+        self._spec: dict[str, Any] | None = None
+
+    def validity(self, det, field_t: float, tolerance_t: float, ring, beam_floor_ma: float,
+                 pattern: Sequence[int], beamtime) -> dict[str, Any]:
+        """This run's ``validity_spec``, made on first use: the detector's preset is read once per run, not
+        before every cycle (a device read that could fail between a move and a count)."""
+        if self._spec is None:
+            self._spec = validity_spec(det, field_t, tolerance_t, ring, beam_floor_ma, pattern, beamtime)
+        return self._spec
 
     def count_readables(self, magnet, ring, beamtime) -> tuple:
         """``(guard, ring_window, beamtime)`` of this run, made on first use: the magnet readback before
@@ -100,7 +109,7 @@ def flip_cycle(detectors: Sequence[Readable], magnet: Movable, field_t: float, *
     info = info or CycleInfo()
     info.state["cycle"] = cycle
     guard, window, bt = info.count_readables(magnet, ring, beamtime)
-    spec = validity_spec(det, field_t, tolerance_t, ring, beam_floor_ma, pattern, bt)
+    spec = info.validity(det, field_t, tolerance_t, ring, beam_floor_ma, pattern, bt)
     readables = [guard] + ([window] if window is not None else []) + [*detectors, magnet, info] \
         + ([bt] if bt is not None else [])
     events: list[dict[str, Any]] = []
@@ -181,7 +190,7 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
     _, _, run_bt = info.count_readables(magnet, ring, beamtime)
     _md = start_md("adaptive_compton", detectors, [magnet], plan_args, ["cycle"], agent=agent,
                    continue_from=continue_from, md=md, field_t=field_t, flip_pattern=list(FLIP_PATTERN),
-                   validity=validity_spec(det, field_t, tolerance_t, ring, beam_floor_ma, FLIP_PATTERN, run_bt))
+                   validity=info.validity(det, field_t, tolerance_t, ring, beam_floor_ma, FLIP_PATTERN, run_bt))
     cycle_state: dict[str, Any] = {"cycle": 0, "valid": True, "reason": "", "beamtime_s": 0.0, "count_time_s": 0.0}
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_cycle": 1}
     status = ValuesReadable("cycles", lambda: cycle_state)
