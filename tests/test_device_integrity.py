@@ -201,6 +201,8 @@ def test_a_refused_scaler_count_is_not_stored_as_an_xas_point(session, ioc):
     prim, post = run["primary"].read(), run["posterior"].read()
     assert list(prim["point"].values) == [1, 2, 4, 5]  # point 3 was refused: no event, counted again at 4
     assert len(post["rmse_pred"]) == 5 and agent.report()["points"] == 4
+    problems = [str(p) for p in post["point_problem"].values]  # the refused point's reason is stored
+    assert problems[2].startswith("device fault at") and not any(problems[:2] + problems[3:])
     assert np.allclose(np.asarray(prim["i0_elapsed_s"]), np.asarray(prim["dwell_s"]))
     assert np.allclose(agent.post.data_e, np.asarray(prim["mono"]))
 

@@ -4,8 +4,9 @@ Streams of ``adaptive_xas``: ``primary`` (one event per point: monochromator rea
 requested energy and the readback before and after the count (``energy_requested_ev``,
 ``energy_before_ev``, ``energy_after_ev``), the ring's minimum over the count (mA, with a ring), the
 run's beamtime (s) and the plan's bookkeeping), ``posterior`` (the agent's report after each point:
-predicted RMSE, amplitude, edge shift, beamtime, the next energy and dwell, and the stop decision with
-its reason). The stop reason goes into the stop document's ``reason``. A point is ingested only if
+predicted RMSE, amplitude, edge shift, beamtime, the next energy and dwell, why the point was not used
+(``point_problem``, empty if it was: its stored readings or the device fault that lost it), and the stop
+decision with its reason). The stop reason goes into the stop document's ``reason``. A point is ingested only if
 its stored readings prove it (``agent.feeders.xas_point_problem``; keys and thresholds in the start
 document's ``validity``).
 """
@@ -136,7 +137,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     _md = start_md("adaptive_xas", detectors, [mono], plan_args, [mono_field], agent=agent,
                    continue_from=continue_from, md=md, energy_limits=list(agent.energy_limits), validity=spec)
     point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0, "energy_requested_ev": float("nan")}
-    decision: dict[str, Any] = {"stop": False, "stop_reason": ""}
+    decision: dict[str, Any] = {"stop": False, "stop_reason": "", "point_problem": ""}
     info = ValuesReadable("point", lambda: point)
     report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
     guard = CountGuard("energy", mono, "energy_before_ev", "energy_after_ev", "eV")
@@ -164,13 +165,14 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
                     yield from wait_for_beam(ring, beam_floor_ma, beam_poll_s, trigger_first=False)
                 reading = yield from bps.trigger_and_read(readables)
                 yield from bps.checkpoint()  # never replay a saved event
-                valid = not xas_point_problem({k: v["value"] for k, v in reading.items()}, spec)  # as XASFeeder
-            except DEVICE_FAULTS:  # no event: the agent hears of the lost point here
-                valid = False
-                agent.register_failures([{**suggestion, "i0": np.nan, "it": np.nan}])
+                problem = xas_point_problem({k: v["value"] for k, v in reading.items()}, spec)  # as XASFeeder
+            except DEVICE_FAULTS as exc:  # no event: the agent hears of the lost point here
+                problem = f"device fault at {energy:.2f} eV ({type(exc).__name__}: {exc})"
+                agent.register_failures([{**suggestion, "i0": np.nan, "it": np.nan, "reason": problem}])
+            valid = not problem
             failures = 0 if valid else failures + 1
             stop, reason = agent.should_stop()
-            decision.update(stop=bool(stop), stop_reason=reason or "")
+            decision.update(stop=bool(stop), stop_reason=reason or "", point_problem=problem)
             if not stop:
                 (suggestion,) = agent.suggest(1)
             yield from bps.trigger_and_read([report], name="posterior")
