@@ -266,7 +266,8 @@ def test_a_disconnected_magnet_costs_the_cycle_not_the_run(RE, catalog, monkeypa
     assert run.metadata["stop"]["exit_status"] == "success" and agent.cycles == 3
     cycles = run["cycles"].read()
     assert list(cycles["valid"].values) == [True, False, True, True]
-    assert "magnet failed moving" in str(cycles["reason"].values[1]) and "not connected" in str(cycles["reason"].values[1])
+    reason = str(cycles["reason"].values[1])
+    assert "magnet failed moving" in reason and "not connected" in reason
 
 
 def test_the_agents_beamtime_is_the_runs_own(RE, catalog):
