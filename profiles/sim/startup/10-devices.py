@@ -17,6 +17,6 @@ ge, magnet, ring, sample = sim.ge, sim.magnet, sim.ring, sim.sample
 beamtime = BeamtimeSignal(sim.clock, name="beamtime")
 xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring)
 mono, i0, it, xas_sample = xas.mono, xas.i0, xas.it, xas.sample
-analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE",
-                                                                                       "la2o3")))
+xps = xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE", "la2o3"))
+analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps)
 register_devices(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, mono=mono, i0=i0, it=it, analyser=analyser)
