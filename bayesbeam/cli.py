@@ -47,13 +47,14 @@ main.add_command(resume)
 @click.option("--last", type=click.IntRange(min=1), default=10, help="How many of the most recent runs to list.")
 def runs(catalog, sample, last):
     """List stored runs, oldest first: scan id, uid (its first 8 characters index the catalog, as in
-    catalog["a1b2c3d4"]), start (local time), plan, sample, status (exit status, or running while there is
-    no stop document) and stop reason."""
-    from bayesbeam.catalog import find_runs, open_catalog
+    catalog["a1b2c3d4"]), start (local time), plan, sample, status and stop reason. Status: the stop document's
+    exit status (success, abort, fail); without one, running while its writer is alive, interrupted once it
+    is not (bayesbeam.catalog.run_status states the rule). A catalog that does not exist is not created."""
+    from bayesbeam.catalog import find_runs, open_catalog, run_status
 
-    client = open_catalog(catalog)
+    client = open_catalog(catalog, writable=False)
     results = find_runs(client, sample=sample) if sample else client
-    rows = [_run_row(run.metadata) for run in results[-last:]]
+    rows = [_run_row(run.metadata, run_status(run)) for run in results[-last:]]
     if not rows:
         where = catalog or default_catalog_location()
         click.echo("no runs" + (f" of sample {sample!r}" if sample else "") + f" in {where}")
@@ -62,8 +63,8 @@ def runs(catalog, sample, last):
         click.echo(line)
 
 
-def _run_row(md) -> tuple[str, ...]:
-    """One line of ``runs``: the start and stop documents' fields, as strings."""
+def _run_row(md, status: str) -> tuple[str, ...]:
+    """One line of ``runs``: the start and stop documents' fields and the run's ``status``, as strings."""
     from datetime import datetime
 
     start, stop = md.get("start") or {}, md.get("stop") or {}
@@ -71,7 +72,6 @@ def _run_row(md) -> tuple[str, ...]:
     sample = start.get("sample", "")
     if isinstance(sample, dict):
         sample = sample.get("name", "?")
-    status = stop.get("exit_status", "?") if stop else "running"
     return (str(start.get("scan_id", "?")), start.get("uid", "?")[:8], when, start.get("plan_name", "?"),
             str(sample), status, " ".join(str(stop.get("reason") or "").split()))  # one line per run
 

@@ -204,7 +204,7 @@ def test_a_reader_of_a_missing_catalog_is_told_so_and_nothing_is_created(tmp_pat
 
     missing = tmp_path / "no" / "such" / "dir"
     out = CliRunner().invoke(main, ["runs", "--catalog", str(missing)])
-    assert out.exit_code == 1 and out.output.startswith("Error: ") and "does not exist" in out.output, out.output
+    assert out.exit_code == 1 and out.output == f"Error: catalog {missing} does not exist\n", out.output
     assert len(out.output.strip().splitlines()) == 1 and not (tmp_path / "no").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
