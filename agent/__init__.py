@@ -1,7 +1,8 @@
 """bayesbeam agents: forward models, exact posteriors, stopping rules, experimental design.
 
-One subpackage per technique (``compton``, ``xas``, ``xps``) over ``core`` (agent protocol,
-stopping rules, linear and exchange-MC inference); none of them imports bluesky or ophyd.
+One subpackage per technique (``compton``, ``xas``, ``xps``) and one for the between-runs ``campaign`` agents,
+over ``core`` (agent protocol, stopping rules, linear and exchange-MC inference); none of them imports bluesky
+or ophyd.
 ``agent.feeders`` is the one adapter that turns the bluesky document stream into ``ingest`` calls.
 Public names are imported on first use: ``from agent import xas_agent`` loads the XAS code only.
 """
@@ -16,6 +17,7 @@ _EXPORTS = {
     **dict.fromkeys(["SpinMomentAgent", "spin_moment_agent"], "agent.compton"),
     **dict.fromkeys(["XASAgent", "xas_agent", "TargetRMSE"], "agent.xas"),
     **dict.fromkeys(["XPSAgent", "xps_agent"], "agent.xps"),
+    **dict.fromkeys(["CurieCampaign", "curie_campaign"], "agent.campaign"),
     **dict.fromkeys(["ComptonFeeder", "XASFeeder", "XPSFeeder"], "agent.feeders"),
 }
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,12 @@
-"""Simulated BL08W-style magnetic-Compton end station: Ge MCA, magnet, sample physics and presets."""
+"""Simulated BL08W-style magnetic-Compton end station: Ge MCA, magnet, sample physics and presets, and the
+sample temperature with the true μs(T, B)."""
 
 from sim_devices.compton.beamline import ComptonBeamline, make_compton_beamline
 from sim_devices.compton.ge_detector import SimGeMCA
 from sim_devices.compton.magnet import SimMagnet
+from sim_devices.compton.magnetisation import Magnetisation, magnetisation_model
 from sim_devices.compton.samples import ComptonSample, compton_sample
+from sim_devices.compton.temperature import SimTemperature
 
-__all__ = ["ComptonBeamline", "ComptonSample", "SimGeMCA", "SimMagnet", "compton_sample", "make_compton_beamline"]
+__all__ = ["ComptonBeamline", "ComptonSample", "Magnetisation", "SimGeMCA", "SimMagnet", "SimTemperature",
+           "compton_sample", "magnetisation_model", "make_compton_beamline"]

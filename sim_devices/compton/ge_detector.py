@@ -3,7 +3,9 @@
 Each trigger counts one spectrum for ``preset_time`` seconds of beamtime: Poisson counts per
 channel from the sample physics, the magnet's field at the time and the mean ring current over
 the count; plus an incident-beam monitor count for normalisation. Channel energies follow the
-linear calibration E = offset + slope·channel (keV), as an MCA record stores it.
+linear calibration E = offset + slope·channel (keV), as an MCA record stores it. Given a sample
+temperature (``SimTemperature``) and its magnetisation model, the magnetic signal scales with
+μs(T, B)/μs(0) over each count (``magnetic_scale``); without one it is exactly the preset's.
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ class SimGeMCA(Device):
 
     def __init__(self, *args, clock: SimClock, sample: ComptonSample, magnet: SimMagnet, ring: RingCurrent,
                  seed: int | None = None, monitor_rate_cps: float = 1.0e6, monitor_noise: float = 1e-6,
-                 saturation_field_t: float = 0.5,
+                 saturation_field_t: float = 0.5, temperature=None, moment_model=None,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        if (temperature is None) != (moment_model is None):
+            raise ValueError("a sample temperature needs its magnetisation model μs(T, B), and vice versa")
         self.clock, self.sample, self.magnet, self.ring = clock, sample, magnet, ring
+        self.temperature, self.moment_model = temperature, moment_model
         self.rng = np.random.default_rng(seed)
         self.monitor_rate_cps = float(monitor_rate_cps)
         self.monitor_noise = float(monitor_noise)
@@ -70,22 +75,34 @@ class SimGeMCA(Device):
         """Sample magnetisation direction (−1…1) from the magnet readback (linear below saturation)."""
         return float(np.clip(self.magnet.readback.get() / self.saturation_field_t, -1.0, 1.0))
 
+    def magnetic_scale(self, t0_s: float, t1_s: float, field_t: float) -> float | None:
+        """μs(T, |B|)/μs(0) averaged over the count [t0_s, t1_s] (s of beamtime) at the field ``field_t`` (T),
+        from the true sample temperature (``SimTemperature.true_temperature``, not the noisy readback); None
+        without a sample temperature (the magnetic signal is then the preset's, exactly as before)."""
+        if self.temperature is None:
+            return None
+        times = np.linspace(t0_s, t1_s, 9) if t1_s > t0_s else np.array([t0_s])
+        temps = np.asarray(self.temperature.true_temperature(times), dtype=float)
+        return float(np.mean(self.moment_model.reduced(temps, field_t)))
+
     def trigger(self):
         t = float(self.preset_time.get())
         if not (np.isfinite(t) and t > 0):
             return refused(self, "count", f"{self.name}: preset time {t:g} s is not positive; refused before counting")
         failure = self._faults.pop()
         m = self.magnetisation()
+        field = float(self.magnet.readback.get())
         self.elapsed_s.put(0.0)
 
         def done(t0, t1):
             if failure == "timeout":
                 raise TimeoutError(f"{self.name}: MCA did not report the end of acquisition")
             current = self.ring.mean_current(t0, t1)
-            mean = self.sample.expected_counts(self.geometry(), 1.0, t, current)
+            scale = self.magnetic_scale(t0, t1, field)
+            mean = self.sample.expected_counts(self.geometry(), 1.0, t, current, magnetic_scale=scale)
             if m != 1.0:
-                mean = self.sample.expected_counts(self.geometry(), -1.0, t, current) * (1 - m) / 2 \
-                    + mean * (1 + m) / 2
+                mean = self.sample.expected_counts(self.geometry(), -1.0, t, current, magnetic_scale=scale) \
+                    * (1 - m) / 2 + mean * (1 + m) / 2
             counts = self.rng.poisson(mean).astype(float)
             if failure == "nan":
                 counts[self.rng.integers(0, counts.size, 8)] = np.nan

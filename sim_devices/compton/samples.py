@@ -72,9 +72,13 @@ class ComptonSample:
         return per_s * charge, per_s * geometry.flipping_factor * magnetic
 
     def expected_counts(self, geometry: ComptonGeometry, field_sign: float, count_time_s: float,
-                        current_ma: float = REFERENCE_CURRENT_MA) -> np.ndarray:
-        """Mean counts per channel for one spectrum (``current_ma``: mean ring current, mA)."""
+                        current_ma: float = REFERENCE_CURRENT_MA, magnetic_scale: float | None = None) -> np.ndarray:
+        """Mean counts per channel for one spectrum (``current_ma``: mean ring current, mA). ``magnetic_scale``:
+        μs(T, B)/μs(0) of a sample with a temperature (the magnetic profile scales with the moment); None
+        (a sample without one) leaves the computation exactly as it was."""
         charge, magnetic = self._rates(geometry)
+        if magnetic_scale is not None:
+            magnetic = magnetic * float(magnetic_scale)
         return (count_time_s * current_ma / REFERENCE_CURRENT_MA) * (charge + np.sign(field_sign) * magnetic)
 
 
