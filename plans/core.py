@@ -331,6 +331,18 @@ def device_list(detectors, plan: str) -> list:
     return detector_list(detectors, plan)
 
 
+def plan_devices(plan: str, detectors, motor, ring, beamtime) -> tuple[list, Any, Any, Any]:
+    """``(detectors, motor, ring, beamtime)`` of a plan as devices: each given as a device or a name
+    (``plans.registry``); the ring and beamtime by the registry's rule for optional devices."""
+    from plans.registry import device, optional_device
+
+    detectors = device_list(detectors, plan)
+    motor = device(motor, f"{plan} motor")
+    measured_with = [*detectors, motor]
+    return (detectors, motor, optional_device(ring, f"{plan} ring", "ring", measured_with),
+            optional_device(beamtime, f"{plan} beamtime", "beamtime", measured_with))
+
+
 def detectors_then_motor(detectors, motor, plan: str) -> tuple[list, Any]:
     """Accept the 0.1 order ``(motor, [detectors])`` with a warning; return ``(detectors, motor)``."""
     if not isinstance(detectors, (list, tuple)) and isinstance(motor, (list, tuple)):

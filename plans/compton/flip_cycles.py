@@ -29,14 +29,13 @@ from plans.core import (
     agent_arg,
     check_ring,
     detector_list,
-    device_list,
     plan_agent,
+    plan_devices,
     record_decision,
     ring_spec,
     start_md,
     wait_for_beam,
 )
-from plans.registry import device, optional_device
 
 FLIP_PATTERN = (1, -1, -1, 1)
 
@@ -166,10 +165,7 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
     mixed into the posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures``
     discarded cycles in a row abort the run (what was counted stays in the catalog).
     """
-    detectors = device_list(detectors, "adaptive_compton")
-    magnet = device(magnet, "adaptive_compton magnet")
-    ring = optional_device(ring, "adaptive_compton ring", "ring", [*detectors, magnet])
-    beamtime = optional_device(beamtime, "adaptive_compton beamtime", "beamtime", [*detectors, magnet])
+    detectors, magnet, ring, beamtime = plan_devices("adaptive_compton", detectors, magnet, ring, beamtime)
     params = {"target_std": target_std, "quantity": quantity, "max_cycles": max_cycles, "element": element,
               "orbitals": orbitals}
     agent, continue_from = plan_agent("adaptive_compton", agent, continue_from, spin_moment_agent, params)

@@ -31,13 +31,12 @@ from plans.core import (
     agent_arg,
     check_ring,
     detectors_then_motor,
-    device_list,
     plan_agent,
+    plan_devices,
     ring_spec,
     start_md,
     wait_for_beam,
 )
-from plans.registry import device, optional_device
 
 
 def _dwell_signal(det):
@@ -107,10 +106,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     moved again and the point counted afresh at the requested energy.
     """
     detectors, mono = detectors_then_motor(detectors, mono, "adaptive_xas")
-    detectors = device_list(detectors, "adaptive_xas")
-    mono = device(mono, "adaptive_xas mono")
-    ring = optional_device(ring, "adaptive_xas ring", "ring", [*detectors, mono])
-    beamtime = optional_device(beamtime, "adaptive_xas beamtime", "beamtime", [*detectors, mono])
+    detectors, mono, ring, beamtime = plan_devices("adaptive_xas", detectors, mono, ring, beamtime)
     params = {"target_rmse": target_rmse, "max_points": max_points, "prior": prior, "exclude": exclude,
               "target": target}
     agent, continue_from = plan_agent("adaptive_xas", agent, continue_from, xas_agent, params)
