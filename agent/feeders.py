@@ -92,8 +92,10 @@ def count_problem(data: Mapping[str, Any], spec: Mapping[str, Any], target: floa
 
 def spectrum_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     """Why one stored magnetic-Compton spectrum (a ``primary`` event's ``data``) is not proven, ``""``
-    if it is: finite counts, a finite positive monitor, and ``count_problem`` at the planned field
-    ``field_sign`` × ``spec["field_t"]`` (T) and preset ``spec["preset_s"]`` (s)."""
+    if it is: finite counts, a finite positive monitor, ``count_problem`` at the planned field
+    ``field_sign`` × ``spec["field_t"]`` (T) and preset ``spec["preset_s"]`` (s), and, for a run at a set
+    sample temperature (``spec["temperature"]``), the temperature readback before and after the count within
+    ``tolerance_k`` of ``target_k`` (K)."""
     flip = data.get("flip", "?")
     counts = np.asarray(data.get(spec["spectrum"], np.nan), dtype=float)
     if counts.size == 0 or not np.all(np.isfinite(counts)):
@@ -103,6 +105,15 @@ def spectrum_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
         return f"monitor {monitor:.6g} is not a positive count (flip {flip})"
     problem = count_problem(data, spec, _number(data, "field_sign") * float(spec["field_t"]),
                             float(spec["preset_s"]))
+    temperature = spec.get("temperature")
+    if not problem and temperature:  # the sample temperature over the count, as the field's
+        target, tol = float(temperature["target_k"]), float(temperature["tolerance_k"])
+        for key, when in ((temperature["before"], "before"), (temperature["after"], "after")):
+            value = _number(data, key)
+            if not abs(value - target) <= tol:
+                problem = (f"sample temperature {when} the count {value:.6g} K is not within {tol:g} K of "
+                           f"{target:.6g} K")
+                break
     return f"{problem} (flip {flip})" if problem else ""
 
 

@@ -92,11 +92,13 @@ class CountGuard:
     (in ``units``), both read afresh from the device (not a monitor's cache); a failed read stores NaN
     (no proof), never loses the count. ``interruptions``: pauses and suspensions of the run so far —
     the RunEngine calls ``pause()`` on every device it has seen — so a cycle whose spectra straddle one
-    is known from its events alone. One instance per run."""
+    is known from its events alone (``interruptions=False``: a second guard in the same event leaves that
+    key to the first). One instance per run."""
 
-    def __init__(self, name: str, positioner, before: str, after: str, units: str = ""):
+    def __init__(self, name: str, positioner, before: str, after: str, units: str = "", interruptions: bool = True):
         self.name, self.parent = name, None
         self.positioner, self.keys, self.units = positioner, (before, after), units
+        self._reports_interruptions = interruptions
         self._signal = readback_signal(positioner)
         self.interruptions = 0
         self._before = (float("nan"), time.time())
@@ -118,17 +120,20 @@ class CountGuard:
 
     def read(self) -> dict[str, dict[str, Any]]:
         (before, t0), now = self._before, time.time()
-        return {self.keys[0]: {"value": before, "timestamp": t0},
-                self.keys[1]: {"value": self._readback(), "timestamp": now},
-                "interruptions": {"value": self.interruptions, "timestamp": now}}
+        reading = {self.keys[0]: {"value": before, "timestamp": t0},
+                   self.keys[1]: {"value": self._readback(), "timestamp": now}}
+        if self._reports_interruptions:
+            reading["interruptions"] = {"value": self.interruptions, "timestamp": now}
+        return reading
 
     def describe(self) -> dict[str, dict[str, Any]]:
         src = getattr(self._signal, "name", getattr(self.positioner, "name", "positioner"))
         d = {k: {"source": f"plan:{self.name} ({src} {when} the count)", "dtype": "number", "shape": [],
                  "dtype_numpy": "<f8", "units": self.units}
              for k, when in zip(self.keys, ("before", "after"), strict=True)}
-        d["interruptions"] = {"source": f"plan:{self.name} (pauses and suspensions so far)", "dtype": "integer",
-                              "shape": [], "dtype_numpy": "<i8"}
+        if self._reports_interruptions:
+            d["interruptions"] = {"source": f"plan:{self.name} (pauses and suspensions so far)", "dtype": "integer",
+                                  "shape": [], "dtype_numpy": "<i8"}
         return d
 
     def pause(self) -> None:

@@ -143,3 +143,41 @@ def test_compton_runs_at_two_temperatures_follow_the_model(RE, catalog):
     assert ratio == pytest.approx(truth_hot / truth_cold, abs=4 * sd)
     assert truth_hot / truth_cold < 0.5  # the two temperatures are told apart by far
     assert catalog[uid].metadata["start"]["temperature_k"] == 300.0
+
+
+def test_a_compton_run_held_at_a_temperature_uses_only_spectra_counted_at_it(RE, catalog):
+    """``adaptive_compton(temperature_k=...)``: the sample is brought to 900 K before the first count and its
+    readback is stored before and after every count; a heater excursion during cycle 2 makes that cycle's
+    spectra unproven (stored, not used), as a field off its value would."""
+    from agent import spin_moment_agent
+    from plans import adaptive_compton
+    from sim_devices import BeamtimeSignal, make_compton_beamline
+
+    bl = make_compton_beamline("fe", time_scale=float("inf"), seed=8, with_temperature=True)
+    agent = spin_moment_agent(1e-6, max_cycles=3)
+    beamtime = BeamtimeSignal(bl.clock, name="beamtime")
+    settle = bl.sample_temp.move_time(900.0)
+    streams = {}
+
+    def heater_trip(name, doc):  # right after cycle 2's first spectrum: its second starts 8 K off
+        if name == "descriptor":
+            streams[doc["uid"]] = doc["name"]
+        elif name == "event" and streams[doc["descriptor"]] == "primary" and doc["data"]["cycle"] == 2 \
+                and doc["data"]["flip"] == 0:
+            bl.sample_temp.excursion(duration_s=120.0, delta_k=8.0)
+
+    RE.subscribe(heater_trip)
+    (uid,) = RE(adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beamtime=beamtime, beam_poll_s=0,
+                                 temperature_k=900.0, sample_temp=bl.sample_temp, md={"sample": "fe"}))
+    run = catalog[uid]
+    start = run.metadata["start"]
+    assert start["sample_temperature_k"] == 900.0 and start["validity"]["temperature"]["tolerance_k"] == 2.0
+    primary = run["primary"].read()
+    before = np.asarray(primary["temperature_before_k"], float)
+    assert np.all(np.abs(before - 900.0) < 10.0) and float(primary["beamtime"][0]) >= settle  # settled first
+    cycles = run["cycles"].read()
+    assert list(cycles["valid"].values)[:2] == [True, False] and agent.cycles == 3
+    assert "sample temperature" in str(cycles["reason"].values[1])
+    with pytest.raises(ValueError, match="outside the sample temperature range 10-1200 K"):
+        RE(adaptive_compton([bl.ge], bl.magnet, spin_moment_agent(0.01), temperature_k=2000.0,
+                            sample_temp=bl.sample_temp))

@@ -11,6 +11,7 @@ thresholds the start document's ``validity`` entry holds); ``cycles`` records th
 """
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from plans.core import (
     start_md,
     wait_for_beam,
 )
+from plans.registry import device
 
 FLIP_PATTERN = (1, -1, -1, 1)
 
@@ -57,6 +59,10 @@ class CycleInfo(ValuesReadable):
         before every cycle (a device read that could fail between a move and a count)."""
         if self._spec is None:
             self._spec = validity_spec(det, field_t, tolerance_t, ring, beam_floor_ma, pattern, beamtime)
+            if self.temperature is not None:
+                guard, target_k, tolerance_k = self.temperature
+                self._spec["temperature"] = {"before": guard.keys[0], "after": guard.keys[1], "target_k": target_k,
+                                             "tolerance_k": tolerance_k}
         return self._spec
 
     def count_readables(self, magnet, ring, beamtime) -> tuple:
@@ -67,6 +73,14 @@ class CycleInfo(ValuesReadable):
             self._readables = (CountGuard("field", magnet, "field_before_t", "field_after_t", "T"),
                                RingWindow(ring) if ring is not None else None, bt)
         return self._readables
+
+    def hold_temperature(self, sample_temp, target_k: float, tolerance_k: float) -> None:
+        """Read the sample temperature before and after every count of this run (``temperature_before_k``,
+        ``temperature_after_k``, K) and make it part of each spectrum's proof (``validity_spec``)."""
+        self.temperature = (CountGuard("temperature", sample_temp, "temperature_before_k", "temperature_after_k",
+                                       "K", interruptions=False), float(target_k), float(tolerance_k))
+
+    temperature: tuple | None = None  # (guard, target K, tolerance K) of a run held at a sample temperature
 
 
 def validity_spec(det, field_t: float, tolerance_t: float, ring, beam_floor_ma: float,
@@ -109,8 +123,8 @@ def flip_cycle(detectors: Sequence[Readable], magnet: Movable, field_t: float, *
     info.state["cycle"] = cycle
     guard, window, bt = info.count_readables(magnet, ring, beamtime)
     spec = info.validity(det, field_t, tolerance_t, ring, beam_floor_ma, pattern, bt)
-    readables = [guard] + ([window] if window is not None else []) + [*detectors, magnet, info] \
-        + ([bt] if bt is not None else [])
+    readables = [guard] + ([info.temperature[0]] if info.temperature else []) \
+        + ([window] if window is not None else []) + [*detectors, magnet, info] + ([bt] if bt is not None else [])
     events: list[dict[str, Any]] = []
     for flip, sign in enumerate(pattern):
         target = sign * float(field_t)
@@ -141,7 +155,9 @@ def flip_cycle(detectors: Sequence[Readable], magnet: Movable, field_t: float, *
 def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = "magnet",
                      agent: SpinMomentAgent | None = None, *, target_std: float | None = None,
                      quantity: str | None = None, max_cycles: int | None = None, element: str | None = None,
-                     orbitals: list[str] | None = None, field_t: float = 2.0, ring: Readable | None = "ring",
+                     orbitals: list[str] | None = None, temperature_k: float | None = None,
+                     sample_temp: Movable | None = "sample_temp", temperature_tolerance_k: float = 2.0,
+                     field_t: float = 2.0, ring: Readable | None = "ring",
                      beam_floor_ma: float = 10.0, tolerance_t: float = 0.05, max_consecutive_failures: int = 3,
                      beam_poll_s: float = 1.0, beamtime: Readable | None = "beamtime", interruptions: Any = None,
                      continue_from: str | None = None, md: dict[str, Any] | None = None):
@@ -155,12 +171,16 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
     ``orbitals`` (default 3d, 4s) (``agent.spin_moment_agent``); or, with ``continue_from`` and neither, the
     stored run's agent rebuilt from the catalog. It is fed through ``ComptonFeeder`` from this run's own
     documents, a cycle as soon as its last spectrum is stored and proven (so a cycle is never lost to a
-    failure after it). ``ring``: a ring that reports its minimum over each count (the simulated
-    ``RingCurrent``, ``EpicsRingCurrent``); ``None``: the beam is not checked. ``continue_from``: uid of a
-    stored run this one continues (recorded in the start document; an agent passed in carries that run's
-    state, e.g. rebuilt with ``bayesbeam.resume.rebuild_agent``). ``beamtime``: readable of elapsed
-    beamtime (s), e.g. the simulated clock or an IOC's beamtime PV; stored (``primary`` ``beamtime``,
-    ``cycles`` ``beamtime_s``) and given to the agent as beamtime since this run's start (without one,
+    failure after it). ``temperature_k``: set the sample temperature (K) with ``sample_temp`` (a positioner
+    or its name) before the first count and hold it: each spectrum counts only if the temperature readback
+    before and after it is within ``temperature_tolerance_k`` (K) of it, as for the field; ``None`` (the
+    default): the temperature is neither set nor checked. ``ring``: a ring that reports its minimum over
+    each count (the simulated ``RingCurrent``, ``EpicsRingCurrent``); ``None``: the beam is not checked.
+    ``continue_from``: uid of a stored run this one continues (recorded in the start document; an agent
+    passed in carries that run's state, e.g. rebuilt with ``bayesbeam.resume.rebuild_agent``).
+    ``beamtime``: readable of elapsed beamtime (s), e.g. the simulated clock or an IOC's beamtime PV; stored
+    (``primary`` ``beamtime``, ``cycles`` ``beamtime_s``) and given to the agent as beamtime since this run's
+    start (without one,
     wall time since the start). ``interruptions``: ignored (see ``flip_cycle``). A discarded cycle is not
     mixed into the posterior and is said so in the ``cycles`` stream; ``max_consecutive_failures``
     discarded cycles in a row abort the run (what was counted stays in the catalog).
@@ -169,6 +189,15 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
     params = {"target_std": target_std, "quantity": quantity, "max_cycles": max_cycles, "element": element,
               "orbitals": orbitals}
     agent, continue_from = plan_agent("adaptive_compton", agent, continue_from, spin_moment_agent, params)
+    info = CycleInfo()
+    if temperature_k is not None:
+        sample_temp = device(sample_temp, "adaptive_compton sample_temp")
+        lo, hi = getattr(sample_temp, "limits", (-float("inf"), float("inf")))
+        if not (math.isfinite(temperature_k) and (lo >= hi or lo <= temperature_k <= hi)):
+            raise ValueError(f"temperature {temperature_k!r} K outside the sample temperature range {lo:g}-{hi:g} K")
+        if not temperature_tolerance_k > 0:
+            raise ValueError(f"temperature tolerance must be > 0 K, got {temperature_tolerance_k!r}")
+        info.hold_temperature(sample_temp, temperature_k, temperature_tolerance_k)
     det = detectors[0]
     if not field_t > 0:
         raise ValueError(f"field must be positive, got {field_t!r} T")
@@ -181,11 +210,13 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
     plan_args = {"detectors": list(map(repr, detectors)), "magnet": repr(magnet), "agent": agent_arg(agent), **params,
                  "field_t": field_t, "ring": repr(ring) if ring is not None else None, "beam_floor_ma": beam_floor_ma,
                  "tolerance_t": tolerance_t, "max_consecutive_failures": max_consecutive_failures,
-                 "beam_poll_s": beam_poll_s, "continue_from": continue_from}
-    info = CycleInfo()
+                 "beam_poll_s": beam_poll_s, "continue_from": continue_from, "temperature_k": temperature_k,
+                 "sample_temp": repr(sample_temp) if temperature_k is not None else None,
+                 "temperature_tolerance_k": temperature_tolerance_k}
     _, _, run_bt = info.count_readables(magnet, ring, beamtime)
     _md = start_md("adaptive_compton", detectors, [magnet], plan_args, ["cycle"], agent=agent,
                    continue_from=continue_from, md=md, field_t=field_t, flip_pattern=list(FLIP_PATTERN),
+                   **({"sample_temperature_k": float(temperature_k)} if temperature_k is not None else {}),
                    validity=info.validity(det, field_t, tolerance_t, ring, beam_floor_ma, FLIP_PATTERN, run_bt))
     cycle_state: dict[str, Any] = {"cycle": 0, "valid": True, "reason": "", "beamtime_s": 0.0, "count_time_s": 0.0}
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_cycle": 1}
@@ -197,6 +228,9 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
         yield from bps.open_run(md=_md)
         if run_bt is not None:
             yield from bps.rd(run_bt)  # the zero of the run's beamtime
+        if info.temperature is not None:
+            yield from bps.checkpoint()
+            yield from bps.mv(info.temperature[0].positioner, temperature_k)  # its settle time is the run's
         failures, reason = 0, None
         for cycle in itertools.count(1):
             valid, why = yield from flip_cycle(detectors, magnet, field_t, cycle=cycle, tolerance_t=tolerance_t,
