@@ -1,5 +1,6 @@
 """The simulated BL08W-style beamline (sim_devices): clock, ring, magnet, Ge detector, and the XAS end
-station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``; the 3d XPS
+station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``; the sample
+temperature ``sample_temp`` (K; Fe only, whose simulated moment follows mu_s(T, B)); the 3d XPS
 electron analyser ``analyser``. Registered by name for plans queued with plain parameters (``plans.registry``).
 
 ``$BAYESBEAM_SAMPLE`` (default fe), ``$BAYESBEAM_XAS_SAMPLE`` (an Fe K-edge standard, default Fe3O4),
@@ -12,11 +13,14 @@ from sim_devices import BeamtimeSignal, make_compton_beamline, make_xas_endstati
 from sim_devices.xps import SimElectronAnalyser, xps_sample
 
 sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
-                            time_scale=float(os.environ.get("BAYESBEAM_TIME_SCALE", "1e4")))
+                            time_scale=float(os.environ.get("BAYESBEAM_TIME_SCALE", "1e4")),
+                            with_temperature=os.environ.get("BAYESBEAM_SAMPLE", "fe").lower() == "fe")
 ge, magnet, ring, sample = sim.ge, sim.magnet, sim.ring, sim.sample
+sample_temp = sim.sample_temp  # K: Fe's mu_s(T, B) in the simulator (None for a sample without that model)
 beamtime = BeamtimeSignal(sim.clock, name="beamtime")
 xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring)
 mono, i0, it, xas_sample = xas.mono, xas.i0, xas.it, xas.sample
 xps = xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE", "la2o3"))
 analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps)
-register_devices(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, mono=mono, i0=i0, it=it, analyser=analyser)
+register_devices({k: v for k, v in dict(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, sample_temp=sample_temp,
+                                        mono=mono, i0=i0, it=it, analyser=analyser).items() if v is not None})
