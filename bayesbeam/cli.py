@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from bayesbeam.campaign.cli import campaign
 from bayesbeam.catalog import default_catalog_location
 from bayesbeam.catalog_cli import catalog as catalog_commands
 from bayesbeam.catalog_cli import resume
@@ -37,6 +38,7 @@ def design():
 
 design.add_command(design_xas)
 main.add_command(queue)
+main.add_command(campaign)
 main.add_command(catalog_commands)
 main.add_command(resume)
 

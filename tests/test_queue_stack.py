@@ -198,6 +198,55 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
 
 
 @needs_redis
+def test_a_campaign_finds_the_curie_temperature_through_the_queue_and_carries_on_after_a_restart(stack, tmp_path):
+    """``bayesbeam campaign run profiles/campaigns/fe_curie.toml``: each run an adaptive Compton run at the
+    temperature and target std the campaign decided, queued as the agents' group; every decision and observation
+    in the catalog's campaign record; T_c (1043 K in the simulator) to ±5 K. Run again, the campaign rebuilds its
+    posterior from the catalog, is already at its target, and queues nothing."""
+    from bayesbeam.catalog import find_runs, open_catalog
+    from bayesbeam.cli import main
+    from bayesbeam.queue.stack import PROFILES_DIR
+
+    config = PROFILES_DIR / "campaigns" / "fe_curie.toml"
+    out = tmp_path / "curie.json"
+    result = CliRunner().invoke(main, ["campaign", "run", str(config), "--state-dir", str(stack.state),
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tc_std"] <= 5.0 and abs(data["tc_mean"] - 1043.0) < 4 * data["tc_std"], data
+    assert data["stop_reason"].startswith("target_std: std(tc)")
+    catalog = open_catalog(stack.catalog)
+    runs = list(find_runs(catalog, campaign="fe_curie", plan_name="adaptive_compton").values())
+    record = catalog[data["record_uid"]]
+    decisions, observations = record["decisions"].read(), record["observations"].read()
+    assert len(runs) == data["runs"] == observations.sizes["time"] == decisions.sizes["time"]
+    for run, suid, temperature in zip(runs, decisions["agent_suggestion_uid"].values,
+                                      decisions["temperature_k"].values, strict=True):
+        start = run.metadata["start"]
+        assert start["agent_suggestion_uid"] == suid and start["sample_temperature_k"] == temperature
+        assert start["plan_args"]["target_std"] in decisions["target_std"].values
+    assert record.metadata["stop"]["reason"] == data["stop_reason"]
+    assert float(observations["tc_std"][-1]) == pytest.approx(data["tc_std"])
+
+    api = stack.stack.api()
+    try:
+        before = api.status()["items_in_history"]
+    finally:
+        api.close()
+    again = CliRunner().invoke(main, ["campaign", "run", str(config), "--state-dir", str(stack.state),
+                                      "--json", str(out)])
+    assert again.exit_code == 0, again.output
+    rebuilt = json.loads(out.read_text())
+    assert rebuilt["runs"] == data["runs"] and rebuilt["tc_mean"] == pytest.approx(data["tc_mean"])
+    assert catalog[rebuilt["record_uid"]].metadata["start"]["continue_from"] == data["record_uid"]
+    api = stack.stack.api()
+    try:
+        assert api.status()["items_in_history"] == before  # nothing queued again
+    finally:
+        api.close()
+
+
+@needs_redis
 def test_status_says_what_is_up(stack):
     runner = CliRunner()
     result = runner.invoke(queue, ["status", "--state-dir", str(stack.state)])

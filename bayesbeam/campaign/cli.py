@@ -1,0 +1,59 @@
+"""``bayesbeam campaign run CONFIG``: the campaign agent against the local queue stack (or any manager)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+def campaign():
+    """Campaigns: an agent outside the worker that decides the next run from the catalog and queues it."""
+
+
+@campaign.command("run")
+@click.argument("config_file", type=click.Path(dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="The queue stack's state directory (its manager address and catalog; default as bayesbeam queue).")
+@click.option("--catalog", "location", default=None,
+              help="Catalog to learn from and record in (default: the stack's, else the default catalog).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
+              help="Write tc_mean, tc_std (K), runs, beamtime_s, stop_reason and record_uid as JSON.")
+def run_campaign(config_file, state_dir, location, json_file):
+    """Run the campaign in CONFIG_FILE (e.g. profiles/campaigns/fe_curie.toml) to its target: each run is an
+    adaptive Compton run queued as the agents' group, stopping on the target std the campaign chose; every
+    decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
+    on from the campaign's runs in the catalog, and never queues a run while one of its own is queued."""
+    from bayesbeam.campaign.config import CampaignConfigError, load_config
+    from bayesbeam.campaign.runner import CampaignError, CampaignRunner
+    from bayesbeam.catalog import open_catalog
+    from bayesbeam.queue.stack import QueueStack, manager_api, manager_status
+    from bayesbeam.session import CatalogWriter
+
+    try:
+        config = load_config(config_file)
+    except CampaignConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    stack = QueueStack(state_dir).config
+    control = stack.zmq_control_addr if stack else config.control_addr
+    info = stack.zmq_info_addr if stack else None
+    catalog = open_catalog(location or (stack.catalog if stack else None))
+    api = manager_api(control, info, user_group=config.user_group, user=f"campaign {config.name}")
+    try:
+        if manager_status(api) is None:
+            raise click.ClickException(f"no queue manager answers at {control}: bayesbeam queue start")
+        writer = CatalogWriter(catalog)
+        runner = CampaignRunner(config, api, catalog, writer, echo=click.echo)
+        try:
+            result = runner.run()
+        except CampaignError as exc:
+            runner.record.close(str(exc), exit_status="fail")
+            raise click.ClickException(str(exc)) from None
+    finally:
+        api.close()
+    click.echo(f"T_c = {result.tc_mean:.1f} ± {result.tc_std:.1f} K after {result.runs} runs, "
+               f"{result.beamtime_s / 3600:.2f} h of beamtime; stop: {result.stop_reason}")
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(result.as_json(), f, indent=2)
