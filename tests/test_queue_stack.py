@@ -9,8 +9,10 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -244,6 +246,62 @@ def test_a_campaign_finds_the_curie_temperature_through_the_queue_and_carries_on
         assert api.status()["items_in_history"] == before  # nothing queued again
     finally:
         api.close()
+
+
+@needs_redis
+def test_the_review_gate_queues_only_what_a_person_approved(stack, tmp_path):
+    """``--review``: the campaign proposes and waits; nothing is queued until ``bayesbeam campaign approve N``
+    (here edited to 1000 K), and ``refuse N`` ends the campaign with the person's reason; both answers are in
+    the campaign's decisions stream."""
+    import threading
+
+    from bayesbeam.campaign.config import load_config
+    from bayesbeam.campaign.review import proposals
+    from bayesbeam.campaign.runner import CampaignRunner
+    from bayesbeam.catalog import find_runs, open_catalog
+    from bayesbeam.cli import main
+    from bayesbeam.session import CatalogWriter
+
+    config_file = tmp_path / "review.toml"
+    config_file.write_text('[campaign]\nname = "fe_curie_review"\nmax_runs = 5\n')
+    config, catalog, review = load_config(config_file), open_catalog(stack.catalog), tmp_path / "review_state"
+    api = stack.stack.api(user_group=AGENTS_GROUP, user="campaign test")
+    runner = CampaignRunner(config, api, catalog, CatalogWriter(catalog), echo=lambda line: None, poll_s=0.1,
+                            review=True, state_dir=review)
+    before = api.status()["items_in_history"]
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=runner.run()), daemon=True)
+    thread.start()
+
+    def proposal(n):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(proposals(config.name, review)) < n:
+            time.sleep(0.1)
+        return proposals(config.name, review)[n - 1]
+
+    try:
+        first = proposal(1)
+        assert first["status"] == "proposed" and api.status()["items_in_history"] == before
+        assert api.queue_get()["items"] == []  # nothing queued without approval
+        out = CliRunner().invoke(main, ["campaign", "approve", str(config_file), "1", "--state-dir", str(review),
+                                        "--temperature-k", "1000"])
+        assert out.exit_code == 0, out.output
+        second = proposal(2)
+        out = CliRunner().invoke(main, ["campaign", "refuse", str(config_file), "2", "--state-dir", str(review),
+                                        "--why", "enough for today"])
+        assert out.exit_code == 0, out.output
+        thread.join(timeout=120)
+    finally:
+        api.close()
+    assert outcome["result"].stop_reason == "proposal 2 refused: enough for today" and second["n"] == 2
+    (run,) = find_runs(catalog, campaign=config.name, plan_name="adaptive_compton").values()
+    assert run.metadata["start"]["sample_temperature_k"] == 1000.0
+    decisions = catalog[outcome["result"].record_uid]["decisions"].read()
+    assert list(decisions["review"].values) == ["approved", "refused"]
+    queued = np.asarray(decisions["queued_temperature_k"].values, float)
+    assert queued[0] == 1000.0 and np.isnan(queued[1])
+    out = CliRunner().invoke(main, ["campaign", "approve", str(config_file), "2", "--state-dir", str(review)])
+    assert out.exit_code == 1 and "already refused" in out.output
 
 
 @needs_redis

@@ -20,7 +20,9 @@ def campaign():
               help="Catalog to learn from and record in (default: the stack's, else the default catalog).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
               help="Write tc_mean, tc_std (K), runs, beamtime_s, stop_reason and record_uid as JSON.")
-def run_campaign(config_file, state_dir, location, json_file):
+@click.option("--review", is_flag=True,
+              help="Propose each run and queue it only once approved: bayesbeam campaign approve|refuse N.")
+def run_campaign(config_file, state_dir, location, json_file, review):
     """Run the campaign in CONFIG_FILE (e.g. profiles/campaigns/fe_curie.toml) to its target: each run is an
     adaptive Compton run queued as the agents' group, stopping on the target std the campaign chose; every
     decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
@@ -44,7 +46,7 @@ def run_campaign(config_file, state_dir, location, json_file):
         if manager_status(api) is None:
             raise click.ClickException(f"no queue manager answers at {control}: bayesbeam queue start")
         writer = CatalogWriter(catalog)
-        runner = CampaignRunner(config, api, catalog, writer, echo=click.echo)
+        runner = CampaignRunner(config, api, catalog, writer, echo=click.echo, review=review, state_dir=state_dir)
         try:
             result = runner.run()
         except CampaignError as exc:
@@ -57,3 +59,35 @@ def run_campaign(config_file, state_dir, location, json_file):
     if json_file:
         with open(json_file, "w") as f:
             json.dump(result.as_json(), f, indent=2)
+
+
+def _review(config_file, n, state_dir, status, **edits):
+    from bayesbeam.campaign.config import CampaignConfigError, load_config
+    from bayesbeam.campaign.review import ReviewError, decide
+
+    try:
+        data = decide(load_config(config_file).name, n, status, state_dir, **edits)
+    except (CampaignConfigError, ReviewError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"proposal {n} {status}: {data['temperature_k']:g} K to ±{data['target_std']:g} μB")
+
+
+@campaign.command("approve")
+@click.argument("config_file", type=click.Path(dir_okay=False))
+@click.argument("n", type=int)
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None, help="As for campaign run.")
+@click.option("--temperature-k", type=float, default=None, help="Queue it at this temperature instead (K).")
+@click.option("--target-std", type=float, default=None, help="Queue it with this target std instead (μB).")
+def approve(config_file, n, state_dir, temperature_k, target_std):
+    """Approve proposal N of the campaign in CONFIG_FILE (run with --review), optionally edited."""
+    _review(config_file, n, state_dir, "approved", temperature_k=temperature_k, target_std=target_std)
+
+
+@campaign.command("refuse")
+@click.argument("config_file", type=click.Path(dir_okay=False))
+@click.argument("n", type=int)
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None, help="As for campaign run.")
+@click.option("--why", default="", help="Why (stored with the decision, and the campaign's stop reason).")
+def refuse(config_file, n, state_dir, why):
+    """Refuse proposal N: nothing is queued and the campaign ends (run it again to carry on)."""
+    _review(config_file, n, state_dir, "refused", why=why)

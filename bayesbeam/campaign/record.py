@@ -5,7 +5,8 @@ Start document: ``plan_name = "campaign"``, the campaign's ``campaign`` name, ``
 ``agent_config`` (its settings) and ``continue_from`` (the uid of the record of the same campaign it carries
 on from, if any). Streams: ``decisions`` (one event per decision: the chosen temperature K and target std μB,
 expected cost s, gain K² and std(T_c) after K, the reason, the ``agent_suggestion_uid`` the queued run
-carries, and the candidate arrays with their gains, costs and scores) and ``observations`` (one event per
+carries, the candidate arrays with their gains, costs and scores, and, in review mode, the person's answer
+and what was queued) and ``observations`` (one event per
 run learnt from: its uid, temperature K, μs mean and std μB, beamtime s, cycles, and T_c's posterior mean
 and std after it, K). Stop document: the campaign's stop reason. Written through ``CatalogWriter``: a
 journal first, so a catalog failure loses nothing.
@@ -58,10 +59,15 @@ class CampaignRecord:
         event = self._streams[stream].compose_event(data=data, timestamps=dict.fromkeys(data, now))
         self.writer("event", event)
 
-    def decision(self, decision: dict[str, Any], suggestion_uid: str) -> None:
+    def decision(self, decision: dict[str, Any], suggestion_uid: str, *, review: str = "none", review_note: str = "",
+                 queued_temperature_k: float = math.nan, queued_target_std: float = math.nan) -> None:
+        """One decision; ``review``: ``none`` (queued as decided), ``approved`` or ``refused`` by a person, and
+        what was queued (``queued_*``, NaN if nothing: an approval may have edited the setting)."""
         data = {k: float(decision[k]) for k in DECISION_SCALARS}
         data.update({k: [float(x) for x in decision[k]] for k in DECISION_ARRAYS})
-        data.update(reason=str(decision["reason"]), agent_suggestion_uid=suggestion_uid)
+        data.update(reason=str(decision["reason"]), agent_suggestion_uid=suggestion_uid, review=review,
+                    review_note=review_note, queued_temperature_k=float(queued_temperature_k),
+                    queued_target_std=float(queued_target_std))
         self._emit("decisions", data)
 
     def observation(self, run_uid: str, observed: dict[str, Any], report: dict[str, Any]) -> None:

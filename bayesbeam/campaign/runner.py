@@ -81,10 +81,12 @@ class CampaignRunner:
     learning from the catalog ``catalog``; the record goes through ``writer`` (a ``CatalogWriter`` on it)."""
 
     def __init__(self, config: CampaignConfig, api, catalog, writer, *, echo: Callable[[str], None] = print,
-                 poll_s: float = 0.5):
+                 poll_s: float = 0.5, review: bool = False, state_dir=None):
         from agent.campaign import curie_campaign
 
         self.config, self.api, self.catalog, self.echo, self.poll_s = config, api, catalog, echo, poll_s
+        self.review, self.state_dir = review, state_dir  # review: propose, queue only what a person approved
+        self.refused: str | None = None
         self.agent = curie_campaign(config.target_tc_std_k, max_runs=config.max_runs, **config.design)
         self.learnt: set[str] = set()
         previous = self._records()
@@ -135,18 +137,35 @@ class CampaignRunner:
                 return item["kwargs"]["md"].get("agent_suggestion_uid")
         return None
 
-    def submit(self) -> str:
-        """Decide, record and queue the next run; returns its ``agent_suggestion_uid``."""
+    def submit(self) -> str | None:
+        """Decide, record and queue the next run; returns its ``agent_suggestion_uid``. With ``review``, the
+        decision is proposed first and queued as the person approved it (``None``: refused)."""
         from bluesky_queueserver_api import BPlan
 
         (suggestion,) = self.agent.suggest(1)
         decision = self.agent.last_decision
         suid = f"{self.record.uid}-{decision['decision']}"
-        self.record.decision(decision, suid)
+        setting = {"temperature_k": suggestion["temperature_k"], "target_std": suggestion["target_std"]}
+        review = {"review": "none"}
+        if self.review:
+            from bayesbeam.campaign.review import propose, wait_for_decision
+
+            path = propose(self.config.name, decision, suid, self.state_dir)
+            self.echo(f"proposal {decision['decision']}: {setting['temperature_k']:g} K to ±{setting['target_std']:g} "
+                      f"μB ({decision['reason']}); bayesbeam campaign approve|refuse {decision['decision']}")
+            answer = wait_for_decision(path, self.poll_s)
+            review = {"review": answer["status"], "review_note": str(answer.get("why", ""))}
+            if answer["status"] == "refused":
+                self.record.decision(decision, suid, **review)
+                self.refused = f"proposal {decision['decision']} refused" + (f": {answer['why']}" if answer.get("why")
+                                                                              else "")
+                return None
+            setting = {k: float(answer[k]) for k in setting}
+        self.record.decision(decision, suid, queued_temperature_k=setting["temperature_k"],
+                             queued_target_std=setting["target_std"], **review)
         md = {"sample": self.config.sample, "campaign": self.config.name, "campaign_uid": self.record.uid,
               "agent_suggestion_uid": suid, "purpose": "campaign"}
-        self.api.item_add(BPlan("adaptive_compton", temperature_k=suggestion["temperature_k"],
-                                target_std=suggestion["target_std"], max_cycles=self.config.max_cycles, md=md))
+        self.api.item_add(BPlan("adaptive_compton", **setting, max_cycles=self.config.max_cycles, md=md))
         if self.api.status()["manager_state"] == "idle":
             self.api.queue_start()
         self.echo(f"decision {decision['decision']}: {decision['reason']}")
@@ -184,6 +203,9 @@ class CampaignRunner:
             if stop:
                 break
             suid = self.pending() or self.submit()
+            if suid is None:
+                reason = self.refused or "refused"
+                break
             ok = self.wait(suid)
             failures = 0 if ok else failures + 1
             if failures >= MAX_FAILED_ITEMS:
