@@ -7,6 +7,7 @@ parameters through ``REManagerAPI`` and its run read back from the catalog, the 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -302,6 +303,56 @@ def test_the_review_gate_queues_only_what_a_person_approved(stack, tmp_path):
     assert queued[0] == 1000.0 and np.isnan(queued[1])
     out = CliRunner().invoke(main, ["campaign", "approve", str(config_file), "2", "--state-dir", str(review)])
     assert out.exit_code == 1 and "already refused" in out.output
+
+
+@needs_redis
+def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_path):
+    """The worker is SIGKILLed during a campaign's run (the manager goes on saying a plan runs): the watchdog
+    notices, reopens the environment, and continues the interrupted run in a new run with ``continue_from`` and
+    the same ``agent_suggestion_uid``: the cycles already counted are not counted again and the run reaches its
+    budget; nothing else is queued."""
+    from bluesky_queueserver_api import BPlan
+
+    from bayesbeam.campaign.config import load_config
+    from bayesbeam.campaign.runner import CampaignRunner
+    from bayesbeam.catalog import find_runs, open_catalog, run_status
+    from bayesbeam.session import CatalogWriter
+
+    config_file = tmp_path / "watchdog.toml"
+    config_file.write_text('[campaign]\nname = "fe_curie_watchdog"\n')
+    config, catalog = load_config(config_file), open_catalog(stack.catalog)
+    api = stack.stack.api(user_group=AGENTS_GROUP, user="campaign test")
+    runner = CampaignRunner(config, api, catalog, CatalogWriter(catalog), echo=lambda line: None, poll_s=0.1,
+                            stack=stack.stack)
+    suid, budget = "watchdog-1", 136
+    runner._md[suid] = md = {"sample": "fe", "campaign": config.name, "agent_suggestion_uid": suid}
+    try:
+        api.item_add(BPlan("adaptive_compton", target_std=1e-6, max_cycles=budget, md=md))
+        api.queue_start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # two cycles stored: kill the worker in the middle of the run
+            found = list(find_runs(catalog, agent_suggestion_uid=suid).values())
+            if found and "posterior" in found[0] and found[0]["posterior"].read().sizes["time"] >= 2:
+                break
+            time.sleep(0.05)
+        pid = stack.stack.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        assert runner.wait(suid) is True
+        wait_for_status(api, lambda s: s["manager_state"] == "idle" and s["items_in_queue"] == 0, timeout=60,
+                        what="the continued run's item to finish")
+        history = api.history_get()["items"]
+    finally:
+        api.close()
+    first, second = find_runs(catalog, agent_suggestion_uid=suid).values()
+    assert "stop" not in first.metadata and run_status(first) == "interrupted"
+    assert second.metadata["start"]["continue_from"] == first.metadata["start"]["uid"]
+    assert second.metadata["stop"]["reason"] == f"budget: cycles = {budget} reached the limit {budget}"
+    done = int(first["posterior"].read()["cycles"][-1])
+    assert done < budget and list(second["posterior"].read()["cycles"].values) == list(range(done + 1, budget + 1))
+    ours = [i for i in history if ((i.get("kwargs") or {}).get("md") or {}).get("agent_suggestion_uid") == suid]
+    assert [bool(i["kwargs"].get("continue_from")) for i in ours] == [False, True]  # queued once, continued once
+    assert ours[-1]["result"]["exit_status"] == "completed"
+    assert stack.stack.worker_pid() not in (None, pid)
 
 
 @needs_redis

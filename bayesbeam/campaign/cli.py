@@ -46,7 +46,8 @@ def run_campaign(config_file, state_dir, location, json_file, review):
         if manager_status(api) is None:
             raise click.ClickException(f"no queue manager answers at {control}: bayesbeam queue start")
         writer = CatalogWriter(catalog)
-        runner = CampaignRunner(config, api, catalog, writer, echo=click.echo, review=review, state_dir=state_dir)
+        runner = CampaignRunner(config, api, catalog, writer, echo=click.echo, review=review, state_dir=state_dir,
+                                stack=QueueStack(state_dir) if stack else None)
         try:
             result = runner.run()
         except CampaignError as exc:

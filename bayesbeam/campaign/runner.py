@@ -10,7 +10,8 @@ user group, with ``md`` carrying ``campaign``, ``campaign_uid`` (this record's u
 catalog: the temperature is the mean readback over its proven spectra, μs its last posterior (a run that
 failed after some cycles still counts what it measured). A queued item that failed without a posterior is
 removed from the queue (the queue server puts it back at the front) and counts as a failure; three in a row
-stop the campaign.
+stop the campaign. With the local stack, a watchdog notices a worker process that died during a run (the
+manager does not), reopens the environment and continues the interrupted run with ``continue_from``.
 """
 
 from __future__ import annotations
@@ -81,12 +82,15 @@ class CampaignRunner:
     learning from the catalog ``catalog``; the record goes through ``writer`` (a ``CatalogWriter`` on it)."""
 
     def __init__(self, config: CampaignConfig, api, catalog, writer, *, echo: Callable[[str], None] = print,
-                 poll_s: float = 0.5, review: bool = False, state_dir=None):
+                 poll_s: float = 0.5, review: bool = False, state_dir=None, stack=None):
         from agent.campaign import curie_campaign
 
         self.config, self.api, self.catalog, self.echo, self.poll_s = config, api, catalog, echo, poll_s
         self.review, self.state_dir = review, state_dir  # review: propose, queue only what a person approved
         self.refused: str | None = None
+        self.stack = stack  # a local QueueStack: its worker process is watched (see ``wait``)
+        self._md: dict[str, dict] = {}  # the md of each run queued, by agent_suggestion_uid
+        self._handled: set[str] = set()  # failed queue items already acted on (history keeps them)
         self.agent = curie_campaign(config.target_tc_std_k, max_runs=config.max_runs, **config.design)
         self.learnt: set[str] = set()
         previous = self._records()
@@ -165,6 +169,7 @@ class CampaignRunner:
                              queued_target_std=setting["target_std"], **review)
         md = {"sample": self.config.sample, "campaign": self.config.name, "campaign_uid": self.record.uid,
               "agent_suggestion_uid": suid, "purpose": "campaign"}
+        self._md[suid] = md
         self.api.item_add(BPlan("adaptive_compton", **setting, max_cycles=self.config.max_cycles, md=md))
         if self.api.status()["manager_state"] == "idle":
             self.api.queue_start()
@@ -181,11 +186,19 @@ class CampaignRunner:
             for run in find_runs(self.catalog, agent_suggestion_uid=suid).values():
                 if run.metadata.get("stop"):
                     return True
+            if self._worker_is_gone():
+                return self.recover(suid)
             for item in self.api.history_get()["items"][-20:]:
                 md = (item.get("kwargs") or {}).get("md") or {}
+                if item["item_uid"] in self._handled:
+                    continue
                 if md.get("agent_suggestion_uid") == suid and item["result"]["exit_status"] != "completed":
+                    self._handled.add(item["item_uid"])
                     if item["result"].get("run_uids"):
                         continue  # its run is being finished in the catalog
+                    if any(not run.metadata.get("stop")
+                           for run in find_runs(self.catalog, agent_suggestion_uid=suid).values()):
+                        return self.recover(suid)  # its worker died mid-run and the manager noticed
                     for queued in self.api.queue_get()["items"]:
                         if ((queued.get("kwargs") or {}).get("md") or {}).get("agent_suggestion_uid") == suid:
                             self.api.item_remove(uid=queued["item_uid"])
@@ -193,6 +206,56 @@ class CampaignRunner:
                     return False
             time.sleep(self.poll_s)
         raise CampaignError(f"no finished run for {suid} after {self.config.run_timeout_s:g} s")
+
+    def _worker_is_gone(self) -> bool:
+        """The watchdog: the manager reports an environment (and a plan running) but its worker process is dead
+        (killed, or its environment destroyed from outside); the manager itself does not notice."""
+        if self.stack is None:
+            return False
+        from bayesbeam.queue.stack import manager_status
+
+        status = manager_status(self.api)
+        return bool(status and status["worker_environment_exists"] and self.stack.worker_pid() is None)
+
+    def recover(self, suid: str) -> bool:
+        """After the worker died during the run of ``suid``: destroy and reopen the environment, take the item
+        out of the queue if the manager put it back, and continue the interrupted run to its target in a new run
+        (``continue_from``: nothing recounted; the same ``agent_suggestion_uid``), or queue it again if it never
+        started; then wait for it."""
+        from bluesky_queueserver_api import BPlan
+
+        from bayesbeam.catalog import find_runs, load_backup
+        from bayesbeam.queue.stack import wait_for_status
+
+        self.echo("watchdog: the worker process is gone; reopening the environment and resuming the run")
+        status = wait_for_status(self.api, lambda s: s["manager_state"] in ("idle", "executing_queue"), timeout=120,
+                                 what="the manager to settle")
+        if status["worker_environment_exists"]:
+            self.api.environment_destroy()
+            wait_for_status(self.api, lambda s: not s["worker_environment_exists"] and s["manager_state"] == "idle",
+                            timeout=120, what="the dead worker's environment to go")
+        for queued in self.api.queue_get()["items"]:
+            if ((queued.get("kwargs") or {}).get("md") or {}).get("agent_suggestion_uid") == suid:
+                self.api.item_remove(uid=queued["item_uid"])
+        self.api.environment_open()
+        wait_for_status(self.api, lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle",
+                        timeout=180, what="the worker environment to open again")
+        self._handled.update(item["item_uid"] for item in self.api.history_get()["items"]
+                             if ((item.get("kwargs") or {}).get("md") or {}).get("agent_suggestion_uid") == suid)
+        md = self._md.get(suid) or {"sample": self.config.sample, "campaign": self.config.name,
+                                    "campaign_uid": self.record.uid, "agent_suggestion_uid": suid}
+        cut = [run for run in find_runs(self.catalog, agent_suggestion_uid=suid).values()
+               if not run.metadata.get("stop")]
+        if cut:
+            uid = cut[-1].metadata["start"]["uid"]
+            load_backup(self.catalog, uids=[uid])  # what its journal has beyond the catalog's copy
+            self.api.item_add(BPlan("adaptive_compton", continue_from=uid, md={**md, "resumed_after": "worker died"}))
+        else:
+            decided = self.agent.last_decision or {}
+            self.api.item_add(BPlan("adaptive_compton", temperature_k=decided.get("temperature_k"),
+                                    target_std=decided.get("target_std"), max_cycles=self.config.max_cycles, md=md))
+        self.api.queue_start()
+        return self.wait(suid)
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> CampaignResult:

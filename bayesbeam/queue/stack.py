@@ -341,6 +341,12 @@ class QueueStack:
             Path(config.redis_server).name if config and config.redis_server else "redis-server"
         return _running(self._pid_file(part), program)
 
+    def worker_pid(self) -> int | None:
+        """The pid of the RE worker process, ``None`` if there is none (also when the manager still reports an
+        environment whose worker was killed: it does not notice)."""
+        manager = self.process("manager")
+        return _worker_pid(manager) if manager is not None else None
+
     @contextlib.contextmanager
     def _locked(self):
         """One ``start``/``stop`` at a time per state directory."""
