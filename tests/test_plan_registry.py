@@ -96,3 +96,26 @@ def test_continue_from_without_an_agent_rebuilds_it_from_the_catalog(beamline, R
     assert new.metadata["start"]["continue_from"] == old
     assert new.metadata["stop"]["reason"] == "budget: cycles = 4 reached the limit 4"
     assert list(new["posterior"].read()["cycles"].values) == [3, 4]
+
+
+def test_a_campaign_without_a_queue_manager_is_one_line_after_its_retries(tmp_path):
+    """Nothing answers at the control address: ``campaign run`` retries with backoff for ``--connect-timeout`` s,
+    then says so in one line, before the catalog is touched."""
+    import socket
+    import time
+
+    from click.testing import CliRunner
+
+    from bayesbeam.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "c.toml"
+    config.write_text(f'[campaign]\nname = "nobody"\n[queue]\ncontrol_addr = "tcp://127.0.0.1:{port}"\n')
+    t0 = time.monotonic()
+    out = CliRunner().invoke(main, ["campaign", "run", str(config), "--state-dir", str(tmp_path / "no_stack"),
+                                    "--catalog", str(tmp_path / "cat"), "--connect-timeout", "2"])
+    assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+    assert out.output.startswith(f"Error: no queue manager answers at tcp://127.0.0.1:{port} (tried for 2 s)")
+    assert time.monotonic() - t0 < 60 and not (tmp_path / "cat").exists()

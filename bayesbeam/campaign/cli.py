@@ -22,7 +22,9 @@ def campaign():
               help="Write tc_mean, tc_std (K), runs, beamtime_s, stop_reason and record_uid as JSON.")
 @click.option("--review", is_flag=True,
               help="Propose each run and queue it only once approved: bayesbeam campaign approve|refuse N.")
-def run_campaign(config_file, state_dir, location, json_file, review):
+@click.option("--connect-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="How long to retry (with backoff) a queue manager that does not answer yet (s).")
+def run_campaign(config_file, state_dir, location, json_file, review, connect_timeout):
     """Run the campaign in CONFIG_FILE (e.g. profiles/campaigns/fe_curie.toml) to its target: each run is an
     adaptive Compton run queued as the agents' group, stopping on the target std the campaign chose; every
     decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
@@ -40,11 +42,12 @@ def run_campaign(config_file, state_dir, location, json_file, review):
     stack = QueueStack(state_dir).config
     control = stack.zmq_control_addr if stack else config.control_addr
     info = stack.zmq_info_addr if stack else None
-    catalog = open_catalog(location or (stack.catalog if stack else None))
     api = manager_api(control, info, user_group=config.user_group, user=f"campaign {config.name}")
     try:
-        if manager_status(api) is None:
-            raise click.ClickException(f"no queue manager answers at {control}: bayesbeam queue start")
+        if not _answers(api, manager_status, connect_timeout):  # before the catalog is touched
+            raise click.ClickException(f"no queue manager answers at {control} (tried for {connect_timeout:g} s): "
+                                       "bayesbeam queue start")
+        catalog = open_catalog(location or (stack.catalog if stack else None))
         writer = CatalogWriter(catalog)
         runner = CampaignRunner(config, api, catalog, writer, echo=click.echo, review=review, state_dir=state_dir,
                                 stack=QueueStack(state_dir) if stack else None)
@@ -60,6 +63,21 @@ def run_campaign(config_file, state_dir, location, json_file, review):
     if json_file:
         with open(json_file, "w") as f:
             json.dump(result.as_json(), f, indent=2)
+
+
+def _answers(api, manager_status, timeout_s: float) -> bool:
+    """Whether the manager answers within ``timeout_s``: retried with backoff (0.5 s doubling to 8 s), since a
+    stack being started, or Redis restarting, answers a little later."""
+    import time
+
+    deadline, wait = time.monotonic() + timeout_s, 0.5
+    while True:
+        if manager_status(api) is not None:
+            return True
+        if time.monotonic() + wait > deadline:
+            return False
+        time.sleep(wait)
+        wait = min(2 * wait, 8.0)
 
 
 def _review(config_file, n, state_dir, status, **edits):
