@@ -324,7 +324,7 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
     api = stack.stack.api(user_group=AGENTS_GROUP, user="campaign test")
     runner = CampaignRunner(config, api, catalog, CatalogWriter(catalog), echo=lambda line: None, poll_s=0.1,
                             stack=stack.stack)
-    suid, budget = "watchdog-1", 136
+    suid, budget = "watchdog-1", 40
     runner._md[suid] = md = {"sample": "fe", "campaign": config.name, "agent_suggestion_uid": suid}
     try:
         api.item_add(BPlan("adaptive_compton", target_std=1e-6, max_cycles=budget, md=md))
