@@ -33,6 +33,17 @@ def free_port() -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 (all bound at once, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def start_ioc(port: int, time_scale: float = 2e3, seed: int = 1, timeout_s: float = 60.0) -> subprocess.Popen:
     """Start ``bayesbeam ioc`` on 127.0.0.1:``port`` and wait for its ``IOC ready`` line. Its output
     goes to a log file, not a pipe: a pipe nobody reads fills up and freezes the IOC mid-test."""

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from caioc import free_ports
 from click.testing import CliRunner
 
 from bayesbeam.queue.cli import queue
@@ -23,16 +24,6 @@ from bayesbeam.queue.stack import AGENTS_GROUP, PERMISSIONS_TEMPLATE, QueueStack
 needs_redis = pytest.mark.skipif(
     shutil.which(os.environ.get("BAYESBEAM_REDIS_SERVER", "redis-server")) is None,
     reason="no redis-server on PATH (apt-get install redis-server): the queue stack tests run a real Redis")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _family(stack: QueueStack) -> list:
@@ -106,7 +97,7 @@ def test_only_loopback_addresses_are_bound(tmp_path):
 def stack(tmp_path_factory):
     """``bayesbeam queue start --profile sim --open`` on free ports, stopped at the end of the session."""
     state, catalog = tmp_path_factory.mktemp("queue_state"), tmp_path_factory.mktemp("queue_catalog")
-    redis_port, control_port, info_port = _free_ports(3)
+    redis_port, control_port, info_port = free_ports(3)
     info = SimpleNamespace(state=state, catalog=catalog, stack=QueueStack(state), ports={redis_port, control_port,
                            info_port}, control=f"tcp://127.0.0.1:{control_port}", info=f"tcp://127.0.0.1:{info_port}")
     runner = CliRunner()
@@ -332,7 +323,7 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # two cycles stored: kill the worker in the middle of the run
             found = list(find_runs(catalog, agent_suggestion_uid=suid).values())
-            if found and "posterior" in found[0] and found[0]["posterior"].read().sizes["time"] >= 2:
+            if found and "posterior" in found[0] and found[0]["posterior"].read().sizes.get("time", 0) >= 2:
                 break
             time.sleep(0.05)
         pid = stack.stack.worker_pid()

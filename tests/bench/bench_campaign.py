@@ -63,7 +63,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +75,9 @@ from agent.campaign import curie_campaign, temperature_change_s
 from sim_devices.compton.magnetisation import Magnetisation
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from caioc import free_ports  # noqa: E402
+
 CONFIG_FILE = ROOT / "profiles" / "campaigns" / "fe_curie.toml"
 TC_RANGE_K = (1000.0, 1090.0)
 M0_RANGE_MUB = (2.0, 2.3)
@@ -298,16 +300,6 @@ def print_part1(results, summary, n, seed, sigma1_info, wall_s, table_s) -> None
 
 
 # -- part 2: one campaign through the queue -------------------------------------------------------------------
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _bayesbeam() -> list[str]:
     exe = Path(sys.executable).with_name("bayesbeam")
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from bayesbeam.cli import main; main()"]
@@ -330,7 +322,7 @@ def queue_campaign(keep: bool) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="bench_campaign_"))
     state, catalog_dir, out = work / "state", work / "catalog", work / "curie.json"
-    redis_port, control_port, info_port = _free_ports(3)
+    redis_port, control_port, info_port = free_ports(3)
     cli = _bayesbeam()
     env = dict(os.environ, MPLBACKEND="Agg")
     timings: dict[str, float] = {}
