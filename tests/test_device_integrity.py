@@ -63,14 +63,20 @@ def _compton(ns, agent, **kwargs):
     return ns["catalog"][uid]
 
 
-def _arm_after(ns, fault: str, value: float, cycle: int, flip: int):
-    """Subscribe a callback that arms ``fault`` on the IOC once event (cycle, flip) is stored."""
+def _compton_with_fault(ns, fault: str, value: float, cycle: int, flip: int):
+    """A 2-cycle adaptive Compton run (its agent and run) in which ``fault`` is armed on the IOC once event
+    (cycle, flip) is stored."""
 
     def arm(name, doc):
         if name == "event" and doc["data"].get("cycle") == cycle and doc["data"].get("flip") == flip:
             ns["faults"][fault].put(value)
 
-    return ns["RE"].subscribe(arm)
+    agent = ns["spin_moment_agent"](1e-6, element="Fe", max_cycles=2)
+    token = ns["RE"].subscribe(arm)
+    try:
+        return agent, _compton(ns, agent)
+    finally:
+        ns["RE"].unsubscribe(token)
 
 
 def _reasons(cycles) -> list[str]:
@@ -99,12 +105,7 @@ def test_a_refused_count_is_a_device_fault_and_its_cycle_is_discarded(session, i
     once, the record's fields keep the previous count's values), as happens when device support refuses
     to start. ophyd alone reports success and the previous spectrum would be stored again."""
     counts = ioc["counts"]()
-    token = _arm_after(session, "fault_detector_refuse", 1, cycle=1, flip=1)
-    agent = session["spin_moment_agent"](1e-6, element="Fe", max_cycles=2)
-    try:
-        run = _compton(session, agent)
-    finally:
-        session["RE"].unsubscribe(token)
+    agent, run = _compton_with_fault(session, "fault_detector_refuse", 1, cycle=1, flip=1)
     cycles = run["cycles"].read()
     assert list(np.asarray(cycles["valid"])) == [False, True, True], _reasons(cycles)
     assert "ge: stale count" in _reasons(cycles)[0] and "flip 2" in _reasons(cycles)[0]
@@ -140,12 +141,7 @@ def test_a_negative_preset_time_is_refused_before_anything_is_counted(session, i
 
 def test_a_count_that_never_ends_times_out_and_the_run_goes_on(session, ioc, short_floor):
     short_floor("ge")
-    token = _arm_after(session, "fault_detector_hang", 1, cycle=1, flip=2)
-    agent = session["spin_moment_agent"](1e-6, element="Fe", max_cycles=2)
-    try:
-        run = _compton(session, agent)
-    finally:
-        session["RE"].unsubscribe(token)
+    agent, run = _compton_with_fault(session, "fault_detector_hang", 1, cycle=1, flip=2)
     cycles = run["cycles"].read()
     reasons = _reasons(cycles)
     assert list(np.asarray(cycles["valid"])) == [False, True, True], reasons
