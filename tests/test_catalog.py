@@ -26,6 +26,7 @@ from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
 from event_model import compose_run
 from tiled.queries import Key
+from unprivileged import without_write_override
 
 from bayesbeam.catalog import (
     RUNS_SPEC,
@@ -215,13 +216,11 @@ def test_a_reader_of_a_missing_catalog_is_told_so_and_nothing_is_created(tmp_pat
 
 
 def _as_another_user() -> list[str]:
-    """The command prefix that runs a process as an unprivileged user (root writes anywhere); ``[]`` if this
-    process is not root (then permissions alone make the catalog unwritable)."""
-    if os.geteuid() != 0:
-        return []
-    if not shutil.which("setpriv"):
+    """The command prefix that runs a process unable to override permissions (root writes anywhere)."""
+    prefix = without_write_override()
+    if prefix is None:
         pytest.skip("running as root without setpriv: cannot make a directory unwritable")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return prefix
 
 
 def _unwritable(kind: str, base: Path) -> str:

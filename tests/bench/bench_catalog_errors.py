@@ -31,14 +31,15 @@ from pathlib import Path
 
 REPS = 5
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from unprivileged import without_write_override  # noqa: E402
 
 
 def as_other_user() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    if not shutil.which("setpriv"):
+    prefix = without_write_override()
+    if prefix is None:
         raise SystemExit("run as a normal user, or install setpriv (util-linux)")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return prefix
 
 
 def time_command(prefix: list[str], args: list[str], env: dict) -> tuple[float, int, list[str]]:
