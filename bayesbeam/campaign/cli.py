@@ -30,6 +30,7 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
     decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
     on from the campaign's runs in the catalog, and never queues a run while one of its own is queued."""
     from bayesbeam.campaign.config import CampaignConfigError, load_config
+    from bayesbeam.campaign.link import ManagerLost
     from bayesbeam.campaign.runner import CampaignError, CampaignRunner
     from bayesbeam.catalog import open_catalog
     from bayesbeam.queue.stack import QueueStack, manager_api, manager_status
@@ -53,7 +54,7 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
                                 stack=QueueStack(state_dir) if stack else None)
         try:
             result = runner.run()
-        except CampaignError as exc:
+        except (CampaignError, ManagerLost) as exc:
             runner.record.close(str(exc), exit_status="fail")
             raise click.ClickException(str(exc)) from None
     finally:

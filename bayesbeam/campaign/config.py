@@ -20,7 +20,7 @@ class CampaignConfig:
     """``name``: the campaign (its runs carry ``md["campaign"] = name``); ``sample`` (the preset); stop when
     std(T_c) ≤ ``target_tc_std_k`` (K) or after ``max_runs`` runs; ``max_cycles``: each run's budget;
     ``design``: ``agent.campaign.DEFAULTS`` overrides; the queue's address, user group, and how long (wall s)
-    to wait for one run."""
+    to wait for one run and for a manager that stopped answering."""
 
     name: str
     sample: str = "fe"
@@ -31,12 +31,14 @@ class CampaignConfig:
     control_addr: str = DEFAULT_ZMQ_CONTROL_ADDR
     user_group: str = AGENTS_GROUP
     run_timeout_s: float = 3600.0
+    manager_lost_timeout_s: float = 600.0
     path: str = ""
 
 
 _KEYS = {"campaign": {"name": str, "sample": str, "target_tc_std_k": (int, float), "max_runs": int,
                       "max_cycles": int},
-         "queue": {"control_addr": str, "user_group": str, "run_timeout_s": (int, float)}}
+         "queue": {"control_addr": str, "user_group": str, "run_timeout_s": (int, float),
+                   "manager_lost_timeout_s": (int, float)}}
 
 
 def load_config(path: str | Path) -> CampaignConfig:
@@ -70,7 +72,7 @@ def load_config(path: str | Path) -> CampaignConfig:
     if "name" not in values:
         raise CampaignConfigError(f"{path}: [campaign] name is required")
     config = CampaignConfig(**values, design=design, path=str(path))
-    for key in ("target_tc_std_k", "run_timeout_s"):
+    for key in ("target_tc_std_k", "run_timeout_s", "manager_lost_timeout_s"):
         if not getattr(config, key) > 0:
             raise CampaignConfigError(f"{path}: {key} must be > 0, got {getattr(config, key)!r}")
     for key in ("max_runs", "max_cycles"):

@@ -11,7 +11,9 @@ catalog: the temperature is the mean readback over its proven spectra, μs its l
 failed after some cycles still counts what it measured). A queued item that failed without a posterior is
 removed from the queue (the queue server puts it back at the front) and counts as a failure; three in a row
 stop the campaign. With the local stack, a watchdog notices a worker process that died during a run (the
-manager does not), reopens the environment and continues the interrupted run with ``continue_from``.
+manager does not), reopens the environment and continues the interrupted run with ``continue_from``. A manager
+that stops answering mid-campaign is waited for (``link.ManagerLink``: one line lost, one line back, nothing
+queued twice) for up to ``manager_lost_timeout_s``.
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ class CampaignRunner:
     def __init__(self, config: CampaignConfig, api, catalog, writer, *, echo: Callable[[str], None] = print,
                  poll_s: float = 0.5, review: bool = False, state_dir=None, stack=None):
         from agent.campaign import curie_campaign
+        from bayesbeam.campaign.link import ManagerLink
 
-        self.config, self.api, self.catalog, self.echo, self.poll_s = config, api, catalog, echo, poll_s
+        self.config, self.catalog, self.echo, self.poll_s = config, catalog, echo, poll_s
+        self.api = ManagerLink(api, echo=echo, lost_timeout_s=config.manager_lost_timeout_s)
         self.review, self.state_dir = review, state_dir  # review: propose, queue only what a person approved
         self.refused: str | None = None
         self.stack = stack  # a local QueueStack: its worker process is watched (see ``wait``)
@@ -170,7 +174,7 @@ class CampaignRunner:
         md = {"sample": self.config.sample, "campaign": self.config.name, "campaign_uid": self.record.uid,
               "agent_suggestion_uid": suid, "purpose": "campaign"}
         self._md[suid] = md
-        self.api.item_add(BPlan("adaptive_compton", **setting, max_cycles=self.config.max_cycles, md=md))
+        self.api.add_once(BPlan("adaptive_compton", **setting, max_cycles=self.config.max_cycles, md=md))
         if self.api.status()["manager_state"] == "idle":
             self.api.queue_start()
         self.echo(f"decision {decision['decision']}: {decision['reason']}")
@@ -249,10 +253,10 @@ class CampaignRunner:
         if cut:
             uid = cut[-1].metadata["start"]["uid"]
             load_backup(self.catalog, uids=[uid])  # what its journal has beyond the catalog's copy
-            self.api.item_add(BPlan("adaptive_compton", continue_from=uid, md={**md, "resumed_after": "worker died"}))
+            self.api.add_once(BPlan("adaptive_compton", continue_from=uid, md={**md, "resumed_after": "worker died"}))
         else:
             decided = self.agent.last_decision or {}
-            self.api.item_add(BPlan("adaptive_compton", temperature_k=decided.get("temperature_k"),
+            self.api.add_once(BPlan("adaptive_compton", temperature_k=decided.get("temperature_k"),
                                     target_std=decided.get("target_std"), max_cycles=self.config.max_cycles, md=md))
         self.api.queue_start()
         return self.wait(suid)

@@ -344,8 +344,8 @@ class QueueStack:
     def worker_pid(self) -> int | None:
         """The pid of the RE worker process, ``None`` if there is none (also when the manager still reports an
         environment whose worker was killed: it does not notice)."""
-        manager = self.process("manager")
-        return _worker_pid(manager) if manager is not None else None
+        manager, config = self.process("manager"), self.config
+        return _worker_pid(manager, config.zmq_control_addr if config else None) if manager is not None else None
 
     @contextlib.contextmanager
     def _locked(self):
@@ -596,7 +596,7 @@ class QueueStack:
                     status = wait_for_status(api, lambda s: s["manager_state"] not in _TRANSIENT_STATES,
                                              timeout=timeout, what="the manager to settle")
                 busy = status["manager_state"] in _BUSY_STATES
-                dead = status["worker_environment_exists"] and _worker_pid(manager) is None  # SIGKILLed worker
+                dead = status["worker_environment_exists"] and self.worker_pid() is None  # SIGKILLed worker
                 if busy and not (force or dead):
                     raise StackError(f"a plan is running (manager {status['manager_state']}): let it finish, stop "
                                      "it (`qserver re stop`, or pause and abort), or `bayesbeam queue stop --force` "
@@ -663,7 +663,7 @@ class QueueStack:
             "logs": {part: str(self.path(f"{part}.log")) for part in ("manager", "redis")},
         }
         if manager is not None and result["environment"]["exists"]:
-            result["environment"]["worker_pid"] = _worker_pid(manager)
+            result["environment"]["worker_pid"] = self.worker_pid()
         if st is not None:
             result["manager"].update({k: st.get(k) for k in (
                 "manager_state", "items_in_queue", "items_in_history", "running_item_uid", "queue_autostart_enabled",
@@ -673,18 +673,25 @@ class QueueStack:
         return result
 
 
-def _worker_pid(watchdog) -> int | None:
-    """The pid of the live RE worker under ``start-re-manager`` (its watchdog process forks the manager process
-    first, then a worker per environment opened), or ``None`` if there is none: the manager does not notice
-    a worker killed with SIGKILL and still reports the environment open."""
+def _worker_pid(watchdog, control_addr: str | None) -> int | None:
+    """The pid of the live RE worker under ``start-re-manager``, or ``None`` if there is none: the manager does
+    not notice a worker killed with SIGKILL and still reports the environment open. The watchdog process forks
+    the manager and a worker per environment opened, and forks the manager again if it dies (the worker lives
+    on), so the manager is told apart by the control port it listens on, not by its age."""
     import psutil
 
+    def listens(p) -> bool:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in p.net_connections(kind="tcp"))
+
+    port = parse_zmq_addr(control_addr)[1] if control_addr else None
     try:
-        children = sorted(watchdog.children(), key=lambda p: p.create_time())
-        alive = [p for p in children[1:] if p.status() != psutil.STATUS_ZOMBIE]
+        children = sorted((p for p in watchdog.children() if p.status() != psutil.STATUS_ZOMBIE),
+                          key=lambda p: p.create_time())
+        workers = [p for p in children if not listens(p)] if port is not None else children[1:]
     except psutil.Error:
         return None
-    return alive[-1].pid if alive else None
+    return workers[-1].pid if workers else None
 
 
 def format_status(s: dict) -> str:
