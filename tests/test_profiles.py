@@ -100,7 +100,7 @@ def test_sim_profile_startup_and_an_adaptive_run(tmp_path, catalog_dir):
             "print('STOP', run.metadata['stop']['reason'], len(run['primary']['ge_spectrum'].read()))")
     out = _ipython("sim", tmp_path, code, {"BAYESBEAM_CATALOG": str(catalog_dir), "BAYESBEAM_PLOTS": "0",
                                           "BAYESBEAM_TIME_SCALE": "1e6"})
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]  # IPython prints startup tracebacks to stdout
     assert "bayesbeam simulated session — sample fe" in out.stdout
     assert "Transient Scan ID" in out.stdout  # the BestEffortCallback's live table
     stop = [line for line in out.stdout.splitlines() if line.startswith("STOP ")]
