@@ -2,14 +2,15 @@
 
 One file per beamline. Every PV the session reads or writes is named here; the session writes only
 to the PVs it drives (``WRITES``: the MCA, motor and scaler records and their fields, the magnet
-setpoint) and, in a file that declares itself ``simulated = true``, to the ``[faults]`` PVs of the
-simulated IOC (``BeamlineConfig.allows_write``; ``bayesbeam.epics_devices.WriteGate`` enforces it on
-every write). ``load_beamline`` checks the file against ``SCHEMA`` and reports every problem at once,
-each naming the file, the section and the key. A file configures one or both end stations
-(``END_STATIONS``): magnetic Compton (``[detector]`` + ``[magnet]``) and XAS (``[mono]`` motor record +
-``[ion_chambers]`` scaler record). ``access_security`` and ``gateway_pvlist`` give the same rule as an
-EPICS access-security file and a CA-gateway PV list, shipped next to the beamline file (what really
-stops a person typing ``caput`` in the session is the IOC's access security or a gateway).
+and sample-temperature setpoints) and, in a file that declares itself ``simulated = true``, to the
+``[faults]`` PVs of the simulated IOC (``BeamlineConfig.allows_write``; ``bayesbeam.epics_devices.WriteGate``
+enforces it on every write). ``load_beamline`` checks the file against ``SCHEMA`` and reports every problem
+at once, each naming the file, the section and the key. A file configures one or both end stations
+(``END_STATIONS``): magnetic Compton (``[detector]`` + ``[magnet]``, optionally the sample temperature
+controller ``[temperature]``) and XAS (``[mono]`` motor record + ``[ion_chambers]`` scaler record).
+``access_security`` and ``gateway_pvlist`` give the same rule as an EPICS access-security file and a
+CA-gateway PV list, shipped next to the beamline file (what really stops a person typing ``caput`` in the
+session is the IOC's access security or a gateway).
 """
 
 from __future__ import annotations
@@ -48,6 +49,19 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "flip_time_s": ((int, float), False, False, "longest field change (s of beamtime); the move timeout "
                                                     "derives from it (default 60)"),
     },
+    "temperature": {
+        "name": (str, True, False, "device name (plans find it by this name: sample_temp)"),
+        "setpoint": (str, True, True, "sample temperature setpoint (K); put-callback completes when settled; "
+                                      "its control limits are the controller's range"),
+        "readback": (str, True, True, "sample temperature readback (K)"),
+        "in_position": (str, False, True, "1 once the temperature has settled at the setpoint; a move that "
+                                          "ends without it fails"),
+        "ramp_rate": (str, False, True, "controller ramp rate (K/s); with settle_time, the move timeout "
+                                        "derives from it"),
+        "settle_time": (str, False, True, "settle time after the ramp (s of beamtime)"),
+        "max_move_s": ((int, float), False, False, "longest temperature change (s of beamtime) when the file "
+                                                   "names no ramp_rate and settle_time PVs (default 7200)"),
+    },
     "mono": {
         "name": (str, True, False, "device name (the energy readback's event key)"),
         "motor": (str, True, True, "monochromator energy motor record, eV (ophyd EpicsMotor prefix)"),
@@ -84,14 +98,18 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "scaler_refuse": (str, False, True, "simulation only: next N scaler counts are acknowledged, not counted"),
         "scaler_hang": (str, False, True, "simulation only: next N scaler counts never end until stopped"),
         "magnet_hang": (str, False, True, "simulation only: next N magnet moves never report done"),
+        "temperature_excursion": (str, False, True, "simulation only: from half-way through the next MCA count "
+                                                    "the sample temperature is N K off, until 0 is put"),
+        "temperature_stuck": (str, False, True, "simulation only: next N temperature moves complete without "
+                                                "the heater moving"),
     },
 }
-OPTIONAL_SECTIONS = {"beamtime", "faults", "detector", "magnet", "mono", "ion_chambers"}
+OPTIONAL_SECTIONS = {"beamtime", "faults", "detector", "magnet", "temperature", "mono", "ion_chambers"}
 # End stations: sections that come together; a beamline file has at least one of them.
 END_STATIONS = {"magnetic Compton": ("detector", "magnet"), "XAS": ("mono", "ion_chambers")}
 RECORDS = (("detector", "mca"), ("mono", "motor"), ("ion_chambers", "scaler"))
 # What the session writes: these records (and their fields) and PVs; the [faults] PVs in a simulated file.
-WRITES = (*RECORDS, ("magnet", "setpoint"))
+WRITES = (*RECORDS, ("magnet", "setpoint"), ("temperature", "setpoint"))
 # The records of mca.db beside an MCA record (prefix + suffix) that ophyd's EpicsMCA writes.
 MCA_DB_RECORDS = ("Start", "Stop", "Erase", "EraseStart", "CheckACQG", "ClientWait", "EnableWait", "Read",
                   "SetClientWait", "Status", "WhenAcqStops", "Why1", "Why2", "Why3", "Why4")
@@ -236,6 +254,16 @@ def validate(data: dict[str, Any], where: str = "configuration") -> list[str]:
                 what = f"[{sec}]" if key is None else f"[{sec}] {key}"
                 problems.append(f"{where}: {what} is accepted only in a beamline file that declares itself "
                                 "simulated (simulated = true): a real beamline has no such PVs")
+    temp = data.get("temperature")
+    if isinstance(temp, dict):
+        if not all(sec in data for sec in END_STATIONS["magnetic Compton"]):
+            problems.append(f"{where}: [temperature] is the sample temperature of the magnetic Compton end station: "
+                            "it needs [detector] and [magnet]")
+        if ("ramp_rate" in temp) != ("settle_time" in temp):
+            problems.append(f"{where}: [temperature] ramp_rate and settle_time come together (the move time is "
+                            "settle + |ΔT|/ramp rate)")
+        if isinstance(temp.get("max_move_s"), (int, float)) and not temp["max_move_s"] > 0:
+            problems.append(f"{where}: [temperature] max_move_s must be > 0 s, got {temp['max_move_s']}")
     chambers = data.get("ion_chambers")
     if isinstance(chambers, dict):
         chans = [chambers.get(k) for k in ("i0_channel", "it_channel")]

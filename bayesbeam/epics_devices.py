@@ -2,7 +2,8 @@
 
 ``ca_environment`` must run before pyepics creates its context (DESIGN §8); ``connect_beamline``
 builds the end stations the file configures: the Compton detector (``EpicsMCA`` + monitor +
-calibration) and magnet (a put-completion setpoint/readback positioner), the XAS monochromator
+calibration), magnet (a put-completion setpoint/readback positioner) and, if configured, the sample
+temperature controller (``EpicsTemperature``, the same shape, in K), the XAS monochromator
 (stock ``EpicsMotor``) and ion chambers (``EpicsScaler``, one device per chamber on the shared
 scaler record), plus the ring current (``bayesbeam.epics_ring.EpicsRingCurrent``: the minimum over each
 count from the PV's monitor updates) and the beamtime (``EpicsSignalRO``); it waits for every PV
@@ -40,7 +41,7 @@ from ophyd.mca import EpicsMCA
 from ophyd.pv_positioner import PVPositionerPC
 from ophyd.scaler import EpicsScaler
 from ophyd.status import DeviceStatus
-from ophyd.utils import StatusTimeoutError
+from ophyd.utils import LimitError, StatusTimeoutError
 
 from bayesbeam.beamline_config import SCHEMA, BeamlineConfig
 from bayesbeam.epics_ring import DEFAULT_MAX_GAP_S, EpicsRingCurrent
@@ -84,7 +85,7 @@ class WriteGate:
         if pv in self.config.pvs().values():
             why = f"read-only in {name} ({self.config.where(pv)}): the session never writes it"
         else:
-            drives = "the MCA, motor and scaler records and their fields, the magnet setpoint" + (
+            drives = "the MCA, motor and scaler records and their fields, the magnet and temperature setpoints" + (
                 ", the [faults] PVs" if self.config.simulated else "")
             why = f"not in {name}: this session writes only what its beamline file drives ({drives})"
         raise WriteRefused(f"refused to write {reprlib.repr(value)} to {pv}: {why}; nothing was written")
@@ -300,32 +301,17 @@ class ComptonMCA(EpicsMCA):
         return self.preset_real_time
 
 
-class EpicsMagnet(PVPositionerPC):
-    """Magnet field (T): a setpoint PV whose put-callback completes when the field has settled,
-    and a readback PV (what the plan checks). A move times out after twice ``flip_time_s`` (s of
-    beamtime, the longest field change) plus the timing's floor; the late completion of a put given
-    up on never completes a later move."""
+class _PutCompletionPositioner(PVPositionerPC):
+    """A ``PVPositionerPC`` (setpoint PV ``_setpoint_pv``, readback PV ``_readback_pv``) whose move ends with
+    the setpoint put's completion, but only the latest move's: the late completion of a put given up on
+    never completes a later move."""
 
     setpoint = FCpt(EpicsSignal, "{self._setpoint_pv}", kind=Kind.normal)
     readback = FCpt(EpicsSignalRO, "{self._readback_pv}", auto_monitor=False, kind=Kind.hinted)
-    max_field_t = Cpt(Signal, value=2.5, kind=Kind.config)
 
-    def __init__(self, *, setpoint_pv: str, readback_pv: str, max_field_t: float, flip_time_s: float = 60.0,
-                 timing: DeviceTiming | None = None, **kwargs):
-        self._setpoint_pv, self._readback_pv = setpoint_pv, readback_pv
-        super().__init__("", limits=(-max_field_t, max_field_t), egu="T", **kwargs)
-        self.max_field_t.put(float(max_field_t))
-        self.flip_time_s = float(flip_time_s)
-        self.timing = timing or DeviceTiming()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._move_token = 0
-
-    def move(self, position, wait=True, timeout=None, moved_cb=None):
-        timeout = self.timing.timeout(self.flip_time_s) if timeout is None else timeout
-        inner = super().move(position, wait=False, timeout=timeout, moved_cb=moved_cb)
-        status = _outer(self, inner, f"move to {float(position):+.3f} T", self.flip_time_s)
-        if wait:
-            status.wait()
-        return status
 
     def _setup_move(self, position):
         """As ``PVPositionerPC``: the setpoint put's completion ends the move, but only this move's."""
@@ -339,6 +325,105 @@ class EpicsMagnet(PVPositionerPC):
         if self.done is None:
             self._move_changed(value=1 - self.done_value)
         self.setpoint.put(position, wait=False, callback=done_moving)
+
+
+class EpicsMagnet(_PutCompletionPositioner):
+    """Magnet field (T): a setpoint PV whose put-callback completes when the field has settled,
+    and a readback PV (what the plan checks). A move times out after twice ``flip_time_s`` (s of
+    beamtime, the longest field change) plus the timing's floor."""
+
+    max_field_t = Cpt(Signal, value=2.5, kind=Kind.config)
+
+    def __init__(self, *, setpoint_pv: str, readback_pv: str, max_field_t: float, flip_time_s: float = 60.0,
+                 timing: DeviceTiming | None = None, **kwargs):
+        self._setpoint_pv, self._readback_pv = setpoint_pv, readback_pv
+        super().__init__("", limits=(-max_field_t, max_field_t), egu="T", **kwargs)
+        self.max_field_t.put(float(max_field_t))
+        self.flip_time_s = float(flip_time_s)
+        self.timing = timing or DeviceTiming()
+
+    def move(self, position, wait=True, timeout=None, moved_cb=None):
+        timeout = self.timing.timeout(self.flip_time_s) if timeout is None else timeout
+        inner = super().move(position, wait=False, timeout=timeout, moved_cb=moved_cb)
+        status = _outer(self, inner, f"move to {float(position):+.3f} T", self.flip_time_s)
+        if wait:
+            status.wait()
+        return status
+
+
+class EpicsTemperature(_PutCompletionPositioner):
+    """Sample temperature controller (K): a setpoint PV whose put-callback completes when the temperature has
+    settled, and a readback PV (``<name>_readback``, what the plans' validity rule reads before and after each
+    count), as the simulated ``sim_devices.compton.temperature.SimTemperature``. Its limits are the setpoint
+    PV's control limits (the controller's range, which the IOC also enforces); a value outside them or not
+    finite raises ``LimitError`` before anything is sent. With the optional PVs of the beamline file (built by
+    ``temperature_device``): ``in_position`` (1 once settled; a move that ends without it fails, naming the
+    readback), ``ramp_rate_k_s`` (K/s) and ``settle_time_s`` (s), from which a move to T takes settle + |ΔT|/ramp
+    s of beamtime; without those, ``max_move_s``. A move times out after twice that plus the timing's floor."""
+
+    def __init__(self, *, setpoint_pv: str, readback_pv: str, max_move_s: float = 7200.0,
+                 timing: DeviceTiming | None = None, **kwargs):
+        self._setpoint_pv, self._readback_pv = setpoint_pv, readback_pv
+        super().__init__("", egu="K", **kwargs)
+        self.max_move_s = float(max_move_s)
+        self.timing = timing or DeviceTiming()
+
+    def check_value(self, value) -> None:
+        """Raise ``LimitError`` if a temperature (K) is not finite or outside the setpoint's control limits."""
+        lo, hi = self.limits
+        v = float(value)
+        if not (math.isfinite(v) and (lo >= hi or lo <= v <= hi)):
+            raise LimitError(f"{self.name}: temperature {value!r} K outside the range {lo:g}-{hi:g} K "
+                             f"({self.setpoint.pvname} control limits)")
+
+    def expected_move_s(self, target: float) -> float:
+        """Beamtime (s) a move to ``target`` (K) takes: settle + |ΔT|/ramp rate from the controller's PVs (the
+        readback as the start), or ``max_move_s`` without them or if they do not read as positive numbers."""
+        ramp, settle = getattr(self, "ramp_rate_k_s", None), getattr(self, "settle_time_s", None)
+        if ramp is None or settle is None:
+            return self.max_move_s
+        try:
+            rate, wait = float(ramp.get()), float(settle.get())
+            start = float(self.readback.get(use_monitor=False))
+        except Exception:
+            return self.max_move_s
+        if not (rate > 0 and wait >= 0 and math.isfinite(start)):
+            return self.max_move_s
+        return wait + abs(float(target) - start) / rate
+
+    def move(self, position, wait=True, timeout=None, moved_cb=None):
+        target = float(position)
+        self.check_value(target)  # before anything is sent (a NaN too)
+        expected = self.expected_move_s(target)
+        timeout = self.timing.timeout(expected) if timeout is None else timeout
+        inner = super().move(target, wait=False, timeout=timeout, moved_cb=moved_cb)
+        flag = getattr(self, "in_position", None)
+
+        def verify() -> str:
+            if flag is None or int(flag.get(use_monitor=False)) == 1:
+                return ""
+            reading = float(self.readback.get(use_monitor=False))
+            return (f"{self.name}: the move to {target:.2f} K ended with the controller not in position "
+                    f"({flag.pvname} = 0, readback {reading:.2f} K)")
+
+        status = _outer(self, inner, f"move to {target:.2f} K", expected, verify)
+        if wait:
+            status.wait()
+        return status
+
+
+def temperature_device(section: dict, timing: DeviceTiming | None = None) -> EpicsTemperature:
+    """An ``EpicsTemperature`` from a beamline file's ``[temperature]`` section, with the optional PVs it names
+    (``in_position``, ``ramp_rate``, ``settle_time``) as components."""
+    extra = {}
+    if "in_position" in section:
+        extra["in_position"] = Cpt(EpicsSignalRO, section["in_position"], auto_monitor=False, kind=Kind.normal)
+    if "ramp_rate" in section:
+        extra["ramp_rate_k_s"] = Cpt(EpicsSignalRO, section["ramp_rate"], kind=Kind.config)
+        extra["settle_time_s"] = Cpt(EpicsSignalRO, section["settle_time"], kind=Kind.config)
+    cls = type("EpicsTemperature", (EpicsTemperature,), extra) if extra else EpicsTemperature
+    return cls(setpoint_pv=section["setpoint"], readback_pv=section["readback"],
+               max_move_s=float(section.get("max_move_s", 7200.0)), timing=timing, name=section["name"])
 
 
 def _outer(device, inner, what: str, expected_s: float, verify: Callable[[], str] | None = None) -> FaultStatus:
@@ -502,10 +587,11 @@ class EpicsBeamline:
     it: IonChamberScaler | None = None
     gate: WriteGate | None = None
     timing: DeviceTiming = field(default_factory=DeviceTiming)
+    sample_temp: EpicsTemperature | None = None
 
     def devices(self) -> dict:
-        out = {"ge": self.ge, "magnet": self.magnet, "mono": self.mono, "i0": self.i0, "it": self.it,
-               "ring": self.ring, "beamtime": self.beamtime, **self.faults}
+        out = {"ge": self.ge, "magnet": self.magnet, "sample_temp": self.sample_temp, "mono": self.mono,
+               "i0": self.i0, "it": self.it, "ring": self.ring, "beamtime": self.beamtime, **self.faults}
         return {k: v for k, v in out.items() if v is not None}
 
     def armed_faults(self) -> list[str]:
@@ -587,7 +673,7 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
     pyepics_fixes.install()  # a read libca refused (IOC restart) must not block its PV for good
     timeout_s = config.timeout_s() if timeout_s is None else float(timeout_s)
     deadline = time.monotonic() + timeout_s
-    ge = magnet = mono = i0 = it = None
+    ge = magnet = temp = mono = i0 = it = None
     if config.has("magnetic Compton"):
         det, mag = config.data["detector"], config.data["magnet"]
         ge = ComptonMCA(det["mca"], monitor_pv=det["monitor"], name=det["name"])
@@ -597,6 +683,8 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         magnet = EpicsMagnet(setpoint_pv=mag["setpoint"], readback_pv=mag["readback"],
                              max_field_t=float(mag["max_field_t"]), flip_time_s=float(mag.get("flip_time_s", 60.0)),
                              name=mag["name"])
+        if config.section("temperature"):
+            temp = temperature_device(config.data["temperature"])
     if config.has("XAS"):
         dcm, ic = config.data["mono"], config.data["ion_chambers"]
         mono = EnergyMotor(dcm["motor"], name=dcm["name"])
@@ -614,7 +702,8 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
     faults = {f"fault_{k}": EpicsSignal(pv, name=f"fault_{k}") for k, pv in (config.section("faults") or {}).items()}
     scale_pv = (bt or {}).get("time_scale")
     scale = EpicsSignalRO(scale_pv, name="time_scale") if scale_pv else None
-    bl = EpicsBeamline(config, ge, magnet, current, beamtime, faults, mono, i0, it, gate=WriteGate(config))
+    bl = EpicsBeamline(config, ge, magnet, current, beamtime, faults, mono, i0, it, gate=WriteGate(config),
+                       sample_temp=temp)
     stray = sorted(pv for pv in writable_pvs(bl.devices().values()) if not bl.gate.allows(pv))
     if stray:
         raise BeamlineConnectionError(f"devices would write to PVs not in {config.path}: {stray}")
@@ -624,7 +713,7 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         raise BeamlineConnectionError(f"{scale_pv} ([beamtime] time_scale in {config.path.name}) reads {time_scale!r}: "
                                       "a simulated IOC's time scale must be a positive number")
     bl.timing = DeviceTiming(time_scale=time_scale, floor_s=config.timeout_floor_s())
-    for dev in (ge, magnet, mono, i0, it):
+    for dev in (ge, magnet, temp, mono, i0, it):
         if dev is not None:
             dev.timing = bl.timing
     for sig in (sig for dev in bl.devices().values() for sig in _signals(dev)):

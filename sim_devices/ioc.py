@@ -20,6 +20,15 @@ is on 127.0.0.1 (the IOC is a CA server only: no CA client context, whose UDP so
   the hardware to ignore it", and drivers test ``preset > 0``), a PRTM <= 0 is accepted as written and the
   count then has no preset: it runs until ``STOP``/``Stop``.
 - ``MON:Counts`` incident-beam monitor counts of the last spectrum
+- ``TEMP:SP`` / ``TEMP:RB`` sample temperature controller setpoint / readback (K; ``sim_devices.compton.temperature``:
+  a change of ΔT takes ``TEMP:SettleTime`` + |ΔT|/``TEMP:RampRate`` s of beamtime, a put completes when it
+  has settled (put-callback); the setpoint's control limits are the controller's range, 10-1200 K, and caproto
+  refuses a put outside them); ``TEMP:InPosition`` 1 once settled within ``IN_POSITION_K`` of the setpoint
+  (0 while ramping, settling or off it); ``TEMP:RampRate`` (K/s), ``TEMP:SettleTime`` (s), read-only. The
+  readback and the flag are computed afresh on every read and posted every ``tick_s``. For Fe the sample's
+  spin moment, and so the magnetic signal the MCA counts, follows μs(T, B) of the true temperature over each
+  count (``sim_devices.compton.magnetisation``), as in the ophyd simulation; a sample without that model has
+  the controller, but its counts do not follow it (the ready line says so)
 - ``XAS:scaler1.<FIELD>`` a scaler record: ``CNT`` (put 1: count ``TP`` seconds; the put completes
   when done; a put while counting joins that count, as on the record; put 0: abort), ``S1`` clock ticks
   (``FREQ`` Hz), ``S2`` I0, ``S3`` It (counts: Poisson from the sample's μ(E), the ring current over the
@@ -45,7 +54,9 @@ is on 127.0.0.1 (the IOC is a CA server only: no CA client context, whose UDP so
   ``FAULT:DetectorRefuse`` / ``FAULT:ScalerRefuse`` (put n: the next n counts are acknowledged at once
   and nothing is counted, as when device support refuses to start: the record keeps the previous
   count's fields; the MCA sets ``NACK``), ``FAULT:DetectorHang`` / ``FAULT:ScalerHang`` (put n: the next
-  n counts never end until stopped)
+  n counts never end until stopped), ``FAULT:TempExcursion`` (put ΔK: from half-way through the next MCA count
+  the sample temperature is ΔK off, a tripped heater, until 0 is put; a put ends any excursion in progress),
+  ``FAULT:TempStuck`` (put n: the next n temperature moves complete without the heater moving)
 """
 
 from __future__ import annotations
@@ -63,12 +74,16 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from caproto.server.server import PvpropertyDouble
 
 from sim_devices.compton.beamline import make_compton_beamline
+from sim_devices.compton.magnetisation import magnetisation_model
+from sim_devices.compton.samples import compton_sample
+from sim_devices.compton.temperature import SimTemperature
 from sim_devices.xas.endstation import make_xas_endstation
 
 N_CHANNELS = 1024
 N_SCALER = 32
 SCALER_FREQ_HZ = 1e7
 MSTA_DONE, MSTA_MOVING = 0x2, 0x400  # motor record status bits
+IN_POSITION_K = 1.0  # TEMP:InPosition window around the setpoint (K)
 
 
 async def _wait(status, poll_s: float = 0.002) -> None:
@@ -196,6 +211,13 @@ class ComptonBeamlineIOC(PVGroup):
     field_sp = pvproperty(name="MAG:FieldSP", value=0.0, precision=4, units="T")
     field_rb = pvproperty(name="MAG:FieldRB", value=0.0, read_only=True, precision=4, units="T")
     monitor = pvproperty(name="MON:Counts", value=0.0, read_only=True, units="counts")
+    temp_sp = pvproperty(name="TEMP:SP", value=295.0, precision=3, units="K",
+                         doc="sample temperature setpoint (K); completes when settled")
+    temp_rb = pvproperty(name="TEMP:RB", value=295.0, read_only=True, precision=3, units="K")
+    temp_in_position = pvproperty(name="TEMP:InPosition", value=1, read_only=True,
+                                  doc="1: settled within IN_POSITION_K of the setpoint")
+    temp_ramp = pvproperty(name="TEMP:RampRate", value=0.2, read_only=True, precision=3, units="K/s")
+    temp_settle = pvproperty(name="TEMP:SettleTime", value=180.0, read_only=True, precision=1, units="s")
     mca = SubGroup(MCARecord, prefix="GE:mca1")
     fault_dump = pvproperty(name="FAULT:BeamDump", value=0.0, units="s")
     fault_dump_mid = pvproperty(name="FAULT:DumpMidCount", value=0.0, units="s")
@@ -206,6 +228,8 @@ class ComptonBeamlineIOC(PVGroup):
     fault_scaler_refuse = pvproperty(name="FAULT:ScalerRefuse", value=0)
     fault_scaler_hang = pvproperty(name="FAULT:ScalerHang", value=0)
     fault_magnet_hang = pvproperty(name="FAULT:MagnetHang", value=0)
+    fault_temp_excursion = pvproperty(name="FAULT:TempExcursion", value=0.0, units="K")
+    fault_temp_stuck = pvproperty(name="FAULT:TempStuck", value=0)
     n_counts = pvproperty(name="STAT:Counts", value=0, read_only=True)
     mono = pvproperty(name="DCM:Energy", value=7000.0, record="motor", precision=3, units="eV", dtype=MotorValData,
                       doc="monochromator energy (eV)")
@@ -221,7 +245,17 @@ class ComptonBeamlineIOC(PVGroup):
             for attr in dir(type(self)):
                 if attr.startswith("fault_"):
                     getattr(self, attr).check_access = lambda host, user: AccessRights.READ
-        self.bl = make_compton_beamline(sample, time_scale=time_scale, seed=seed)
+        try:  # the sample's moment follows the controller's temperature where it has a μs(T, B) model
+            magnetisation_model(compton_sample(sample).element)
+            coupled = True
+        except ValueError:
+            coupled = False
+        self.bl = make_compton_beamline(sample, time_scale=time_scale, seed=seed, with_temperature=coupled)
+        self.temp = self.bl.sample_temp or SimTemperature(name="sample_temp", clock=self.bl.clock,
+                                                          seed=None if seed is None else seed + 2)
+        self.temp_coupled = coupled
+        self._temp_move_end = self.bl.clock.now  # beamtime (s) at which the last temperature move settles
+        self._temp_excursion: float | None = None  # ΔK armed for the next count (FAULT:TempExcursion)
         self.xas = make_xas_endstation(xas_sample, self.bl.clock, ring=self.bl.ring,
                                        seed=None if seed is None else seed + 1)
         self.tick_s = float(tick_s)
@@ -248,7 +282,63 @@ class ComptonBeamlineIOC(PVGroup):
             self._advance_clock()
             await instance.write(float(self.bl.ring.current_at(self.bl.clock.now)))
             await self.beamtime.write(self.bl.clock.now)
+            await self._post_temperature()
             await async_lib.library.sleep(self.tick_s)
+
+    def _temperature_now(self) -> tuple[float, int]:
+        """The controller's readback (K) now and its in-position flag (1: the last move has settled and
+        the readback is within ``IN_POSITION_K`` of the setpoint)."""
+        self._advance_clock()
+        reading = float(self.temp.readback.get())
+        settled = self.bl.clock.now >= self._temp_move_end
+        return reading, int(settled and abs(reading - float(self.temp.setpoint.get())) <= IN_POSITION_K)
+
+    async def _post_temperature(self) -> None:
+        reading, in_position = self._temperature_now()
+        await self.temp_rb.write(reading)
+        await self.temp_in_position.write(in_position)
+
+    @temp_rb.getter
+    async def temp_rb(self, instance):
+        return self._temperature_now()[0]  # a read is the sensor now, not the last tick's value
+
+    @temp_in_position.getter
+    async def temp_in_position(self, instance):
+        return self._temperature_now()[1]
+
+    @temp_sp.startup
+    async def temp_sp(self, instance, async_lib):
+        lo, hi = self.temp.limits
+        await instance.write_metadata(lower_ctrl_limit=lo, upper_ctrl_limit=hi)
+        await self.temp_ramp.write(float(self.temp.ramp_rate_k_s.get()))
+        await self.temp_settle.write(float(self.temp.settle_time_s.get()))
+        await instance.write(float(self.temp.setpoint.get()), verify_value=False)
+        await self._post_temperature()
+
+    @temp_sp.putter
+    async def temp_sp(self, instance, value):
+        """Move the sample temperature (caproto has refused a value outside the control limits); the put
+        completes when the move has settled. ``FAULT:TempStuck``: the heater does not move."""
+        self._advance_clock()
+        if self.fault_temp_stuck.value > 0:
+            self.temp.fail_next(1, mode="stuck")
+            await self.fault_temp_stuck.write(self.fault_temp_stuck.value - 1)
+        self._temp_move_end = self.bl.clock.now + self.temp.move_time(value)
+        status = self.temp.set(value)
+        await self._post_temperature()
+        await _wait(status)
+        await self._post_temperature()
+        return value
+
+    @fault_temp_excursion.putter
+    async def fault_temp_excursion(self, instance, value):
+        if not math.isfinite(value):
+            raise ValueError(f"temperature excursion {value!r} K is not a number")
+        self._advance_clock()
+        self.temp.end_excursions()  # the heater is reset: an excursion in progress ends now
+        self._temp_excursion = float(value) if value else None
+        await self._post_temperature()
+        return value
 
     async def _post_ring(self, at_s: float | None = None) -> None:
         """Post the ring current at beamtime ``at_s`` (s; default now) and the beamtime now, not
@@ -434,6 +524,9 @@ class ComptonBeamlineIOC(PVGroup):
                 if dump > 0:
                     self.bl.ring.dump(at_s=t0 + preset / 2, duration_s=dump)
                     await self.fault_dump_mid.write(0.0)
+                if self._temp_excursion is not None:  # the heater trips half-way through this count
+                    self.temp.excursion(at_s=t0 + preset / 2, duration_s=math.inf, delta_k=self._temp_excursion)
+                    self._temp_excursion = None
                 if self.fault_nan.value > 0:
                     ge.fail_next("nan")
                     await self.fault_nan.write(self.fault_nan.value - 1)
@@ -512,7 +605,9 @@ def serve(port: int = 5064, prefix: str = "SIM08W:", sample: str = "fe", time_sc
     async def ready(async_lib):
         off = sockets_off_loopback()
         print(f"IOC ready: {len(ioc.pvdb)} PVs with prefix {prefix!r} on 127.0.0.1:{port} "
-              f"(sample {sample}, XAS sample {xas_sample}, time scale {time_scale:g}; fault PVs "
+              f"(sample {sample}, XAS sample {xas_sample}, time scale {time_scale:g}; sample temperature "
+              + ("TEMP:*, mu_s(T, B) follows it" if ioc.temp_coupled else
+                 f"TEMP:*, but {sample} has no mu_s(T, B) model: its counts do not follow it") + "; fault PVs "
               + ("writable" if faults else "read-only: start with --faults to inject faults") + ")"
               + (f"; WARNING: sockets not on 127.0.0.1: {', '.join(off)}" if off else ""), flush=True)
 

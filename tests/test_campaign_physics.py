@@ -100,6 +100,12 @@ def test_true_temperature_ramps_drifts_and_can_be_disturbed():
     assert np.ptp(settled) > 0.05  # but not frozen: a stability check over a count can mean something
     temp.excursion(at_s=clock.now + 100, duration_s=50, delta_k=5.0)
     assert temp.true_temperature(clock.now + 120) - temp.true_temperature(clock.now + 200) == pytest.approx(5, abs=0.2)
+    temp.excursion(at_s=clock.now + 300, duration_s=float("inf"), delta_k=8.0)  # a trip, until the heater is reset
+    temp.excursion(at_s=clock.now + 900, duration_s=50, delta_k=3.0)
+    temp.end_excursions(at_s=clock.now + 400)
+    assert temp.true_temperature(clock.now + 350) - temp.true_temperature(clock.now + 500) == pytest.approx(8, abs=0.2)
+    later = temp.true_temperature(clock.now + 920) - temp.true_temperature(clock.now + 500)
+    assert abs(later) < 0.2  # the excursion not begun at the reset is dropped
     temp.fail_next(1, mode="stuck")
     assert temp.set(600.0).done and temp.target_k == 500.0 and temp.setpoint.get() == 600.0
 

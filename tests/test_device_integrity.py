@@ -345,10 +345,10 @@ def test_the_gate_allows_configured_pvs_and_the_fields_of_configured_records_onl
 
     gate = WriteGate(load_beamline(SIM_FILE))
     for pv in ("SIM08W:MAG:FieldSP", "SIM08W:GE:mca1EraseStart", "SIM08W:GE:mca1.PRTM", "SIM08W:DCM:Energy.VAL",
-               "SIM08W:XAS:scaler1.CNT", "SIM08W:FAULT:MagnetStuck"):
+               "SIM08W:XAS:scaler1.CNT", "SIM08W:FAULT:MagnetStuck", "SIM08W:TEMP:SP"):
         assert gate.allows(pv), pv
     for pv in ("SIM08W:STAT:Counts", "SIM08W:GE:mca10.PRTM", "SIM08W:DCM:EnergyX.VAL", "SIM08W:RING:Current",
-               "SIM08W:MAG:FieldRB", "SIM08W:GE:mca1Anything"):
+               "SIM08W:MAG:FieldRB", "SIM08W:GE:mca1Anything", "SIM08W:TEMP:RB", "SIM08W:TEMP:RampRate"):
         assert not gate.allows(pv), pv
 
 
@@ -431,13 +431,14 @@ def test_the_ioc_refuses_writes_to_read_only_pvs_and_to_faults_unless_started_wi
     locked = ComptonBeamlineIOC(prefix="T:", faults=False, seed=0)
     armed = ComptonBeamlineIOC(prefix="T:", faults=True, seed=0)
     for pv in ("T:RING:Current", "T:MAG:FieldRB", "T:GE:mca1.ERTM", "T:XAS:scaler1.T", "T:CLOCK:TimeScale",
-               "T:FAULT:MagnetStuck"):
+               "T:FAULT:MagnetStuck", "T:TEMP:RB", "T:TEMP:InPosition", "T:FAULT:TempExcursion"):
         assert AccessRights.WRITE not in locked.pvdb[pv].check_access("localhost", "tester"), pv
         with pytest.raises(Forbidden):
             asyncio.run(write(locked, pv, 1))
     assert locked.pvdb["T:FAULT:MagnetStuck"].value == 0
     assert AccessRights.WRITE in armed.pvdb["T:FAULT:MagnetStuck"].check_access("localhost", "tester")
     assert AccessRights.WRITE in locked.pvdb["T:MAG:FieldSP"].check_access("localhost", "tester")
+    assert AccessRights.WRITE in locked.pvdb["T:TEMP:SP"].check_access("localhost", "tester")
 
 
 def test_every_socket_of_the_ioc_is_on_127_0_0_1():

@@ -37,6 +37,9 @@ def test_configuration_problems_are_all_named(tmp_path):
     problems = validate({"name": "x", "epics": {"addr_list": "127.0.0.1:5064"}, "detector": {"mca": "A B"}})
     assert any("[detector] mca = 'A B' is not a valid PV name" in p for p in problems)
     assert any("missing section [magnet]" in p for p in problems)
+    xas_only = {k: v for k, v in load_beamline(SIM_FILE).data.items() if k not in ("detector", "magnet")}
+    assert any("[temperature] is the sample temperature of the magnetic Compton end station" in p
+               for p in validate(xas_only))
     with pytest.raises(BeamlineConfigError, match="does not exist"):
         load_beamline(tmp_path / "nope.toml")
 
@@ -58,6 +61,9 @@ def test_writes_go_only_to_configured_pvs(sim_beamline):
         "SIM08W:GE:mca1", "SIM08W:DCM:Energy", "SIM08W:XAS:scaler1"]
     for pv in writable_pvs(bl.devices().values()):
         assert bl.gate.allows(pv), pv
+    temp = bl.sample_temp  # [temperature]: the device plans find as sample_temp, in the controller's range
+    assert temp.name == "sample_temp" and bl.devices()["sample_temp"] is temp and temp.limits == (10.0, 1200.0)
+    assert bl.gate.allows(temp.setpoint.pvname) and not bl.gate.allows(temp.readback.pvname)
 
 
 def test_typo_in_a_pv_name_is_named(tmp_path, sim_beamline):

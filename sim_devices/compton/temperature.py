@@ -103,6 +103,12 @@ class SimTemperature(Device):
         start = self.clock.now if at_s is None else float(at_s)
         self._excursions.append((start, start + float(duration_s), float(delta_k)))
 
+    def end_excursions(self, at_s: float | None = None) -> None:
+        """End every excursion still running at ``at_s`` (default now; s of beamtime) there, and drop those
+        not begun yet (the heater is reset)."""
+        end = self.clock.now if at_s is None else float(at_s)
+        self._excursions = [(a, min(b, end), d) for a, b, d in self._excursions if a < end]
+
     # -- positioner ----------------------------------------------------------------------------
     @property
     def position(self) -> float:

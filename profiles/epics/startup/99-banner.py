@@ -15,6 +15,8 @@ _banner = banner(f"bayesbeam EPICS session — beamline {beamline.name} ({beamli
              + (["  try: RE(adaptive_compton([ge], magnet, spin_moment_agent(0.01, element='Fe'), ring=ring,",
                  "                           beamtime=beamtime, interruptions=ring_suspender, md={'sample': 'fe'}))"]
                 if ge is not None else [])
+             + (["  sample temperature: adaptive_compton(..., temperature_k=900.0) sets and holds sample_temp (K)"]
+                if sample_temp is not None else [])
              + (["  XAS: RE(adaptive_xas([i0, it], mono, xas_agent(target_rmse=0.01), beamtime=beamtime,",
                  "                      md={'sample': 'Fe3O4'}))"] if mono is not None else [])
              + ((["  FAULTS ARMED ON THE IOC (they apply to the next operations; put 0 to disarm):"]
