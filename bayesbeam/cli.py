@@ -3,6 +3,12 @@ and design commands live beside their techniques (``bayesbeam/rehearsal/<techniq
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+
 import click
 
 from bayesbeam.campaign.cli import campaign
@@ -17,8 +23,38 @@ from bayesbeam.rehearsal.xps.cli import rehearse_xps
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show the warnings and log lines of the libraries underneath (tiled, starlette, bluesky ...).")
+@click.pass_context
+def main(ctx, verbose):
     """bayesbeam: a Bayesian agent that decides when a beamline measurement is done."""
+    if not verbose:
+        ctx.with_resource(quiet_libraries())
+
+
+OWN_MODULES = r"(bayesbeam|agent|plans|sim_devices|profiles)(\.|$)"  # whose warnings are for the user
+CHATTY_LOGGERS = ("tiled.server.app",)  # print INFO lines with a handler of their own ("Tiled version ...")
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """While a command runs: only bayesbeam's own warnings (unless -W or $PYTHONWARNINGS says otherwise),
+    and only errors from the libraries' loggers that print on their own; as before afterwards."""
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]  # the filter stays when the library loads
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("default", module=OWN_MODULES)
+        for log in loggers:
+            log.addFilter(errors_only)
+        try:
+            yield
+        finally:
+            for log in loggers:
+                log.removeFilter(errors_only)
 
 
 @main.group()
@@ -48,10 +84,11 @@ main.add_command(resume)
 @click.option("--sample", default=None, help="Only runs of this sample (any case: La2O3, la2o3).")
 @click.option("--last", type=click.IntRange(min=1), default=10, help="How many of the most recent runs to list.")
 def runs(catalog, sample, last):
-    """List stored runs, oldest first: scan id, uid (its first 8 characters index the catalog, as in
-    catalog["a1b2c3d4"]), start (local time), plan, sample, status and stop reason. Status: the stop document's
-    exit status (success, abort, fail); without one, running while its writer is alive, interrupted once it
-    is not (bayesbeam.catalog.run_status states the rule). A catalog that does not exist is not created."""
+    """List stored runs, oldest first, one line each under a header: scan id, uid (its first 8 characters index
+    the catalog, as in catalog["a1b2c3d4"]), start (local time), plan, sample (as stored), status and stop
+    reason. Status: finished, aborted or failed (the stop document's exit status); without a stop document,
+    running while its writer is alive, interrupted once it is not (bayesbeam.catalog.run_status states the
+    rule). Plain space-aligned columns, also when piped. A catalog that does not exist is not created."""
     from bayesbeam.catalog import find_runs, open_catalog, run_status
 
     client = open_catalog(catalog, writable=False)
@@ -59,10 +96,14 @@ def runs(catalog, sample, last):
     rows = [_run_row(run.metadata, run_status(run)) for run in results[-last:]]
     if not rows:
         where = catalog or default_catalog_location()
-        click.echo("no runs" + (f" of sample {sample!r}" if sample else "") + f" in {where}")
+        click.echo("no runs" + (f" of sample {sample!r}" if sample else "") + f" in {where}"
+                   + (f"; {_stored_samples(client, sample)}" if sample and len(client) else ""))
         return
     for line in _aligned([("scan", "uid", "start", "plan", "sample", "status", "reason"), *rows]):
         click.echo(line)
+
+
+STATUS_WORDS = {"success": "finished", "abort": "aborted", "fail": "failed"}  # bluesky's exit_status, as said
 
 
 def _run_row(md, status: str) -> tuple[str, ...]:
@@ -75,7 +116,22 @@ def _run_row(md, status: str) -> tuple[str, ...]:
     if isinstance(sample, dict):
         sample = sample.get("name", "?")
     return (str(start.get("scan_id", "?")), start.get("uid", "?")[:8], when, start.get("plan_name", "?"),
-            str(sample), status, " ".join(str(stop.get("reason") or "").split()))  # one line per run
+            str(sample), STATUS_WORDS.get(status, status),
+            " ".join(str(stop.get("reason") or "").split()))  # one line per run
+
+
+def _stored_samples(client, sample: str) -> str:
+    """The samples of ``client`` close to ``sample`` ("did you mean …?"), else all of them ("known samples: …"),
+    each in its most frequent spelling (``--sample`` takes any case)."""
+    from agent.core.words import suggestion
+
+    stored = client.distinct("start.sample", counts=True)["metadata"].get("start.sample", [])
+    spellings = sorted(((d.get("count") or 0, d["value"].strip()) for d in stored if isinstance(d.get("value"), str)),
+                       key=lambda cn: (-cn[0], cn[1].isupper(), cn[1].islower(), cn[1]))
+    names: dict[str, str] = {}
+    for _, name in spellings:
+        names.setdefault(name.casefold(), name)
+    return suggestion(sample, sorted(names.values(), key=str.casefold), "samples") if names else "no run has a sample"
 
 
 def _aligned(rows) -> list[str]:

@@ -27,7 +27,3 @@ def table_row(output: str, label: str) -> list[str]:
         raise AssertionError(f"no row {label!r} in\n{output}")
     return found
 
-
-def flat(text: str) -> str:
-    """``text`` with every run of whitespace as one space (rich wraps captions)."""
-    return " ".join(text.split())

@@ -166,8 +166,8 @@ def test_runs_lists_header_status_and_any_case_sample(stored):
         assert all(line[at - 2:at] == "  " and line[at] != " " for line in lines), column
     when = datetime.fromtimestamp(start(catalog[uids["fe"]])["time"]).isoformat(timespec="minutes")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d", when) and lines[5].split()[2] == when
-    assert lines[5].split()[3:6] == ["count", "Fe", "success"]
-    assert lines[6].split()[3:6] == ["failing_plan", "Ni", "fail"] and lines[6].endswith("detector on fire")
+    assert lines[5].split()[3:6] == ["count", "Fe", "finished"]
+    assert lines[6].split()[3:6] == ["failing_plan", "Ni", "failed"] and lines[6].endswith("detector on fire")
     assert lines[7].split()[3:] == ["count", "FE", "running"]
     out = CliRunner().invoke(main, ["runs", "--catalog", str(location)])  # the last 10 by default, 3 with --last 3
     assert out.output.splitlines()[1:] == lines
@@ -178,6 +178,9 @@ def test_runs_lists_header_status_and_any_case_sample(stored):
     assert [line.split()[1] for line in out.output.splitlines()[1:]] == [uids["la2o3"][:8], uids["la2o3_call"][:8]]
     out = CliRunner().invoke(main, ["runs", "--catalog", str(location), "--sample", "Cu"])
     assert out.exit_code == 0 and out.output.startswith("no runs of sample 'Cu'")
+    assert out.output.rstrip().endswith("; known samples: CeO2, Fe, La2O3, Ni")  # each in one spelling
+    out = CliRunner().invoke(main, ["runs", "--catalog", str(location), "--sample", "la2o"])
+    assert out.output.rstrip().endswith("; did you mean La2O3?")
 
 
 

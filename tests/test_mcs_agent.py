@@ -71,7 +71,7 @@ def test_bad_agent_arguments(kwargs, match):
 
 
 def test_unknown_sample_lists_presets():
-    with pytest.raises(ValueError, match="known magnetic-Compton samples: co, fe, ni"):
+    with pytest.raises(ValueError, match="unknown sample 'gd'; known samples: co, fe, ni"):
         compton_sample("gd")
 
 

@@ -103,23 +103,25 @@ def test_optimize_in_run_drives_the_xas_agent():
 
 def test_xas_json_matches_the_printed_summary_and_the_catalog(tmp_path, catalog, catalog_dir):
     path = tmp_path / "xas.json"
-    result = CliRunner().invoke(main, ["rehearse", "xas", "--sample", "Fe-foil", "--target-rmse", "0.03", "--seed", "2",
-                                       "--time-scale", "1e7", "--catalog", str(catalog_dir), "--json", str(path),
-                                       "--figure", str(tmp_path / "xas.png")])
+    result = CliRunner(env={"TTY_COMPATIBLE": "1"}).invoke(  # as on a terminal: the progress display on stderr
+        main, ["rehearse", "xas", "--sample", "fe-FOIL", "--target-rmse", "0.03", "--seed", "2", "--time-scale", "1e7",
+               "--catalog", str(catalog_dir), "--json", str(path), "--figure", str(tmp_path / "xas.png")])
     assert result.exit_code == 0, result.output
     s = read_json(path)
-    assert s["sample"] == "Fe-foil" and s["seed"] == 2 and s["options"]["target_rmse"] == 0.03
+    assert s["sample"] == s["options"]["sample"] == "Fe-foil"  # any case in, the library's spelling stored
+    assert s["seed"] == 2 and s["options"]["target_rmse"] == 0.03
+    assert f"point {s['points']}: predicted RMSE {s['rmse_pred']:.4f} (target 0.03)" in result.stderr
     assert s["rmse_pred"] <= 0.03 and s["steps"] == s["points"] == len(s["energies_eV"])
     assert s["beamtime_s"] == pytest.approx(s["dwell_s"] + s["moves_s"])
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()  # the summary alone: the progress display is on stderr
     assert lines[0] == f"stop: {s['stop_reason']}"
     assert lines[1].startswith(f"points: {s['points']}, beamtime {s['beamtime_s']:.0f} s (dwell {s['dwell_s']:.0f} s")
     assert f"predicted {s['rmse_pred']:.4f}, actual {s['rmse_actual']:.4f}" in lines[2]
     assert f"amplitude {s['amplitude_mean']:.3f} ± {s['amplitude_std']:.3f}" in lines[2]
     assert f"edge shift {s['shift_mean']:+.2f} ± {s['shift_std']:.2f} eV" in lines[2]
     for name, c in s["conventional"].items():
-        assert f"conventional {name}: {c['beamtime_s']:.0f} s ({c['dwell_s']:.2f} s per point)" in result.output
+        assert f"conventional {name}: {c['beamtime_s']:.0f} s ({c['dwell_s']:.2f} s per point)" in result.stdout
     assert "energies in the order chosen (eV): " + " ".join(f"{e:.1f}" for e in s["energies_eV"]) in lines
     run = catalog[s["uid"]]
-    assert run.metadata["stop"]["reason"] == s["stop_reason"]
+    assert run.metadata["stop"]["reason"] == s["stop_reason"] and run.metadata["start"]["sample"] == "Fe-foil"
     assert float(run["posterior"]["rmse_pred"].read()[-1]) == pytest.approx(s["rmse_pred"])

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agent.compton.model import ComptonGeometry, MCSModel
+from agent.compton.profiles import checked_element
 from agent.core.linear_posterior import GridPosterior, LinearGridPosterior
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, Plateau, StopRule, TargetStd, any_of
@@ -40,9 +41,9 @@ class SpinMomentAgent(BayesAgent):
                  gamma_grid=DEFAULT_GAMMA_GRID, scale_grid=DEFAULT_SCALE_GRID,
                  prior_sd_mub: float = 5.0, checkpoint_path=None):
         self.orbitals = tuple(orbitals)
+        self.element = checked_element(element, self.orbitals)  # before anything moves, not at the run's start
         self.quantities = ("mu_s", *(f"a{o}" for o in self.orbitals), "gamma", "noise_scale")
         super().__init__(stop_rule, checkpoint_path)
-        self.element = element
         self.pz_window = float(pz_window)
         self.gamma_grid = np.asarray(gamma_grid, dtype=float)
         self.scale_grid = np.asarray(scale_grid, dtype=float)

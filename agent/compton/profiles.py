@@ -43,11 +43,27 @@ def compton_peak_kev(e1_kev: float = 175.0, phi_deg: float = 178.0) -> float:
 
 
 def element_z(element: str) -> int:
-    """Atomic number of an element symbol; ``ValueError`` for an unknown symbol."""
+    """Atomic number of an element symbol (any case: ``fe``, ``Fe``); ``ValueError`` for an unknown symbol."""
+    symbol = element.strip().capitalize() if isinstance(element, str) else element
     try:
-        return int(xraylib.SymbolToAtomicNumber(element))
-    except ValueError as exc:
-        raise ValueError(f"unknown element symbol {element!r}") from exc
+        return int(xraylib.SymbolToAtomicNumber(symbol))
+    except (ValueError, TypeError):
+        raise ValueError(f"unknown element {element!r}: give a chemical symbol such as Fe, Co or Ni") from None
+
+
+def checked_element(element: str, orbitals) -> str:
+    """The symbol of ``element`` as xraylib spells it (``fe`` → ``Fe``), once xraylib has a Compton profile of
+    each of its ``orbitals`` (``3d``, ``4s`` …); else a ``ValueError`` in those words."""
+    z = element_z(element)
+    symbol = xraylib.AtomicNumberToSymbol(z)
+    for orbital in orbitals:
+        if orbital not in _ORBITAL_SHELLS:
+            raise ValueError(f"unknown orbital {orbital!r}; known: {', '.join(_ORBITAL_SHELLS)}")
+        try:
+            xraylib.ComptonProfile_Partial(z, getattr(xraylib, f"{_ORBITAL_SHELLS[orbital][0]}_SHELL"), 0.0)
+        except ValueError:
+            raise ValueError(f"{symbol} has no {orbital} electrons with a tabulated Compton profile") from None
+    return symbol
 
 
 def _grid() -> np.ndarray:

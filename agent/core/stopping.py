@@ -14,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from agent.core.words import plain, suggestion
+
 History = Sequence[Mapping[str, float]]
 
 
 class StopRule:
-    """Base class: ``check(history) -> reason | None``; ``quantities`` it needs from the agent."""
+    """Base class: ``check(history) -> reason | None``; ``quantities`` it needs from the agent;
+    ``watching``: what the rule is, in a message (``"the target std"``)."""
 
     quantities: tuple[str, ...] = ()
+    watching = "a stop rule"
 
     def check(self, history: History) -> str | None:
         raise NotImplementedError
@@ -30,10 +34,10 @@ class StopRule:
         available = tuple(available)
         for q in self.quantities:
             if q not in available:
-                raise ValueError(
-                    f"{type(self).__name__} watches unknown quantity {q!r}; "
-                    f"this agent provides {', '.join(available)}"
-                )
+                close = suggestion(q, available)
+                reports = f"this agent reports {', '.join(available)}"
+                raise ValueError(f"unknown quantity {q!r} for {self.watching}; "
+                                 + (f"{close} ({reports})" if close.startswith("did") else reports))
 
     def __or__(self, other: StopRule) -> StopRule:
         return any_of(self, other)
@@ -45,7 +49,7 @@ class StopRule:
 def _positive(name: str, value: float) -> float:
     value = float(value)
     if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise ValueError(f"{name} must be a positive finite number, got {plain(value)}")
     return value
 
 
@@ -55,6 +59,7 @@ class TargetStd(StopRule):
 
     quantity: str
     target: float
+    watching = "the target std"
 
     def __post_init__(self):
         _positive("target std", self.target)
@@ -78,10 +83,11 @@ class Plateau(StopRule):
     k: int = 5
     rel: float = 0.05
     min_updates: int = 2
+    watching = "the plateau rule"
 
     def __post_init__(self):
         if int(self.k) < 1:
-            raise ValueError(f"plateau window k must be >= 1, got {self.k!r}")
+            raise ValueError(f"plateau window k must be >= 1, got {plain(self.k)}")
         _positive("plateau relative improvement", self.rel)
         object.__setattr__(self, "quantities", (self.quantity,))
 
@@ -111,7 +117,7 @@ class Budget(StopRule):
         for name in ("cycles", "points"):
             v = getattr(self, name)
             if v is not None and int(v) < 1:
-                raise ValueError(f"budget {name} must be >= 1, got {v!r}")
+                raise ValueError(f"budget {name} must be >= 1, got {plain(v)}")
         if self.beamtime_s is not None:
             _positive("budget beamtime_s", self.beamtime_s)
 
@@ -133,7 +139,7 @@ class ModelDecided(StopRule):
 
     def __post_init__(self):
         if not 0 < self.p < 1:
-            raise ValueError(f"model probability threshold must be in (0, 1), got {self.p!r}")
+            raise ValueError(f"model probability threshold must be in (0, 1), got {plain(self.p)}")
 
     def check(self, history: History) -> str | None:
         if not history or "model_prob_max" not in history[-1]:

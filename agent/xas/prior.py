@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
+from agent.core.words import one_of
+
 E_REF_EV = 7110.8
 REFERENCE_CUTOFF_EV = 4.35
 
@@ -37,6 +39,14 @@ def region_grid() -> np.ndarray:
     """A conventional XANES step scan (eV): 2 eV pre-edge, 0.25 eV over the edge, 1 eV post-edge."""
     return np.concatenate([np.arange(7076.2, 7106.0, 2.0), np.arange(7106.0, 7136.0, 0.25),
                            np.arange(7136.0, 7181.21, 1.0)])
+
+
+class UnknownStandard(KeyError, ValueError):
+    """A standard the library does not have: a ``KeyError`` to a lookup, a ``ValueError`` (the option
+    checks' error) to a caller checking a user's input; its message suggests the close names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -81,10 +91,17 @@ class SpectraLibrary:
     def __len__(self) -> int:
         return len(self.names)
 
+    def canonical(self, name: str) -> str:
+        """The library's spelling of the standard ``name`` (any case: ``fe3o4`` → ``Fe3O4``);
+        ``UnknownStandard`` suggesting the close names."""
+        try:
+            return one_of(name, self.names, "standard")
+        except ValueError as exc:
+            raise UnknownStandard(str(exc)) from None
+
     def index(self, name: str) -> int:
-        if name not in self.names:
-            raise KeyError(f"unknown standard {name!r}; the library has: {', '.join(self.names)}")
-        return self.names.index(name)
+        """Column of the standard ``name`` (any case; see ``canonical``)."""
+        return self.names.index(self.canonical(name))
 
     def without(self, name: str) -> SpectraLibrary:
         """The library minus one standard (leave-one-out)."""
@@ -92,7 +109,7 @@ class SpectraLibrary:
         return SpectraLibrary(self.energy, self.spectra[:, keep], tuple(np.array(self.names)[keep]))
 
     def only(self, names) -> SpectraLibrary:
-        """The standards ``names``, in that order (``KeyError`` naming an unknown one)."""
+        """The standards ``names``, in that order (``UnknownStandard``, a ``KeyError``, naming an unknown one)."""
         keep = [self.index(name) for name in names]
         return SpectraLibrary(self.energy, self.spectra[:, keep], tuple(self.names[k] for k in keep))
 

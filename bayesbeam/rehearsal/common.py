@@ -1,7 +1,8 @@
 """What every rehearsal shares: option checks, the RunEngine on a catalog location, subscribers on a
-run's streams, the ``--json`` file, the click options they all take, and the old keyword forms.
+run's streams and its progress display, printed tables, the ``--json`` file, the click options they
+all take, and the old keyword forms.
 
-Light on import (stdlib and click only): the command line loads it for ``--help``.
+Light on import (stdlib, click and ``agent.core.words``): the command line loads it for ``--help``.
 """
 
 import contextlib
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from agent.core.words import plain
 
 CATALOG_HELP = ("Catalog to store runs in: a directory (embedded SQLite catalog, created on first use) or a "
                 "tiled server URI. Default: $BAYESBEAM_CATALOG, else ~/.local/share/bayesbeam/catalog.")
@@ -65,9 +68,9 @@ class RehearsalOptions:
     def check_run_settings(self) -> None:
         """Check ``seed`` (None or an integer >= 0) and ``time_scale`` (> 0)."""
         seed, scale = self.seed, self.time_scale
-        require(seed is None or whole(seed, 0), f"seed must be an integer >= 0 or None, got {seed!r}")
+        require(seed is None or whole(seed, 0), f"seed must be an integer >= 0 or None, got {plain(seed)}")
         require(positive(scale, finite=False),
-                f"time_scale must be > 0 simulated s per wall-clock s, got {scale!r}")
+                f"time_scale must be > 0 simulated s per wall-clock s, got {plain(scale)}")
 
 
 def options_from(cls: type, options: Any, legacy: Mapping[str, Any], where: str):
@@ -191,6 +194,68 @@ def progress_subscriber(progress, task, describe: Callable[[Mapping[str, Any]], 
     """A subscriber advancing the rich ``progress`` bar's ``task`` by one on each ``posterior``
     event, described by ``describe(event data)``."""
     return stream_subscriber("posterior", lambda data: progress.update(task, advance=1, description=describe(data)))
+
+
+@contextlib.contextmanager
+def run_progress(RE, enabled: bool, total: int | None, describe: Callable[[Mapping[str, Any]], str],
+                 first: str = "starting") -> Iterator[None]:
+    """A progress display of the run ``RE`` makes inside the block: one step per ``posterior`` event
+    (of ``total``; None: no end known), described by ``describe(event data)``. It is on stderr (stdout
+    keeps the results alone), shown only when stderr is a terminal and ``enabled``, and gone afterwards."""
+    def described(data) -> str:  # a display never stops the run (a subscriber's error would)
+        try:
+            return describe(data)
+        except (KeyError, TypeError, ValueError):
+            return "running"
+
+    with progress_display(enabled) as bar:
+        token = RE.subscribe(progress_subscriber(bar, bar.add_task(first, total=total), described))
+        try:
+            yield
+        finally:
+            RE.unsubscribe(token)
+
+
+def progress_display(enabled: bool):
+    """A transient rich ``Progress`` on stderr, disabled unless ``enabled`` and stderr is a terminal. What
+    the run prints on stderr goes above it; stdout is left alone (it may be a file)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, redirect_stdout=False,
+                    disable=not (enabled and console.is_terminal))
+
+
+def progress_option(command):
+    """``--progress/--no-progress``."""
+    return click.option("--progress/--no-progress", default=True,
+                        help="Show a progress display while running (on stderr, when it is a terminal).")(command)
+
+
+# -- printed results ----------------------------------------------------------------------------
+def print_table(table) -> None:
+    """Print a rich ``table`` with its title and caption as lines of their own (not wrapped to the
+    table's width, mid-sentence). On a terminal at its width; piped or redirected, the table as wide
+    as its cells need and the title and caption unwrapped, so every row stays one line."""
+    from rich.console import Console
+
+    title, caption = table.title, table.caption
+    table.title = table.caption = None
+    try:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            wide = console.measure(table, options=console.options.update_width(10_000)).maximum
+            console = Console(highlight=False, width=max(console.width, wide))
+        for text in (title, table, caption):
+            if text is None:
+                continue
+            if isinstance(text, str) and not console.is_terminal:
+                click.echo(text)
+            else:
+                console.print(text, markup=False)
+    finally:
+        table.title, table.caption = title, caption
 
 
 # -- the --json file ----------------------------------------------------------------------------

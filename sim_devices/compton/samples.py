@@ -19,6 +19,7 @@ import numpy as np
 
 from agent.compton.model import ComptonGeometry
 from agent.compton.profiles import convolve_at, fine_grid, orbital_profile, total_profile
+from agent.core.words import one_of
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "compton_samples.toml"
 REFERENCE_CURRENT_MA = 100.0
@@ -105,10 +106,6 @@ def compton_presets(path: str | None = None) -> dict[str, ComptonSample]:
 
 
 def compton_sample(name: str) -> ComptonSample:
-    """The preset called ``name`` (case-insensitive); ``ValueError`` naming the known ones."""
+    """The preset called ``name`` (any case); ``ValueError`` suggesting the close names (else all)."""
     presets = compton_presets()
-    try:
-        return presets[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown sample {name!r}; known magnetic-Compton samples: {', '.join(sorted(presets))}") \
-            from None
+    return presets[one_of(name, sorted(presets), "sample")]

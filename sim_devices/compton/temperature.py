@@ -16,6 +16,7 @@ from ophyd import Device, Kind, Signal
 from ophyd.signal import SignalRO
 from ophyd.utils import LimitError
 
+from agent.core.words import plain
 from sim_devices.core.clock import SimClock
 from sim_devices.core.faults import FaultQueue
 
@@ -123,7 +124,7 @@ class SimTemperature(Device):
         lo, hi = self.limits
         v = float(value)
         if not (np.isfinite(v) and lo <= v <= hi):
-            raise LimitError(f"{self.name}: temperature {value!r} K outside the range {lo:g}-{hi:g} K")
+            raise LimitError(f"{self.name}: temperature {plain(value)} K outside the range {lo:g}-{hi:g} K")
 
     def move_time(self, target_k: float, from_k: float | None = None) -> float:
         """Beamtime (s) to go from ``from_k`` (default: the current target) to ``target_k`` and settle:

@@ -15,6 +15,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 from ophyd.status import Status
 
+from agent.core.words import plain
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
 from sim_devices.core.signals import ElapsedSignal
@@ -143,7 +144,7 @@ class SharedDwell(Signal):
 
     def put(self, value, **kwargs):
         if not float(value) > 0:
-            raise ValueError(f"dwell must be > 0 s, got {value!r}")
+            raise ValueError(f"dwell must be > 0 s, got {plain(value)}")
         for c in self._chambers:
             c.dwell_s.put(float(value))
         super().put(float(value), **kwargs)

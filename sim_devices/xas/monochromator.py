@@ -7,6 +7,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 from ophyd.utils import LimitError
 
+from agent.core.words import plain
 from sim_devices.core.clock import SimClock
 
 
@@ -57,7 +58,7 @@ class SimMonochromator(Device):
         v = np.atleast_1d(np.asarray(value, float))
         bad = v[~np.isfinite(v) | (v < lo) | (v > hi)]
         if bad.size:
-            raise LimitError(f"{self.name}: energy {bad[0]!r} eV outside the range {lo:.1f}-{hi:.1f} eV")
+            raise LimitError(f"{self.name}: energy {plain(bad[0])} eV outside the range {lo:.1f}-{hi:.1f} eV")
 
     def move_time(self, target_eV: float) -> float:
         """Seconds of beamtime to move from the current energy to ``target_eV``."""

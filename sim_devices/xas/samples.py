@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from agent.core.words import one_of
 from agent.xas.prior import SpectraLibrary
 
 
@@ -22,8 +23,9 @@ def load_standards(directory: str | None = None) -> SpectraLibrary:
 
 @dataclass
 class XASSample:
-    """A standard measured in transmission. ``amplitude`` (edge step in mu*t), ``offset`` (mu*t),
-    ``shift_eV`` (rigid edge shift, eV), ``i0_rate`` (I0 counts per second)."""
+    """A standard measured in transmission: ``name`` in any case (kept in the library's spelling),
+    ``amplitude`` (edge step in mu*t), ``offset`` (mu*t), ``shift_eV`` (rigid edge shift, eV),
+    ``i0_rate`` (I0 counts per second)."""
 
     name: str
     amplitude: float = 1.75
@@ -37,8 +39,7 @@ class XASSample:
     def __post_init__(self):
         lib = load_standards(self.directory)
         energy, names, spectra = lib.energy, lib.names, lib.spectra
-        if self.name not in names:
-            raise ValueError(f"unknown sample {self.name!r}; known standards: {', '.join(names)}")
+        self.name = one_of(self.name, names, "sample")  # the library's spelling: fe3o4 is Fe3O4
         if not (self.amplitude > 0 and self.i0_rate > 0):
             raise ValueError("amplitude and i0_rate must be > 0")
         self._energy, self._mu = energy, spectra[:, names.index(self.name)]

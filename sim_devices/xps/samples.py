@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.core.words import one_of
 from agent.xps.cluster_models import CEO2, LA2O3, XPS2_PARAMS, XPS3_PARAMS, theta_of, xps2, xps3
 
 DEFAULT_ENERGIES = np.linspace(-20.0, 20.0, 401)
@@ -60,8 +61,5 @@ SAMPLES = {
 
 
 def sample(name: str) -> XPSSample:
-    """The preset sample ``name`` ("la2o3" or "ceo2")."""
-    try:
-        return SAMPLES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown XPS sample {name!r}; choose from {', '.join(SAMPLES)}") from None
+    """The preset sample ``name``, in any case (La2O3, ceo2); ``ValueError`` suggesting the close names."""
+    return SAMPLES[one_of(name, [s.name for s in SAMPLES.values()], "XPS sample").lower()]

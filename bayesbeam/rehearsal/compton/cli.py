@@ -7,8 +7,11 @@ from bayesbeam.rehearsal.common import (
     command_line_interrupts,
     echo_json,
     open_run_engine,
-    progress_subscriber,
+    print_table,
+    progress_display,
+    progress_option,
     run_options,
+    run_progress,
 )
 from bayesbeam.rehearsal.compton.options import ComptonOptions
 
@@ -31,7 +34,7 @@ D = ComptonOptions()  # the defaults of every option
 @run_options(D.time_scale)
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_compton.png",
               help="Where to write the figure (PNG): MCP with fit, and std vs cycle.")
-@click.option("--progress/--no-progress", default=True, help="Show a progress display while running.")
+@progress_option
 def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plateau, repeats, seed, time_scale,
                      catalog, json_path, figure, progress):
     """Adaptive magnetic-Compton measurement on the simulated BL08W-style beamline."""
@@ -39,26 +42,22 @@ def rehearse_compton(sample, target_std, quantity, max_cycles, count_time, plate
                                      tuple(plateau) if plateau else None, seed=seed, time_scale=time_scale))
     if repeats < 0:
         raise click.BadParameter(f"repeats must be >= 0, got {repeats}")
-    from rich.progress import Progress
-
     from bayesbeam.rehearsal.compton import report as rpt
     from bayesbeam.rehearsal.compton.rehearse import rehearse_repeats, rehearse_run
 
     if repeats:
-        with Progress(disable=not progress, transient=True) as bar:
+        with progress_display(progress) as bar:
             task = bar.add_task("rehearsing beamtimes", total=repeats)
             stats = rehearse_repeats(options, repeats, lambda: bar.advance(task))
-        rpt.print_table(rpt.repeats_table(stats))
+        print_table(rpt.repeats_table(stats))
         echo_json(json_path, rpt.repeats_summary(stats))
         return
 
     RE, location = open_run_engine(catalog)
     with command_line_interrupts(RE):
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("starting", total=max_cycles)
-            RE.subscribe(progress_subscriber(bar, task, lambda d: (
-                f"cycle {d['next_cycle'] - 1}: std({quantity}) = {d[f'{quantity}_std']:.4g} (target {target_std})")))
+        with run_progress(RE, progress, max_cycles, lambda d: (
+                f"cycle {d['next_cycle'] - 1}: std({quantity}) = {d[f'{quantity}_std']:.4g} (target {target_std})")):
             result = rehearse_run(RE, options)
-        rpt.print_table(rpt.result_table(result))
+        print_table(rpt.result_table(result))
         echo_json(json_path, rpt.result_summary(result))
         click.echo(f"figure: {rpt.rehearsal_figure(result, figure)}\ncatalog: {location}")

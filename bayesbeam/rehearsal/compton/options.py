@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.core.words import plain
 from bayesbeam.rehearsal.common import RehearsalOptions, positive, require
 
 if TYPE_CHECKING:  # ophyd and the agent load when a rehearsal is built, not for --help
@@ -36,7 +37,7 @@ class ComptonOptions(RehearsalOptions):
     def agent(self) -> SpinMomentAgent:
         from sim_devices.compton.samples import compton_sample
 
-        require(positive(self.count_time_s), f"count time must be positive, got {self.count_time_s!r} s")
+        require(positive(self.count_time_s), f"count time must be positive, got {plain(self.count_time_s)} s")
         self.check_run_settings()
         return make_agent(compton_sample(self.sample), self.target_std, self.quantity, self.max_cycles,
                           self.plateau)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from agent.compton.agent import SpinMomentAgent
+from agent.core.words import plain
 from bayesbeam.rehearsal.common import options_from, require, run_plan, whole
 from bayesbeam.rehearsal.compton.options import CONVENTIONAL_CYCLES, ComptonOptions, make_agent
 from plans.compton.flip_cycles import FLIP_PATTERN, adaptive_compton
@@ -135,7 +136,7 @@ def rehearse_repeats(options: ComptonOptions | None = None, repeats: int = 200, 
     after each beamtime."""
     options = options_from(ComptonOptions, options, legacy, "rehearse_repeats")
     options.validate()
-    require(whole(repeats, 1), f"repeats must be an integer >= 1, got {repeats!r}")
+    require(whole(repeats, 1), f"repeats must be an integer >= 1, got {plain(repeats)}")
     s = compton_sample(options.sample)
     bl = make_compton_beamline(options.sample, time_scale=float("inf"), count_time_s=options.count_time_s)
     geometry, cyc = bl.ge.geometry(), cycle_time_s(bl)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.core.words import plain
 from bayesbeam.rehearsal.common import RehearsalOptions, require, whole
 
 if TYPE_CHECKING:  # the agent loads when a rehearsal is built, not for --help
@@ -20,7 +21,7 @@ TARGET_LABEL = {"absorbance": "μt / edge step", "mu": "normalised μ"}  # agent
 class XASOptions(RehearsalOptions):
     """One adaptive XAS rehearsal of an Fe K-edge standard.
 
-    ``sample``: the standard measured (its own spectrum is left out of the prior). Stop when the
+    ``sample``: the standard measured, in any case (its own spectrum is left out of the prior). Stop when the
     predicted RMSE of the ``target`` spectrum (``absorbance``: μt / edge step; ``mu``: normalised μ)
     reaches ``target_rmse`` (edge-step units), or after ``max_points`` points. ``prior``: ``library``
     or ``reference`` construction. Keyword-only: ``seed`` of the simulation (None: fresh),
@@ -34,7 +35,7 @@ class XASOptions(RehearsalOptions):
     max_points: int = 2000
 
     def agent(self) -> XASAgent:
-        require(whole(self.max_points, 1), f"max_points must be an integer >= 1, got {self.max_points!r}")
+        require(whole(self.max_points, 1), f"max_points must be an integer >= 1, got {plain(self.max_points)}")
         self.check_run_settings()
         return make_agent(self.sample, self.target_rmse, self.prior, self.max_points, target=self.target)
 
@@ -49,14 +50,14 @@ def build_prior(name: str, library: SpectraLibrary) -> GaussianPrior:
 
 def make_agent(sample: str, target_rmse: float, prior: str = "library", max_points: int = 2000,
                cost: MoveCost | None = None, **kwargs) -> XASAgent:
-    """Agent whose prior excludes ``sample`` (leave-one-out); target RMSE in edge-step units;
+    """Agent whose prior excludes ``sample`` (any case; leave-one-out); target RMSE in edge-step units;
     ``ValueError`` on bad input."""
+    from agent.core.words import one_of
     from agent.xas.agent import xas_agent
     from agent.xas.design import MoveCost
     from agent.xas.prior import SpectraLibrary
 
     require(prior in PRIORS, f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
-    names = SpectraLibrary.from_csv().names
-    require(sample in names, f"unknown sample {sample!r}; known standards: {', '.join(names)}")
+    sample = one_of(sample, SpectraLibrary.from_csv().names, "sample")  # any case: fe3o4 is Fe3O4
     return xas_agent(prior, target_rmse=target_rmse, exclude=sample, max_points=max_points, cost=cost or MoveCost(),
                      **kwargs)

@@ -7,7 +7,7 @@ offline (Ito-style greedy) point set for a fixed scan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,7 +23,7 @@ from sim_devices.xas.ion_chambers import SharedDwell, ion_chambers
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
-__all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional_time", "design_points",
+__all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional_time", "design_points", "design_scan",
            "make_agent", "make_xas_beamline", "rehearse_xas_run"]
 
 
@@ -79,6 +79,7 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
     options = options_from(XASOptions, options, legacy, "rehearse_xas_run")
     agent = options.agent()
     bl = make_xas_beamline(options.sample, time_scale=options.time_scale, seed=options.seed, cost=agent.cost)
+    options = replace(options, sample=bl.sample.name)  # the library's spelling (fe3o4 is Fe3O4)
     traj: list[tuple[float, float, float]] = []
     token = RE.subscribe(stream_subscriber("posterior", lambda d: traj.append(
         (d["beamtime_s"], d["rmse_pred"], bl.sample.target_rmse(agent.post)))))
@@ -100,8 +101,18 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
 
 def design_points(points: int, dwell_s: float = 1.0, prior: str = "library", exclude: str | None = None
                   ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Offline greedy design: (energies in selection order, predicted RMSE after each, scan time s)."""
+    """Offline greedy design: (energies in selection order, predicted RMSE after each, scan time s).
+    An energy chosen n times is n dwells of ``dwell_s`` there (see ``design_scan``). ``exclude``: a
+    standard left out of the prior (any case); ``ValueError`` if the library has no such standard."""
     lib = SpectraLibrary.from_csv()
     p = build_prior(prior, lib.without(exclude) if exclude else lib)
     energies, rmse = greedy_batch(XASPosterior(p), CountingNoise(), points, dwell_s)
-    return energies, rmse, scan_time(np.sort(energies), dwell_s, MoveCost())
+    scan, dwells = design_scan(energies, dwell_s)
+    return energies, rmse, scan_time(scan, dwells, MoveCost())
+
+
+def design_scan(energies: np.ndarray, dwell_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed scan a design's ``energies`` (eV, each one dwell of ``dwell_s`` s) make: the distinct
+    energies in increasing order and the dwell (s) at each, the sum of its repeats."""
+    scan, repeats = np.unique(np.round(np.asarray(energies, float), 6), return_counts=True)
+    return scan, repeats * float(dwell_s)

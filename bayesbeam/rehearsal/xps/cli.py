@@ -2,14 +2,24 @@
 
 import click
 
-from bayesbeam.rehearsal.common import checked, command_line_interrupts, echo_json, open_run_engine, run_options
+from bayesbeam.rehearsal.common import (
+    checked,
+    command_line_interrupts,
+    echo_json,
+    open_run_engine,
+    print_table,
+    progress_option,
+    run_options,
+    run_progress,
+)
 from bayesbeam.rehearsal.xps.options import TRUTHS, XPSOptions
 
 D = XPSOptions()  # the defaults of every option
 
 
 @click.command("xps")
-@click.option("--truth", type=click.Choice(TRUTHS), default=D.truth, help="Simulated sample.")
+@click.option("--truth", default=D.truth, help=f"Simulated sample, any case: {' or '.join(TRUTHS)} "
+                                                 "(3-level and 2-level cluster models).")
 @click.option("--p-model", type=float, default=D.p_model,
               help="Stop when a model's posterior probability reaches this.")
 @click.option("--target-delta-f", type=float, default=D.target_delta_f, help="Target posterior std of Δ − U_fc (eV).")
@@ -20,20 +30,21 @@ D = XPSOptions()  # the defaults of every option
               help="Exchange-MC sweeps per run and model after each sweep.")
 @run_options(D.time_scale)
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xps.png", help="Figure (PNG).")
+@progress_option
 def rehearse_xps(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps, seed, time_scale,
-                 catalog, json_path, figure):
+                 catalog, json_path, figure, progress):
     """Hamiltonian selection (2- vs 3-level cluster model) from repeated simulated 3d XPS sweeps."""
     options = checked(XPSOptions(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps,
                                  seed=seed, time_scale=time_scale))
-    from rich.console import Console
-
     from bayesbeam.rehearsal.xps import report
     from bayesbeam.rehearsal.xps.rehearse import rehearse_xps_run
 
     RE, location = open_run_engine(catalog)
     with command_line_interrupts(RE):
-        result = rehearse_xps_run(RE, options)
+        with run_progress(RE, progress, max_sweeps, lambda d: (
+                f"sweep {d['sweeps']}: {d['model_best']} leads, P = {d['model_prob_max']:.3f} (target {p_model})")):
+            result = rehearse_xps_run(RE, options)
         s = report.summary(result)
-        Console().print(report.table(s))
+        print_table(report.table(s))
         echo_json(json_path, s)
         click.echo(f"figure: {report.xps_figure(result, figure)}\ncatalog: {location}")

@@ -5,18 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.core.words import plain
 from bayesbeam.rehearsal.common import RehearsalOptions, positive, require, whole
 
 if TYPE_CHECKING:  # numba and the agent load when a rehearsal is built, not for --help
     from agent.xps.agent import XPSAgent
 
-TRUTHS = ("ceo2", "la2o3")  # the keys of sim_devices.xps.samples.SAMPLES (a click choice)
+TRUTHS = ("CeO2", "La2O3")  # the names of sim_devices.xps.samples.SAMPLES (any case)
 
 
 @dataclass(frozen=True)
 class XPSOptions(RehearsalOptions):
-    """One XPS rehearsal: repeated 3d sweeps of the simulated ``truth`` sample (ceo2: 3-level,
-    la2o3: 2-level cluster model).
+    """One XPS rehearsal: repeated 3d sweeps of the simulated ``truth`` sample (any case; CeO2: 3-level,
+    La2O3: 2-level cluster model).
 
     Stop when one model's posterior probability reaches ``p_model`` and the leading model's stds of
     Δ_f = Δ − U_fc and V reach ``target_delta_f`` and ``target_v`` (eV), or after ``max_sweeps``
@@ -26,7 +27,7 @@ class XPSOptions(RehearsalOptions):
     wall-clock second).
     """
 
-    truth: str = "ceo2"
+    truth: str = "CeO2"
     p_model: float = 0.99
     target_delta_f: float = 0.1
     target_v: float = 0.01
@@ -39,8 +40,8 @@ class XPSOptions(RehearsalOptions):
         from sim_devices.xps.samples import sample
 
         sample(self.truth)
-        require(positive(self.dwell_s), f"dwell must be > 0 s, got {self.dwell_s!r}")
-        require(whole(self.mc_sweeps, 50), f"mc_sweeps must be an integer >= 50, got {self.mc_sweeps!r}")
+        require(positive(self.dwell_s), f"dwell must be > 0 s, got {plain(self.dwell_s)}")
+        require(whole(self.mc_sweeps, 50), f"mc_sweeps must be an integer >= 50, got {plain(self.mc_sweeps)}")
         self.check_run_settings()
         return xps_agent(self.p_model, self.target_delta_f, self.target_v, self.max_sweeps, self.seed or 0,
                          n_sweeps=self.mc_sweeps, n_burn=max(self.mc_sweeps // 2, 50))

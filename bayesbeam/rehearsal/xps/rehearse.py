@@ -9,7 +9,7 @@ difference), or after ``max_sweeps``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bayesbeam.rehearsal.common import options_from, run_plan
@@ -48,6 +48,7 @@ def rehearse_xps_run(RE, options: XPSOptions | None = None, md: dict | None = No
     built = options.agent()  # checks the options, also when ``agent`` is given
     agent = agent or built
     s = sample(options.truth)
+    options = replace(options, truth=s.name)  # as the sample spells it (ceo2 is CeO2)
     clock = SimClock(time_scale=options.time_scale)
     det = SimElectronAnalyser(name="analyser", clock=clock, sample=s, seed=options.seed)
     det.dwell_time.put(float(options.dwell_s))
