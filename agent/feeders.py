@@ -27,6 +27,7 @@ bookkeeping fields carried a prefix (``cycle_cycle``, ``point_point``, ``sweep_s
 from __future__ import annotations
 
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -164,6 +165,15 @@ def sweep_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     return ""
 
 
+#: The agent each run's feeder feeds, by run uid (weakly held): what a live view draws the agent's curves from.
+_RUN_AGENTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def agent_of_run(uid: str):
+    """The agent a feeder of this process is feeding from run ``uid`` (``None`` if none is)."""
+    return _RUN_AGENTS.get(uid)
+
+
 def _spec(doc: Mapping[str, Any], rule: str) -> Mapping[str, Any] | None:
     spec = doc.get("validity")
     return spec if isinstance(spec, Mapping) and spec.get("rule") == rule else None
@@ -196,6 +206,7 @@ class ComptonFeeder(CallbackBase):
         self._last_bt: tuple[float, float] | None = None  # (run beamtime s, event time s) of the last reading
 
     def start(self, doc):
+        _RUN_AGENTS[doc["uid"]] = self.agent
         self._t0 = doc["time"]
         self._buffer.clear()
         self._cycles.clear()
@@ -318,6 +329,7 @@ class XPSFeeder(CallbackBase):
         self._sweep_key = "sweep"
 
     def start(self, doc):
+        _RUN_AGENTS[doc["uid"]] = self.agent
         self._t0 = doc["time"]
         self._pending.clear()
         self.spec = _spec(doc, XPS_RULE)
@@ -378,6 +390,7 @@ class XASFeeder(CallbackBase):
         self._streams: dict[str, str] = {}
 
     def start(self, doc):
+        _RUN_AGENTS[doc["uid"]] = self.agent
         self.spec = _spec(doc, XAS_RULE)
 
     def descriptor(self, doc):

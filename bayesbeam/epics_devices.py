@@ -273,7 +273,7 @@ class ComptonMCA(EpicsMCA):
     ``<name>_calib_offset`` …). A count proves it is fresh or fails (``fresh_count``)."""
 
     spectrum = Cpt(ArrayEpicsSignalRO, ".VAL", auto_monitor=False)
-    monitor = FCpt(EpicsSignalRO, "{self._monitor_pv}", auto_monitor=False, kind=Kind.normal)
+    monitor = FCpt(EpicsSignalRO, "{self._monitor_pv}", auto_monitor=False, kind=Kind.hinted)
     calib_offset = Cpt(EpicsSignalRO, ".CALO", kind=Kind.config)
     calib_slope = Cpt(EpicsSignalRO, ".CALS", kind=Kind.config)
     incident_energy = Cpt(Signal, value=175.0, kind=Kind.config)

@@ -12,24 +12,31 @@ from bayesbeam.session import make_run_engine
 
 def configure_session(md: dict, plots: bool | None = None):
     """``(RE, catalog, bec)``: a RunEngine storing every document in the catalog
-    (``$BAYESBEAM_CATALOG`` or the default) with bluesky's BestEffortCallback subscribed. Plots are
+    (``$BAYESBEAM_CATALOG`` or the default) with bluesky's BestEffortCallback subscribed (its plots skip the
+    ``posterior``/``cycles``/``sweeps`` streams), a stop-reason line after every run, and, with plots on, the
+    adaptive runs' live views (``bayesbeam.live.LiveViews``; ``$BAYESBEAM_LIVE=0``: BEC's plots instead). Plots are
     on when a display is available (``plots=None``) or as asked; ``$BAYESBEAM_PLOTS=0`` turns them off,
     and so does running in bluesky-queueserver's worker (the same startup files: a daemon has no screen;
     its live table goes to the manager's console output)."""
     from bluesky_queueserver import is_re_worker_active
 
+    from bayesbeam.live import LiveViews, StopReasonPrinter
     from bayesbeam.resume import register_rebuilders
 
     catalog = open_catalog()
     RE = make_run_engine(catalog, md=md)
     register_rebuilders(catalog)  # a plan given continue_from and no agent rebuilds it from this catalog
     bec = BestEffortCallback()
+    bec.noplot_streams += ["posterior", "cycles", "sweeps"]  # agent reports and bookkeeping: the live views draw them
     if plots is None:
         plots = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
             and os.environ.get("BAYESBEAM_PLOTS", "1") != "0" and not is_re_worker_active()
     if not plots:
         bec.disable_plots()
+    elif os.environ.get("BAYESBEAM_LIVE", "1") != "0":  # the adaptive runs' own figures; BEC plots the other plans
+        RE.subscribe(LiveViews(bec))
     RE.subscribe(bec)
+    RE.subscribe(StopReasonPrinter())  # one line when RE() returns: how the run ended and why
     return RE, catalog, bec
 
 

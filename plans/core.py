@@ -48,12 +48,15 @@ def _plain(value: Any) -> Any:
 class ValuesReadable:
     """A bluesky Readable over a function returning a flat dict: how the agent's numbers and the
     plan's bookkeeping (cycle index, validity, stop reason) become fields of an event stream.
-    The set of keys must not change within a run."""
+    The set of keys must not change within a run. ``hints``: the fields a live table or plot shows
+    (the descriptor's ``hints``, as an ophyd device's hinted components); none by default, so
+    bookkeeping never becomes a BestEffortCallback panel."""
 
-    def __init__(self, name: str, values: Callable[[], Mapping[str, Any]]):
+    def __init__(self, name: str, values: Callable[[], Mapping[str, Any]], hints: Sequence[str] = ()):
         self.name = name
         self.parent = None
         self._values = values
+        self.hints = {"fields": list(hints)}
 
     def read(self) -> dict[str, dict[str, Any]]:
         now = time.time()
@@ -100,6 +103,7 @@ class CountGuard:
         self.positioner, self.keys, self.units = positioner, (before, after), units
         self._reports_interruptions = interruptions
         self._signal = readback_signal(positioner)
+        self.hints = {"fields": []}  # proof of the count, not the measurement: no live panel
         self.interruptions = 0
         self._before = (float("nan"), time.time())
 
@@ -173,6 +177,7 @@ class RingWindow:
     def __init__(self, ring):
         check_ring(ring)
         self.ring, self.name, self.parent = ring, ring.name, None
+        self.hints = {"fields": []}  # the ring read as proof of the count: no live panel
 
     def trigger(self) -> Status:
         self.ring.start_window()
@@ -200,6 +205,7 @@ class RunBeamtime:
 
     def __init__(self, source):
         self.source, self.name, self.parent = source, source.name, None
+        self.hints = {"fields": []}  # bookkeeping: the live views plot beamtime themselves
         self._last: float | None = None
         self._elapsed = 0.0
 
@@ -247,6 +253,27 @@ def wait_for_beam(ring, floor_ma: float, poll_s: float = 1.0, max_wait_s: float 
             raise RuntimeError(f"no beam: ring current {current:.3g} mA below {floor_ma} mA for {max_wait_s} s")
         if poll_s > 0:
             yield from bps.sleep(poll_s)
+
+
+def watched_fields(agent) -> list[str]:
+    """The ``posterior`` fields the agent's stop rule watches, hinted in that stream: ``<q>_mean`` and
+    ``<q>_std`` of a target-std or plateau quantity, ``rmse_pred`` of a target RMSE, ``model_prob_max`` of a
+    model decision (in the rule's order, each once)."""
+    fields: list[str] = []
+
+    def walk(rule) -> None:
+        for inner in getattr(rule, "rules", ()):
+            walk(inner)
+        name = type(rule).__name__
+        if name in ("TargetStd", "Plateau"):
+            fields.extend((f"{rule.quantity}_mean", f"{rule.quantity}_std"))
+        elif name == "TargetRMSE":
+            fields.append("rmse_pred")
+        elif name == "ModelDecided":
+            fields.append("model_prob_max")
+
+    walk(getattr(agent, "stop_rule", None))
+    return list(dict.fromkeys(fields))
 
 
 def record_decision(agent, report: ValuesReadable, decision: dict[str, Any], **extra: Any):

@@ -136,3 +136,64 @@ def test_options_are_checked_and_the_old_keyword_form_still_works():
     new = rehearse_repeats(ComptonOptions("fe", target_std=0.05, seed=5), 3)
     assert old.options == new.options and np.array_equal(old.cycles, new.cycles)
     assert np.array_equal(old.mu_s_mean, new.mu_s_mean)
+
+
+def test_hints_curate_the_live_plots_and_the_live_view_draws_the_run(RE, catalog, tmp_path):
+    """BEC plots only the hinted fields: per spectrum the monitor and the field against the cycle, and the
+    watched quantity of the posterior stream; the run's live view and its replay from the catalog draw the
+    same MCP fit, the std of each quantity with the target, and a stop line is printed."""
+    import io
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from bluesky.callbacks.best_effort import BestEffortCallback, hinted_fields
+
+    from bayesbeam.live import StopReasonPrinter, replay_figure
+    from bayesbeam.rehearsal.compton.report import rehearsal_figure
+
+    docs = []
+    token = RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    result = rehearse_run(RE, ComptonOptions("fe", target_std=0.01, seed=4, time_scale=1e6))
+    RE.unsubscribe(token)
+    hinted = {d["name"]: set(hinted_fields(d)) for n, d in docs if n == "descriptor"}
+    assert hinted == {"primary": {"cycle", "magnet_readback", "ge_monitor"}, "cycles": set(),
+                      "posterior": {"mu_s_mean", "mu_s_std"}}
+    before = set(plt.get_fignums())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bec = BestEffortCallback()
+        bec.disable_table()
+        for name, doc in docs:
+            bec(name, doc)
+    panels = {plt.figure(n).get_label(): sum(ax.get_visible() for ax in plt.figure(n).axes)
+              for n in set(plt.get_fignums()) - before}
+    plt.close("all")
+    assert sorted(panels.values()) == [2, 2], panels  # was 9 + 4 + 30
+    assert not [w for w in caught if "Omitting" in str(w.message)]
+
+    view = result.live
+    art = view.artists()
+    n_pz = len(result.agent.model.pz)
+    assert len(art["mcp_fit"].get_xdata()) == n_pz and len(art["mcp_measured"].get_xdata()) == n_pz
+    assert art["mcp_band"] is not None and len(art["components"]) == 2
+    assert list(art["std"]["mu_s"].get_ydata()) == pytest.approx(
+        list(catalog[result.uid]["posterior"]["mu_s_std"].read()))
+    assert art["target"].get_ydata()[0] == 0.01
+    assert art["hours_axis"].get_xlabel() == "beamtime (h)"
+    legend = [t.get_text() for t in art["legends"][1].get_texts()]
+    assert "σ($\\mu_s$)" in legend and any(t.startswith("target σ") for t in legend)
+    assert "target reached" in view.ax_std.get_title() and "χ²/ν" in view.res_text.get_text()
+    png = rehearsal_figure(result, tmp_path / "compton.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    replayed = replay_figure(catalog, result.uid, tmp_path / "replayed.png")
+    assert (tmp_path / "replayed.png").stat().st_size > 10_000
+    assert np.allclose(replayed.artists()["mcp_fit"].get_ydata(), art["mcp_fit"].get_ydata())
+    assert replayed.redraws == 0  # headless: no frame is rendered before the stop (the PNG is the last state)
+
+    out = io.StringIO()
+    printer = StopReasonPrinter(file=out)
+    for name, doc in docs:
+        printer(name, doc)
+    assert "ended: success — target reached: σ(μs) = " in out.getvalue()
+    assert f"{result.agent.cycles} posterior updates" in out.getvalue()

@@ -26,8 +26,26 @@ def one_blas_thread():
         yield
 
 
-def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog):
+def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog, tmp_path):
+    from bluesky.callbacks.best_effort import hinted_fields
+
+    from bayesbeam.rehearsal.xas.report import rehearsal_figure
+
+    docs = []
+    token = RE.subscribe(lambda name, doc: docs.append((name, doc)))
     r = rehearse_xas_run(RE, XASOptions("Fe-foil", target_rmse=0.012, seed=2, time_scale=1e7))
+    RE.unsubscribe(token)
+    # live tables and plots show the measured counts against the energy, and the watched predicted RMSE
+    hinted = {d["name"]: set(hinted_fields(d)) for n, d in docs if n == "descriptor"}
+    assert hinted == {"primary": {"mono_energy", "i0_counts", "it_counts"}, "posterior": {"rmse_pred"}}
+    primary = next(d for n, d in docs if n == "descriptor" and d["name"] == "primary")
+    assert primary["data_keys"]["i0_counts"]["precision"] == 0  # a table prints 47458, not 47458.000
+    # the live view: posterior mean and band on the grid, every measured point, the RMSE against the target
+    art = r.live.artists()
+    assert len(art["points"].get_xdata()) == r.agent.report()["points"] and art["band"] is not None
+    assert len(art["rmse"].get_ydata()) == r.agent.report()["points"] and art["target"].get_ydata()[0] == 0.012
+    assert "target reached" in r.live.ax_rmse.get_title()
+    assert rehearsal_figure(r, str(tmp_path / "xas.png")) and (tmp_path / "xas.png").stat().st_size > 10_000
     run = catalog[r.uid]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "success" and stop["reason"].startswith("target_rmse")

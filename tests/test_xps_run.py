@@ -13,9 +13,25 @@ from bayesbeam.rehearsal.xps.rehearse import XPSOptions, rehearse_xps_run
 FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
 
 
-def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog):
+def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog, tmp_path):
+    from bluesky.callbacks.best_effort import hinted_fields
+
+    from bayesbeam.rehearsal.xps.report import xps_figure
+
+    docs = []
+    token = RE.subscribe(lambda name, doc: docs.append((name, doc)))
     agent = xps_agent(max_sweeps=6, **FAST)
     r = rehearse_xps_run(RE, XPSOptions("ceo2", seed=3, time_scale=1e6), agent=agent)
+    RE.unsubscribe(token)
+    hinted = {d["name"]: set(hinted_fields(d)) for n, d in docs if n == "descriptor"}
+    assert hinted == {"primary": {"sweep", "analyser_counts"}, "sweeps": set(),
+                      "posterior": {"model_prob_max", "delta_f_mean", "delta_f_std", "V_mean", "V_std"}}
+    art = r.live.artists()  # the live view: both fits on the summed spectrum, P(3-level) and ΔF per sweep
+    assert all(len(line.get_ydata()) == len(agent.energies) for line in art["fits"].values())
+    assert list(art["probability"].get_xdata()) == list(range(1, agent.sweeps + 1))
+    assert [t.get_ydata()[0] for t in art["thresholds"]] == pytest.approx([0.99, 0.01, -np.log(99), np.log(99)])
+    assert np.allclose(art["counts"].get_ydata(), agent.counts)
+    assert xps_figure(r, tmp_path / "xps.png").stat().st_size > 10_000
     run = catalog[r.uid]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "success" and stop["reason"] == r.stop_reason

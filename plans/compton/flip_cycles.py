@@ -36,6 +36,7 @@ from plans.core import (
     ring_spec,
     start_md,
     wait_for_beam,
+    watched_fields,
 )
 from plans.registry import device
 
@@ -49,7 +50,7 @@ class CycleInfo(ValuesReadable):
 
     def __init__(self):
         self.state = {"cycle": 0, "flip": 0, "field_sign": 0}
-        super().__init__("cycle", lambda: self.state)
+        super().__init__("cycle", lambda: self.state, hints=("cycle",))
         self._readables: tuple | None = None
         self._spec: dict[str, Any] | None = None
 
@@ -221,7 +222,7 @@ def adaptive_compton(detectors: Sequence[Readable] = ("ge",), magnet: Movable = 
     cycle_state: dict[str, Any] = {"cycle": 0, "valid": True, "reason": "", "beamtime_s": 0.0, "count_time_s": 0.0}
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_cycle": 1}
     status = ValuesReadable("cycles", lambda: cycle_state)
-    report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
+    report = ValuesReadable("agent", lambda: {**agent.report(), **decision}, hints=watched_fields(agent))
     count_time = float(det.preset_time.get()) if hasattr(det, "preset_time") else 0.0
 
     def run():

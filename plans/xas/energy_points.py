@@ -36,6 +36,7 @@ from plans.core import (
     ring_spec,
     start_md,
     wait_for_beam,
+    watched_fields,
 )
 
 
@@ -135,7 +136,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     point = {"point": 0, "suggestion_id": -1, "dwell_s": 0.0, "energy_requested_ev": float("nan")}
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "point_problem": ""}
     info = ValuesReadable("point", lambda: point)
-    report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
+    report = ValuesReadable("agent", lambda: {**agent.report(), **decision}, hints=watched_fields(agent))
     guard = CountGuard("energy", mono, "energy_before_ev", "energy_after_ev", "eV")
     readables = [guard] + ([RingWindow(ring)] if ring is not None else []) + [mono, *detectors, info] \
         + ([run_bt] if run_bt is not None else [])

@@ -27,6 +27,7 @@ from plans.core import (
     plan_agent,
     record_decision,
     start_md,
+    watched_fields,
 )
 from plans.registry import optional_device
 
@@ -66,8 +67,8 @@ def adaptive_xps(detectors: Sequence[Readable] = ("analyser",), agent: XPSAgent 
     current = {"sweep": 1}  # the sweep being measured, in each primary event
     decision: dict[str, Any] = {"stop": False, "stop_reason": "", "next_sweep": 1}
     status = ValuesReadable("sweeps", lambda: sweep_state)
-    index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]})
-    report = ValuesReadable("agent", lambda: {**agent.report(), **decision})
+    index = ValuesReadable("sweep", lambda: {"sweep": current["sweep"]}, hints=("sweep",))
+    report = ValuesReadable("agent", lambda: {**agent.report(), **decision}, hints=watched_fields(agent))
     readables = [*detectors, index] + ([run_bt] if run_bt is not None else [])
 
     def run():

@@ -20,7 +20,7 @@ from sim_devices.compton.samples import REFERENCE_CURRENT_MA, ComptonSample
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
 from sim_devices.core.ring import RingCurrent
-from sim_devices.core.signals import ArraySignal, ElapsedSignal
+from sim_devices.core.signals import ArraySignal, CountsSignal, ElapsedSignal
 
 
 class SimGeMCA(Device):
@@ -31,7 +31,7 @@ class SimGeMCA(Device):
 
     n_channels = 1024
     spectrum = Cpt(ArraySignal, length=1024, dtype="<f8", kind=Kind.normal)
-    monitor = Cpt(Signal, value=0.0, kind=Kind.normal)
+    monitor = Cpt(CountsSignal, value=0.0, kind=Kind.hinted)  # incident-beam monitor: the live panel of a spectrum
     elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
     preset_time = Cpt(Signal, value=60.0, kind=Kind.config)
     calib_offset = Cpt(Signal, value=86.0, kind=Kind.config)

@@ -28,3 +28,13 @@ class ElapsedSignal(Signal):
         d = super().describe()
         d[self.name].update(units="s", precision=3)
         return d
+
+
+class CountsSignal(Signal):
+    """A count (photons, monitor counts) held as a float but described with ``precision`` 0, so a live table
+    prints ``47458``, not ``47458.000`` (a scaler record's PREC does the same over EPICS)."""
+
+    def describe(self):
+        d = super().describe()
+        d[self.name].update(precision=0, units="counts")
+        return d

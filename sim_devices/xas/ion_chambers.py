@@ -18,7 +18,7 @@ from ophyd.status import Status
 from agent.core.words import plain
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
-from sim_devices.core.signals import ElapsedSignal
+from sim_devices.core.signals import CountsSignal, ElapsedSignal
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
@@ -80,7 +80,7 @@ class SimIonChamber(Device):
     failure) or ``"hang"`` (this chamber's count never ends: its status fails by its timeout).
     ``elapsed_s`` (read as ``<name>_elapsed_s``) is the count's own elapsed time (s), as a scaler's ``.T``."""
 
-    counts = Cpt(Signal, value=0.0, kind=Kind.hinted)
+    counts = Cpt(CountsSignal, value=0.0, kind=Kind.hinted)
     elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
     dwell_s = Cpt(Signal, value=1.0, kind=Kind.config)
 

@@ -39,6 +39,7 @@ class Rehearsal:
     uid: str | None = None
     discarded: list[dict[str, Any]] = field(default_factory=list)
     options: ComptonOptions = field(default_factory=ComptonOptions)
+    live: Any = None  # the run's bayesbeam.live.LiveCompton (headless): the figure
 
     @property
     def conventional_beamtime_s(self) -> float:
@@ -70,11 +71,18 @@ def rehearse_run(RE, options: ComptonOptions | None = None, md: dict | None = No
     run_md = {"sample": s.name, "sample_description": s.description, "purpose": "rehearsal",
               "target_std": options.target_std, "target_quantity": options.quantity, "seed": options.seed,
               "truth_spin_moment_mub": s.spin_moment_mub, **(md or {})}
-    uid, interruption = run_plan(RE, adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0,
-                                                      beamtime=beamtime, md=run_md))
+    from bayesbeam.live import LiveCompton
+
+    live = LiveCompton(agent, show=False)
+    token = RE.subscribe(live)
+    try:
+        uid, interruption = run_plan(RE, adaptive_compton([bl.ge], bl.magnet, agent, ring=bl.ring, beam_poll_s=0.0,
+                                                          beamtime=beamtime, md=run_md))
+    finally:
+        RE.unsubscribe(token)
     _, reason = agent.should_stop()
     reason = f"aborted: {interruption}" if interruption else reason or ""
-    return Rehearsal(s, agent, reason, bl.clock.now, cycle_time_s(bl), uid, list(agent.failures), options)
+    return Rehearsal(s, agent, reason, bl.clock.now, cycle_time_s(bl), uid, list(agent.failures), options, live)
 
 
 def simulate_beamtime(sample: ComptonSample, agent: SpinMomentAgent, rng: np.random.Generator,

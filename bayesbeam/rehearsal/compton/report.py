@@ -90,38 +90,14 @@ def print_table(table: Table) -> None:
 
 
 def rehearsal_figure(r: Rehearsal, path: str | Path) -> Path:
-    """MCP with fitted components, and posterior std of each quantity vs cycle with the target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    agent, target_std, quantity = r.agent, r.options.target_std, r.options.quantity
-    y, var = agent.model.reduce(*agent.sums)
-    comps, total = agent.fitted_profile()
-    pz = agent.model.pz
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    ax1.errorbar(pz, y, yerr=np.sqrt(var), fmt=".", ms=2, lw=0.5, color="0.5", label="measured MCP")
-    for name, c in zip(agent.orbitals, comps, strict=True):
-        ax1.plot(pz, c, "--", label=f"{name} component")
-    ax1.plot(pz, total, "k-", lw=1.2, label="fit (posterior mean)")
-    ax1.axhline(0, color="0.8", lw=0.5)
-    ax1.set_xlabel("p_z (a.u.)")
-    ax1.set_ylabel("J_mag (μB / a.u.)")
-    ax1.set_title(f"{r.sample.description}: {agent.cycles} cycles")
-    ax1.legend(fontsize=8)
-    hist = agent.history
-    cycles = [h["cycles"] for h in hist]
-    for q in ("mu_s", *(f"a{o}" for o in agent.orbitals)):
-        ax2.plot(cycles, [h[f"{q}_std"] for h in hist], "o-", ms=3, label=f"std({q})")
-    ax2.axhline(target_std, color="r", ls=":", label=f"target std({quantity}) = {target_std}")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("valid cycles")
-    ax2.set_ylabel("posterior std (μB)")
-    ax2.set_title(r.stop_reason, fontsize=9)
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """The run's live figure (``bayesbeam.live.LiveCompton``: MCP with fit, 95 % band, components and
+    residuals; σ of each quantity vs cycle with the target and a beamtime-hours axis; noise scale) with the
+    rehearsal's own marks: the simulation's true μs and the conventional 136-cycle beamtime (PNG)."""
+    view = r.live
+    hours = r.conventional_beamtime_s / 3600
+    view.ax_mcp.text(0.01, 0.97, f"true $\\mu_s$ of the simulation: {r.sample.spin_moment_mub:.4f} $\\mu_B$\n"
+                     f"conventional {CONVENTIONAL_CYCLES} cycles: {hours:.1f} h; this run: "
+                     f"{r.beamtime_s / 3600:.2f} h ({100 * r.beamtime_s / r.conventional_beamtime_s:.0f} %)",
+                     transform=view.ax_mcp.transAxes, va="top", fontsize=8,
+                     bbox={"fc": "white", "ec": "0.8", "alpha": 0.9})
+    return view.save(path, dpi=110)

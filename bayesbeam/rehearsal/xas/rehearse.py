@@ -54,6 +54,7 @@ class XASRehearsal:
     trajectory: np.ndarray  # (beamtime s, predicted RMSE, actual RMSE) after each point
     conventional: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (dwell s, beamtime s)
     options: XASOptions = field(default_factory=XASOptions)
+    live: object = None  # the run's bayesbeam.live.LiveXAS (headless): the figure
 
 
 def conventional_time(agent: XASAgent, energies: np.ndarray, target_rmse: float) -> tuple[float, float]:
@@ -83,6 +84,10 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
     traj: list[tuple[float, float, float]] = []
     token = RE.subscribe(stream_subscriber("posterior", lambda d: traj.append(
         (d["beamtime_s"], d["rmse_pred"], bl.sample.target_rmse(agent.post)))))
+    from bayesbeam.live import LiveXAS
+
+    live = LiveXAS(agent, show=False)
+    live_token = RE.subscribe(live)
     try:
         uid, interruption = run_plan(RE, adaptive_xas(
             [bl.i0, bl.it], bl.mono, agent, beamtime=bl.beamtime,
@@ -90,13 +95,14 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
                 "target": options.target, "prior": options.prior, "seed": options.seed, **(md or {})}))
     finally:
         RE.unsubscribe(token)
+        RE.unsubscribe(live_token)
     _, reason = agent.should_stop()
     reason = f"aborted: {interruption}" if interruption else reason
     final = agent.report()["rmse_pred"]
     conv = {"uniform 0.1 eV": conventional_time(agent, default_grid(), final),
             "region grid": conventional_time(agent, region_grid(), final)}
     return XASRehearsal(agent, bl.sample, reason or "", bl.clock.now, uid,
-                        np.array(traj), conv, options)
+                        np.array(traj), conv, options, live)
 
 
 def design_points(points: int, dwell_s: float = 1.0, prior: str = "library", exclude: str | None = None

@@ -50,32 +50,22 @@ def summary_text(s: dict[str, Any]) -> str:
 
 
 def rehearsal_figure(result: XASRehearsal, path: str) -> str:
-    """Reconstruction with 95 % band over the truth, energies in order, RMSE against beamtime (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    post = result.agent.posterior()
+    """The run's live figure (``bayesbeam.live.LiveXAS``: the target spectrum's posterior mean, 95 % band and
+    measured points; predicted RMSE vs beamtime with the target) with the rehearsal's own marks: the true
+    spectrum, the actual RMSE, and the beamtime of each conventional scan to the same RMSE (PNG)."""
+    view, agent = result.live, result.agent
+    post = agent.posterior()
     e = post["energy"]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax[0].fill_between(e, post["lower"], post["upper"], color="C0", alpha=0.3, label="95 % band")
-    ax[0].plot(e, post["mean"], "C0", lw=1, label="posterior mean")
-    ax[0].plot(e, result.sample.mu(e), "k--", lw=0.8, label=f"truth ({result.sample.name})")
-    ax[0].plot(result.agent.post.data_e, np.full(len(result.agent.post.data_e), -0.05), "|", color="C3", ms=6)
-    ax[0].set(xlabel="energy (eV)", ylabel="normalised μ", title="reconstruction")
-    ax[0].legend(fontsize=8)
-    ax[1].plot(result.agent.post.data_e, ".-", lw=0.3, ms=3)
-    ax[1].set(xlabel="point (order measured)", ylabel="energy (eV)", title="energies in the order chosen")
+    s = result.sample
+    truth = agent.post.target_of(s.mu(e), s.amplitude, s.offset)
+    view.ax_mu.plot(e, truth, "k--", lw=0.8, label=f"truth ({s.name})")
+    view.ax_mu.legend(fontsize=8, loc="lower right")
     t = result.trajectory
     if t.size:
-        ax[2].semilogy(t[:, 0], t[:, 1], label="predicted RMSE")
-        ax[2].semilogy(t[:, 0], t[:, 2], label="actual RMSE")
+        view.ax_rmse.plot(t[:, 0] / 60, t[:, 2], "s-", ms=2, lw=0.8, color="C1", label="actual RMSE (truth known)")
     for k, (name, (_, bt)) in enumerate(result.conventional.items()):
-        ax[2].axvline(bt, color=f"C{k + 2}", ls=":", label=f"{name} (same RMSE): {bt:.0f} s")
-    ax[2].set(xlabel="beamtime (s)", ylabel=f"RMSE of {TARGET_LABEL[post['target']]}", title="error against beamtime")
-    ax[2].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        view.ax_rmse.axvline(bt / 60, color=f"C{k + 2}", ls=":", label=f"{name} scan, same RMSE: {bt / 60:.1f} min")
+    view.ax_rmse.legend(fontsize=7.5, loc="upper right")
+    view.ax_rmse.relim()
+    view.ax_rmse.autoscale_view()
+    return str(view.save(path, dpi=110))

@@ -32,6 +32,7 @@ class XPSRehearsal:
     beamtime_s: float
     uid: str | None
     options: XPSOptions = field(default_factory=XPSOptions)
+    live: object = None  # the run's bayesbeam.live.LiveXPS (headless): the figure
 
 
 def rehearse_xps_run(RE, options: XPSOptions | None = None, md: dict | None = None, agent: XPSAgent | None = None,
@@ -55,7 +56,14 @@ def rehearse_xps_run(RE, options: XPSOptions | None = None, md: dict | None = No
     beamtime = BeamtimeSignal(clock, name="beamtime")
     run_md = {"sample": s.name, "purpose": "rehearsal", "truth_model": s.model, "truth_params": dict(s.params),
               "seed": options.seed, **(md or {})}
-    uid, interruption = run_plan(RE, adaptive_xps([det], agent, beamtime=beamtime, md=run_md))
+    from bayesbeam.live import LiveXPS
+
+    live = LiveXPS(agent, show=False)
+    token = RE.subscribe(live)
+    try:
+        uid, interruption = run_plan(RE, adaptive_xps([det], agent, beamtime=beamtime, md=run_md))
+    finally:
+        RE.unsubscribe(token)
     _, reason = agent.should_stop()
     reason = f"aborted: {interruption}" if interruption else reason or ""
-    return XPSRehearsal(s, agent, reason, clock.now, uid, options)
+    return XPSRehearsal(s, agent, reason, clock.now, uid, options, live)

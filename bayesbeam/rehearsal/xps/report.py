@@ -60,47 +60,11 @@ def table(s: dict[str, Any]):
 
 
 def xps_figure(r: XPSRehearsal, path: str | Path) -> Path:
-    """Spectrum with the leading model's fit; ΔF = F₃ − F₂ vs sweeps; parameter posteriors."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    agent = r.agent
-    best = agent.report()["model_best"]
-    fig = plt.figure(figsize=(13, 7))
-    grid = fig.add_gridspec(2, 5)
-    ax = fig.add_subplot(grid[0, :3])
-    ax.plot(agent.energies, agent.counts, ".", ms=2, color="0.5", label=f"{agent.sweeps} sweeps")
-    for m, style in (("2-level", "b--"), ("3-level", "r-")):
-        ax.plot(agent.energies, agent.fitted_spectrum(m), style, lw=1, label=f"{m} fit")
-    ax.invert_xaxis()
-    ax.set_xlabel("binding energy relative to the 3d core level (eV)")
-    ax.set_ylabel("counts")
-    ax.set_title(f"{r.sample.name} (truth: {r.sample.model}); leading: {best}")
-    ax.legend(fontsize=8)
-    ax = fig.add_subplot(grid[0, 3:])
-    h = agent.history
-    sweeps = [x["sweeps"] for x in h]
-    diff = np.array([x["dF_3level_minus_2level"] for x in h])
-    err = np.array([np.hypot(x["F_2level_err"], x["F_3level_err"]) for x in h])
-    ax.errorbar(sweeps, diff, yerr=err, fmt="o-", ms=3)
-    ax.axhline(0, color="0.7", lw=0.8)
-    ax.set_yscale("symlog", linthresh=5)
-    ax.set_xlabel("sweeps")
-    ax.set_ylabel("F(3-level) − F(2-level) (nats)")
-    ax.set_title(r.stop_reason, fontsize=8, wrap=True)
-    post = agent.posteriors[best]
-    for i, q in enumerate(("delta", "V", "U_ff", "U_fc", "gamma")):
-        ax = fig.add_subplot(grid[1, i])
-        if q in post.names:
-            ax.hist(post.samples[:, post.names.index(q)], bins=40, color="C0", alpha=0.7)
-        if r.sample.model == best or q != "U_ff":
-            ax.axvline(r.sample.params[q], color="r", ls=":", label="truth")
-        ax.set_xlabel(f"{q} (eV)")
-        ax.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    """The run's live figure (``bayesbeam.live.LiveXPS``: spectrum with both fits and the leading model's
+    residuals; P(3-level) and ΔF = F₃ − F₂ vs sweeps with the decision thresholds) with the true model named
+    in the spectrum's title (PNG)."""
+    view = r.live
+    best = r.agent.report()["model_best"]
+    view.ax_spec.set_title(f"{r.sample.name}: truth {r.sample.model}, leading {best} after {r.agent.sweeps} sweeps",
+                           fontsize=10)
+    return view.save(path, dpi=100)
