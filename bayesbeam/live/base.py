@@ -89,6 +89,24 @@ def pretty_reason(reason: str, plain: bool = False) -> str:
     return f"{words.get(rule, rule)}: {text}" if rest else text
 
 
+def spectrum_and_history_axes(fig, *, height_ratios, width_ratios, top: float, hspace: float, residual_label: str):
+    """The layout every live view shares: left, a spectrum over its residual panel (±2 and 0 lines drawn,
+    ``residual_label`` on its y axis); right, a history panel over a second one sharing its x axis.
+    Returns ``(spectrum, residual, history, history_below)``."""
+    grid = fig.add_gridspec(2, 2, height_ratios=height_ratios, width_ratios=width_ratios, hspace=hspace,
+                            wspace=0.22, left=0.07, right=0.98, top=top, bottom=0.08)
+    spectrum = fig.add_subplot(grid[0, 0])
+    residual = fig.add_subplot(grid[1, 0], sharex=spectrum)
+    history = fig.add_subplot(grid[0, 1])
+    below = fig.add_subplot(grid[1, 1], sharex=history)
+    spectrum.tick_params(labelbottom=False)
+    history.tick_params(labelbottom=False)
+    residual.set_ylabel(residual_label)
+    for y in (-2, 0, 2):
+        residual.axhline(y, color="0.75", lw=0.6, ls="-" if y == 0 else ":")
+    return spectrum, residual, history, below
+
+
 class LiveFigure(QtAwareCallback):
     """One figure of a run, fed with its documents. Subclasses lay the figure out (``layout(fig)``), keep what
     they need from the documents (``on_start``, ``on_event(stream, data)``) and set their artists' data

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bayesbeam.live.base import LiveFigure, label, pretty_reason
+from bayesbeam.live.base import LiveFigure, label, pretty_reason, spectrum_and_history_axes
 
 Z95 = 1.959964
 
@@ -41,20 +41,11 @@ class LiveCompton(LiveFigure):
         self.quantity = quantity
 
     def layout(self, fig) -> None:
-        grid = fig.add_gridspec(2, 2, height_ratios=(3, 1), width_ratios=(1.25, 1), hspace=0.08, wspace=0.22,
-                                left=0.07, right=0.98, top=0.86, bottom=0.08)
-        self.ax_mcp = fig.add_subplot(grid[0, 0])
-        self.ax_res = fig.add_subplot(grid[1, 0], sharex=self.ax_mcp)
-        self.ax_std = fig.add_subplot(grid[0, 1])
-        self.ax_noise = fig.add_subplot(grid[1, 1], sharex=self.ax_std)
-        self.ax_mcp.tick_params(labelbottom=False)
-        self.ax_std.tick_params(labelbottom=False)
+        self.ax_mcp, self.ax_res, self.ax_std, self.ax_noise = spectrum_and_history_axes(
+            fig, height_ratios=(3, 1), width_ratios=(1.25, 1), top=0.86, hspace=0.08, residual_label="residual / σ")
         self.ax_mcp.set_ylabel(r"$J_{\mathrm{mag}}(p_z)$ ($\mu_B$/a.u.)")
         self.ax_mcp.axhline(0, color="0.8", lw=0.6)
         self.ax_res.set_xlabel(r"$p_z$ (a.u.)")
-        self.ax_res.set_ylabel("residual / σ")
-        for y in (-2, 0, 2):
-            self.ax_res.axhline(y, color="0.75", lw=0.6, ls="-" if y == 0 else ":")
         self.ax_std.set_yscale("log")
         self.ax_std.set_ylabel(r"posterior std ($\mu_B$)")
         self.ax_noise.set_xlabel("valid cycles (+ − − +)")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
 
-from bayesbeam.live.base import LiveFigure, pretty_reason
+from bayesbeam.live.base import LiveFigure, pretty_reason, spectrum_and_history_axes
 
 MODELS = ("2-level", "3-level")
 STYLE = {"2-level": ("C0", "--"), "3-level": ("C3", "-")}
@@ -24,19 +24,11 @@ class LiveXPS(LiveFigure):
     title = "bayesbeam: 3d XPS"
 
     def layout(self, fig) -> None:
-        grid = fig.add_gridspec(2, 2, height_ratios=(3, 1.3), width_ratios=(1.4, 1), hspace=0.1, wspace=0.22,
-                                left=0.07, right=0.98, top=0.84, bottom=0.08)
-        self.ax_spec = fig.add_subplot(grid[0, 0])
-        self.ax_res = fig.add_subplot(grid[1, 0], sharex=self.ax_spec)
-        self.ax_p = fig.add_subplot(grid[0, 1])
-        self.ax_df = fig.add_subplot(grid[1, 1], sharex=self.ax_p)
-        self.ax_spec.tick_params(labelbottom=False)
-        self.ax_p.tick_params(labelbottom=False)
+        self.ax_spec, self.ax_res, self.ax_p, self.ax_df = spectrum_and_history_axes(
+            fig, height_ratios=(3, 1.3), width_ratios=(1.4, 1), top=0.84, hspace=0.1,
+            residual_label=r"(data − fit) / $\sqrt{\mathrm{fit}}$")
         self.ax_spec.set_ylabel("accumulated counts")
         self.ax_res.set_xlabel("binding energy relative to the 3d core level (eV)")
-        self.ax_res.set_ylabel(r"(data − fit) / $\sqrt{\mathrm{fit}}$")
-        for y in (-2, 0, 2):
-            self.ax_res.axhline(y, color="0.75", lw=0.6, ls="-" if y == 0 else ":")
         self.ax_p.set_ylabel("P(3-level | data)")
         self.ax_p.set_ylim(-0.03, 1.03)
         self.ax_df.set_xlabel("sweeps")
