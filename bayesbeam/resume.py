@@ -82,7 +82,10 @@ def _compton_agent(start: dict, element: str | None = None):
             raise ResumeError(f"run {start['uid'][:8]} records neither its agent's element nor a sample preset "
                               f"(sample {start.get('sample')!r}): give the element") from None
     config.pop("element", None)
-    return SpinMomentAgent(parse_stop_rule(start["stop_rule"]), element=element, orbitals=tuple(orbitals), **config)
+    try:
+        return SpinMomentAgent(parse_stop_rule(start["stop_rule"]), element=element, orbitals=tuple(orbitals), **config)
+    except ValueError as exc:  # an unknown element or orbital (given, or recorded): in the user's words
+        raise ResumeError(f"run {start['uid'][:8]}: {exc}") from None
 
 
 def _xas_agent(start: dict):

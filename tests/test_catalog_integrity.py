@@ -283,6 +283,9 @@ def test_resume_rebuilds_the_agent_from_the_catalog_and_counts_only_what_is_miss
     from bayesbeam.resume import rebuild_agent
 
     catalog, client, old_uid = embedded["catalog"], embedded["client"], embedded["uids"]["b"]
+    out = CliRunner().invoke(main, ["resume", old_uid[:8], "--catalog", str(catalog), "--element", "Xx"])
+    assert out.exit_code == 1 and out.output.startswith("Error: ") and "unknown element 'Xx'" in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and len(client) == len(embedded["uids"])  # nothing ran
     out = CliRunner().invoke(main, ["resume", old_uid[:8], "--catalog", str(catalog), "--seed", "7",
                                     "--time-scale", "inf"])
     assert out.exit_code == 0, out.output
