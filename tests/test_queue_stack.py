@@ -300,8 +300,8 @@ def test_the_review_gate_queues_only_what_a_person_approved(stack, tmp_path):
 def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_path):
     """The worker is SIGKILLed during a campaign's run (the manager goes on saying a plan runs): the watchdog
     notices, reopens the environment, and continues the interrupted run in a new run with ``continue_from`` and
-    the same ``agent_suggestion_uid``: the cycles already counted are not counted again and the run reaches its
-    budget; nothing else is queued."""
+    the same ``agent_suggestion_uid`` and temperature: the cycles already counted are not counted again and the
+    run reaches its budget; nothing else is queued."""
     from bluesky_queueserver_api import BPlan
 
     from bayesbeam.campaign.config import load_config
@@ -319,7 +319,7 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
     suid, budget = "watchdog-1", 40
     runner._md[suid] = md = {"sample": "fe", "campaign": config.name, "agent_suggestion_uid": suid}
     try:
-        api.item_add(BPlan("adaptive_compton", target_std=1e-6, max_cycles=budget, md=md))
+        api.item_add(BPlan("adaptive_compton", target_std=1e-6, max_cycles=budget, temperature_k=300.0, md=md))
         api.queue_start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # two cycles stored: kill the worker in the middle of the run
@@ -338,6 +338,7 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
     first, second = find_runs(catalog, agent_suggestion_uid=suid).values()
     assert "stop" not in first.metadata and run_status(first) == "interrupted"
     assert second.metadata["start"]["continue_from"] == first.metadata["start"]["uid"]
+    assert second.metadata["start"]["sample_temperature_k"] == 300.0  # continued at the temperature it was cut at
     assert second.metadata["stop"]["reason"] == f"budget: cycles = {budget} reached the limit {budget}"
     # what the first run counted: its whole, proven cycles, as the feeder takes them (the worker may have died
     # after a cycle's last spectrum was stored but before its posterior event: that cycle counts, once)

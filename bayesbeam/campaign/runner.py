@@ -251,9 +251,11 @@ class CampaignRunner:
         cut = [run for run in find_runs(self.catalog, agent_suggestion_uid=suid).values()
                if not run.metadata.get("stop")]
         if cut:
-            uid = cut[-1].metadata["start"]["uid"]
-            load_backup(self.catalog, uids=[uid])  # what its journal has beyond the catalog's copy
-            self.api.add_once(BPlan("adaptive_compton", continue_from=uid, md={**md, "resumed_after": "worker died"}))
+            start = cut[-1].metadata["start"]
+            load_backup(self.catalog, uids=[start["uid"]])  # what its journal has beyond the catalog's copy
+            held = {"temperature_k": start["sample_temperature_k"]} if "sample_temperature_k" in start else {}
+            self.api.add_once(BPlan("adaptive_compton", continue_from=start["uid"], **held,  # at the same temperature
+                                    md={**md, "resumed_after": "worker died"}))
         else:
             decided = self.agent.last_decision or {}
             self.api.add_once(BPlan("adaptive_compton", temperature_k=decided.get("temperature_k"),
