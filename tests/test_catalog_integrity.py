@@ -263,7 +263,7 @@ def test_a_killed_writer_leaves_an_interrupted_run_whose_complete_events_read_ba
 
     out = CliRunner().invoke(main, ["runs", "--catalog", str(embedded["catalog"]), "--last", "100"])
     status = {line.split()[1]: line.split()[5] for line in out.output.splitlines()[1:]}
-    assert status[embedded["uids"]["b"][:8]] == "interrupted" and status[embedded["uids"]["a"][:8]] == "success"
+    assert status[embedded["uids"]["b"][:8]] == "interrupted" and status[embedded["uids"]["a"][:8]] == "finished"
     # The half-written event: its spectrum is stored, its table row is not (the stock read() fails on this).
     assert run["primary"].base["ge_spectrum"].shape[0] == 10 and len(run["primary"].base["internal"].read()) == 9
     primary = run["primary"].read()  # the nine complete events, every field
