@@ -13,14 +13,15 @@ from bayesbeam.session import make_run_engine
 def configure_session(md: dict, plots: bool | None = None):
     """``(RE, catalog, bec)``: a RunEngine storing every document in the catalog
     (``$BAYESBEAM_CATALOG`` or the default) with bluesky's BestEffortCallback subscribed (its plots skip the
-    ``posterior``/``cycles``/``sweeps`` streams), a stop-reason line after every run, and, with plots on, the
+    ``posterior``/``cycles``/``sweeps`` streams), a line per posterior update (the watched quantity ± std and
+    its target), a stop-reason line after every run, and, with plots on, the
     adaptive runs' live views (``bayesbeam.live.LiveViews``; ``$BAYESBEAM_LIVE=0``: BEC's plots instead). Plots are
     on when a display is available (``plots=None``) or as asked; ``$BAYESBEAM_PLOTS=0`` turns them off,
     and so does running in bluesky-queueserver's worker (the same startup files: a daemon has no screen;
     its live table goes to the manager's console output)."""
     from bluesky_queueserver import is_re_worker_active
 
-    from bayesbeam.live import LiveViews, StopReasonPrinter
+    from bayesbeam.live import LiveViews, PosteriorLines, StopReasonPrinter
     from bayesbeam.resume import register_rebuilders
 
     catalog = open_catalog()
@@ -36,6 +37,7 @@ def configure_session(md: dict, plots: bool | None = None):
     elif os.environ.get("BAYESBEAM_LIVE", "1") != "0":  # the adaptive runs' own figures; BEC plots the other plans
         RE.subscribe(LiveViews(bec))
     RE.subscribe(bec)
+    RE.subscribe(PosteriorLines())  # the watched quantity ± std after each update, under BEC's table rows
     RE.subscribe(StopReasonPrinter())  # one line when RE() returns: how the run ended and why
     return RE, catalog, bec
 

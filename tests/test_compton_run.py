@@ -148,7 +148,7 @@ def test_hints_curate_the_live_plots_and_the_live_view_draws_the_run(RE, catalog
     import matplotlib.pyplot as plt
     from bluesky.callbacks.best_effort import BestEffortCallback, hinted_fields
 
-    from bayesbeam.live import StopReasonPrinter, replay_figure
+    from bayesbeam.live import PosteriorLines, StopReasonPrinter, replay_figure
     from bayesbeam.rehearsal.compton.report import rehearsal_figure
 
     docs = []
@@ -197,3 +197,11 @@ def test_hints_curate_the_live_plots_and_the_live_view_draws_the_run(RE, catalog
         printer(name, doc)
     assert "ended: success — target reached: σ(μs) = " in out.getvalue()
     assert f"{result.agent.cycles} posterior updates" in out.getvalue()
+
+    table = PosteriorLines(file=io.StringIO())  # the live table's posterior column
+    for name, doc in docs:
+        table(name, doc)
+    stds = catalog[result.uid]["posterior"]["mu_s_std"].read()
+    assert len(table.lines) == len(stds) == result.agent.cycles
+    assert table.lines[-1].startswith(f"  posterior {len(stds)} · μs = ")
+    assert f"± {float(stds[-1]):.2g} μB (target σ 0.01)" in table.lines[-1] and table.lines[-1].endswith(" h")

@@ -109,5 +109,7 @@ def test_sim_profile_startup_and_an_adaptive_run(tmp_path, catalog_dir):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]  # IPython prints startup tracebacks to stdout
     assert "bayesbeam simulated session — sample fe" in out.stdout
     assert "Transient Scan ID" in out.stdout  # the BestEffortCallback's live table
+    assert "  posterior 1 · μs = " in out.stdout and "(target σ 0.02)" in out.stdout  # the watched quantity
+    assert "ended: success — target reached: σ(μs) = " in out.stdout  # the stop line when RE() returns
     stop = [line for line in out.stdout.splitlines() if line.startswith("STOP ")]
     assert stop and "target_std: std(mu_s)" in stop[0] and int(stop[0].split()[-1]) % 4 == 0

@@ -5,6 +5,8 @@
 - ``LiveViews``: the session's subscriber: a fresh view for each adaptive run (none for other plans), BEC's
   plots held for that run (the view draws the physics; BEC's curated hints still drive its table).
 - ``StopReasonPrinter``: one plain line at every stop document (``bayesbeam.live.stop``).
+- ``PosteriorLines``: one plain line per posterior update, the watched quantity ± its std against the target
+  (``bayesbeam.live.table``; BEC's live table shows only the primary stream).
 - ``replay_figure(catalog, uid, path)``: a stored run's figure, its agent rebuilt from the catalog.
 """
 
@@ -13,14 +15,15 @@ from __future__ import annotations
 from bayesbeam.live.base import LiveFigure, pretty_reason
 from bayesbeam.live.compton import LiveCompton
 from bayesbeam.live.stop import StopReasonPrinter
+from bayesbeam.live.table import PosteriorLines
 from bayesbeam.live.xas import LiveXAS
 from bayesbeam.live.xps import LiveXPS
 
 #: The live view of each adaptive plan, by the start document's ``plan_name``.
 VIEWS = {"adaptive_compton": LiveCompton, "adaptive_xas": LiveXAS, "adaptive_xps": LiveXPS}
 
-__all__ = ["VIEWS", "LiveCompton", "LiveFigure", "LiveViews", "LiveXAS", "LiveXPS", "StopReasonPrinter",
-           "pretty_reason", "replay_figure", "view_for"]
+__all__ = ["VIEWS", "LiveCompton", "LiveFigure", "LiveViews", "LiveXAS", "LiveXPS", "PosteriorLines",
+           "StopReasonPrinter", "pretty_reason", "replay_figure", "view_for"]
 
 
 def view_for(start: dict, **kwargs) -> LiveFigure | None:
