@@ -189,6 +189,8 @@ def test_cycles_and_sigma1_come_from_the_runs():
         agent.ingest([{"temperature_k": 300.0, "mu_s_mean": 2.1, "mu_s_std": 0.02, "field_t": 1.0}])
     with pytest.raises(ValueError, match="outside the limits"):
         agent.ingest([{"temperature_k": 1500.0, "mu_s_mean": 0.0, "mu_s_std": 0.02}])
+    agent.ingest([{"temperature_k": 1200.0002, "mu_s_mean": 0.05, "mu_s_std": 0.02}])  # set at the limit, read above
+    assert len(agent.runs) == 2 and agent.temperature_k == 1200.0002
 
 
 def test_stop_reasons():

@@ -31,6 +31,10 @@ from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, StopRule, TargetStd, any_of
 
 INTERVAL_LEVELS = (0.68, 0.95)
+#: How far (K) a run's measured temperature (the mean readback over its counts) may lie outside ``limits_k``:
+#: a run set at the limit reads a little above or below it.
+READBACK_TOLERANCE_K = 2.0
+
 DEFAULTS: dict[str, Any] = {
     "tc_range_k": (950.0, 1150.0), "tc_step_k": 1.5,
     "beta_grid": tuple(round(float(x), 4) for x in np.linspace(0.28, 0.46, 13)),
@@ -133,7 +137,7 @@ class CurieCampaign(BayesAgent):
         y, s = float(point["mu_s_mean"]), float(point["mu_s_std"])
         if not (np.isfinite(t) and np.isfinite(y) and np.isfinite(s) and s > 0):
             raise ValueError(f"a run needs a finite temperature, μs mean and positive std, got {dict(point)}")
-        if not self.limits[0] <= t <= self.limits[1]:
+        if not self.limits[0] - READBACK_TOLERANCE_K <= t <= self.limits[1] + READBACK_TOLERANCE_K:
             raise ValueError(f"run temperature {t} K outside the limits {self.limits} K")
         field = point.get("field_t")
         if field is not None and abs(abs(float(field)) - self.field_t) > 1e-3:

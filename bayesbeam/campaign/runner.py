@@ -124,7 +124,11 @@ class CampaignRunner:
             if observed is None:
                 self.echo(f"run {uid[:8]}: nothing proven to learn from")
                 continue
-            self.agent.ingest([{**observed, "_id": uid}])
+            try:
+                self.agent.ingest([{**observed, "_id": uid}])
+            except ValueError as exc:  # a run the campaign's model cannot take (another field, out of range)
+                self.echo(f"run {uid[:8]}: not learnt from: {exc}")
+                continue
             report = self.agent.report()
             self.record.observation(uid, observed, report)
             self.echo(f"run {uid[:8]} at {observed['temperature_k']:.1f} K: mu_s = {observed['mu_s_mean']:.4f} ± "
