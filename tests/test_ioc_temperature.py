@@ -23,8 +23,9 @@ def session(epics_session):
 def _run(ns, temperature_k, agent, subscribe=None):
     RE = ns["RE"]
     tokens = [RE.subscribe(subscribe)] if subscribe is not None else []
-    try:  # default device names: sample_temp, ring and beamtime are found in the profile's registry
+    try:  # this session's devices: the registry is per process, and other test modules register the sim profile's
         (uid,) = RE(ns["adaptive_compton"]([ns["ge"]], ns["magnet"], agent, temperature_k=temperature_k,
+                                           sample_temp=ns["sample_temp"], ring=ns["ring"], beamtime=ns["beamtime"],
                                            md={"sample": "fe"}))
     finally:
         for token in tokens:
