@@ -530,7 +530,8 @@ def test_tiled_server_killed_mid_run(pg_tiled_server, tmp_path, monkeypatch):
     from bayesbeam.session import make_run_engine
 
     server = pg_tiled_server["server"]
-    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 2)
+    retries = tiled.client.utils.TILED_RETRY_ATTEMPTS, tiled.client.utils.TILED_RETRY_TIMEOUT
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 2)  # the writer gives up on the dead server soon
     monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_TIMEOUT", 1.0)
     monkeypatch.setenv("TILED_API_KEY", server.env["TILED_API_KEY"])
     backup = tmp_path / "backup"
@@ -542,13 +543,16 @@ def test_tiled_server_killed_mid_run(pg_tiled_server, tmp_path, monkeypatch):
                                                  time_scale=float("inf")))
     finally:
         server.start()  # the same databases, on the same port
+        # the recovery talks to the restarted server as any client does (a loaded host answers slowly at first)
+        monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", retries[0])
+        monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_TIMEOUT", retries[1])
     assert result.agent.cycles == 3 and docs[-1][1]["exit_status"] == "success"
     journal = backup / f"{result.uid}.jsonl"
     assert [(n, d.get("uid")) for n, d in read_journal(journal)] == [(n, d.get("uid")) for n, d in docs]
     client = open_catalog(server.uri)
     assert "stop" not in client[result.uid].metadata
     (row,) = load_backup(client, backup)
-    assert row["action"] == "replaced" and not journal.exists()
+    assert row["action"] == "replaced" and not journal.exists(), row
     check_complete_run(client[result.uid], 3)
     _compare_with_emitted(client[result.uid], docs)
 
