@@ -1,5 +1,7 @@
-"""Shared fixtures: one embedded catalog per test session (creating one costs ~5 s), and one PostgreSQL
-cluster per session (started on first use, on 127.0.0.1 only) with tiled servers on it."""
+"""Shared fixtures: one embedded catalog per test session (creating one costs ~5 s), one PostgreSQL
+cluster per session (started on first use, on 127.0.0.1 only) with tiled servers on it, and one local queue
+stack (Redis + RE manager, ~30 s to start) per session. The one test that stops the stack
+(``@pytest.mark.stops_queue_stack``) runs last, so every module that uses the stack finds it up."""
 
 from __future__ import annotations
 
@@ -45,6 +47,45 @@ def RE(catalog):
     from bayesbeam.session import make_run_engine
 
     return make_run_engine(catalog)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``stops_queue_stack`` run after all the others (the stack is shared by the session)."""
+    last = [item for item in items if item.get_closest_marker("stops_queue_stack")]
+    if last:
+        items[:] = [item for item in items if item not in last] + last
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """``bayesbeam queue start --profile sim --open`` on free ports, stopped at the end of the session; skips if
+    there is no Redis server (``apt-get install redis-server``)."""
+    from types import SimpleNamespace
+
+    from caioc import free_ports
+    from click.testing import CliRunner
+
+    from bayesbeam.queue.cli import queue
+    from bayesbeam.queue.stack import QueueStack
+
+    if shutil.which(os.environ.get("BAYESBEAM_REDIS_SERVER", "redis-server")) is None:
+        pytest.skip("no redis-server on PATH (apt-get install redis-server): the queue stack tests run a real Redis")
+    state, catalog = tmp_path_factory.mktemp("queue_state"), tmp_path_factory.mktemp("queue_catalog")
+    redis_port, control_port, info_port = free_ports(3)
+    info = SimpleNamespace(state=state, catalog=catalog, stack=QueueStack(state), ports={redis_port, control_port,
+                           info_port}, control=f"tcp://127.0.0.1:{control_port}", info=f"tcp://127.0.0.1:{info_port}")
+    runner = CliRunner()
+    try:
+        result = runner.invoke(queue, ["start", "--profile", "sim", "--state-dir", str(state),
+                                       "--catalog", str(catalog), "--redis-addr", f"127.0.0.1:{redis_port}",
+                                       "--zmq-control-addr", info.control, "--zmq-info-addr", info.info, "--open",
+                                       "--timeout", "150"])
+        log = (state / "manager.log").read_text() if (state / "manager.log").exists() else ""
+        assert result.exit_code == 0, result.output + log[-3000:]
+        info.start_output = result.output
+        yield info
+    finally:
+        runner.invoke(queue, ["stop", "--state-dir", str(state), "--force"])
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,9 @@ import signal
 import socket
 import subprocess
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from caioc import free_ports
 from click.testing import CliRunner
 
 from bayesbeam.queue.cli import queue
@@ -91,28 +89,7 @@ def test_only_loopback_addresses_are_bound(tmp_path):
     assert not (tmp_path / "manager.pid").exists() and not (tmp_path / "redis.pid").exists()
 
 
-# --- the stack, started once ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """``bayesbeam queue start --profile sim --open`` on free ports, stopped at the end of the session."""
-    state, catalog = tmp_path_factory.mktemp("queue_state"), tmp_path_factory.mktemp("queue_catalog")
-    redis_port, control_port, info_port = free_ports(3)
-    info = SimpleNamespace(state=state, catalog=catalog, stack=QueueStack(state), ports={redis_port, control_port,
-                           info_port}, control=f"tcp://127.0.0.1:{control_port}", info=f"tcp://127.0.0.1:{info_port}")
-    runner = CliRunner()
-    try:
-        result = runner.invoke(queue, ["start", "--profile", "sim", "--state-dir", str(state),
-                                       "--catalog", str(catalog), "--redis-addr", f"127.0.0.1:{redis_port}",
-                                       "--zmq-control-addr", info.control, "--zmq-info-addr", info.info, "--open",
-                                       "--timeout", "150"])
-        log = (state / "manager.log").read_text() if (state / "manager.log").exists() else ""
-        assert result.exit_code == 0, result.output + log[-3000:]
-        info.start_output = result.output
-        yield info
-    finally:
-        runner.invoke(queue, ["stop", "--state-dir", str(state), "--force"])
-
+# --- the stack, started once (the session's ``stack`` fixture, tests/conftest.py) ------------------------------
 
 @needs_redis
 def test_a_plan_queued_with_plain_parameters_is_stored_in_the_catalog(stack):
@@ -483,6 +460,7 @@ def test_stop_does_not_cut_a_running_plan_short(stack):
 
 
 @needs_redis
+@pytest.mark.stops_queue_stack
 def test_stop_leaves_no_process_and_no_listening_socket(stack):
     import psutil
 

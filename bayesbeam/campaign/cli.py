@@ -1,4 +1,5 @@
-"""``bayesbeam campaign run CONFIG``: the campaign agent against the local queue stack (or any manager)."""
+"""``bayesbeam campaign run CONFIG``: the campaign agent against the local queue stack (or any manager);
+``approve``/``refuse`` its proposals; ``status-page``: the control room's read-only view of it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def campaign():
               help="Propose each run and queue it only once approved: bayesbeam campaign approve|refuse N.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="How long to retry (with backoff) a queue manager that does not answer yet (s).")
-def run_campaign(config_file, state_dir, location, json_file, review, connect_timeout):
+@click.option("--status-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the read-only status page on 127.0.0.1:PORT while the campaign runs (0: a free port; "
+                   "the URL is printed). Default: no page.")
+def run_campaign(config_file, state_dir, location, json_file, review, connect_timeout, status_port):
     """Run the campaign in CONFIG_FILE (e.g. profiles/campaigns/fe_curie.toml) to its target: each run is an
     adaptive Compton run queued as the agents' group, stopping on the target std the campaign chose; every
     decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
@@ -43,12 +47,17 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
     stack = QueueStack(state_dir).config
     control = stack.zmq_control_addr if stack else config.control_addr
     info = stack.zmq_info_addr if stack else None
+    page = None if status_port is None else _status_page(config, control, location or (stack.catalog if stack
+                                                                                         else None), status_port)
     api = manager_api(control, info, user_group=config.user_group, user=f"campaign {config.name}")
     try:
         if not _answers(api, manager_status, connect_timeout):  # before the catalog is touched
             raise click.ClickException(f"no queue manager answers at {control} (tried for {connect_timeout:g} s): "
                                        "bayesbeam queue start")
         catalog = open_catalog(location or (stack.catalog if stack else None))
+        if page is not None:  # its own catalog client, opened here and now (see StatusSource.open), then served
+            page.source.open()
+            page.start()
         writer = CatalogWriter(catalog)
         runner = CampaignRunner(config, api, catalog, writer, echo=click.echo, review=review, state_dir=state_dir,
                                 stack=QueueStack(state_dir) if stack else None)
@@ -59,6 +68,8 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
             raise click.ClickException(str(exc)) from None
     finally:
         api.close()
+        if page is not None:
+            page.close()
     click.echo(f"T_c = {result.tc_mean:.1f} ± {result.tc_std:.1f} K after {result.runs} runs, "
                f"{result.beamtime_s / 3600:.2f} h of beamtime; stop: {result.stop_reason}")
     if json_file:
@@ -79,6 +90,59 @@ def _answers(api, manager_status, timeout_s: float) -> bool:
             return False
         time.sleep(wait)
         wait = min(2 * wait, 8.0)
+
+
+def _status_page(config, control: str, location, port: int):
+    """The status page of campaign ``config`` bound to 127.0.0.1:``port`` (its URL printed once; ``start()``
+    serves it: requests wait until then), or a one-line error if the port cannot be bound (before anything
+    else is touched)."""
+    from bayesbeam.campaign.status import StatusSource
+    from bayesbeam.campaign.status_page import StatusServer
+
+    source = StatusSource(control, str(location) if location else None, config.name,
+                          target_tc_std_k=config.target_tc_std_k)
+    try:
+        page = StatusServer(source, port)
+    except OSError as exc:
+        raise click.ClickException(f"status page: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
+    click.echo(f"status page: {page.url}")
+    return page
+
+
+@campaign.command("status-page")
+@click.argument("config_file", type=click.Path(dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None, help="As for campaign run.")
+@click.option("--catalog", "location", default=None, help="As for campaign run.")
+@click.option("--port", type=click.IntRange(0, 65535), default=60630, show_default=True,
+              help="Port on 127.0.0.1 (0: a free port).")
+def status_page(config_file, state_dir, location, port):
+    """Serve the read-only status page of the campaign in CONFIG_FILE on 127.0.0.1 until Ctrl-C: the queue, the
+    running plan with its posterior, and the campaign's T_c, observations and decisions, from the same
+    manager and catalog as `bayesbeam campaign run` (which may run elsewhere). Only GET is answered; from
+    another machine, use an ssh tunnel (ssh -L PORT:127.0.0.1:PORT)."""
+    import signal
+    import sys
+    import threading
+
+    from bayesbeam.campaign.config import CampaignConfigError, load_config
+    from bayesbeam.queue.stack import QueueStack
+
+    try:
+        config = load_config(config_file)
+    except CampaignConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    stack = QueueStack(state_dir).config
+    control = stack.zmq_control_addr if stack else config.control_addr
+    page = _status_page(config, control, location or (stack.catalog if stack else None), port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # closed as on Ctrl-C
+    page.source.open()  # if the catalog does not exist yet, the page says so and tries again at each refresh
+    page.start()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close()
 
 
 def _review(config_file, n, state_dir, status, **edits):
