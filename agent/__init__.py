@@ -14,7 +14,7 @@ _EXPORTS = {
     **dict.fromkeys(["StopRule", "TargetStd", "Plateau", "Budget", "ModelDecided", "any_of", "all_of"],
                     "agent.core.stopping"),
     **dict.fromkeys(["Param", "Dataset", "Posterior", "fit", "integrate"], "agent.core.nonlinear"),
-    **dict.fromkeys(["SpinMomentAgent", "spin_moment_agent"], "agent.compton"),
+    **dict.fromkeys(["SpinMomentAgent", "spin_moment_agent", "InvalidCycle"], "agent.compton"),
     **dict.fromkeys(["XASAgent", "xas_agent", "TargetRMSE"], "agent.xas"),
     **dict.fromkeys(["XPSAgent", "xps_agent"], "agent.xps"),
     **dict.fromkeys(["CurieCampaign", "curie_campaign"], "agent.campaign"),

@@ -5,9 +5,10 @@ Validity (issue 9): a count is used only if the readings stored in its own ``pri
 it: the positioner's readback before and after the count within tolerance of the requested
 setting (magnet field, monochromator energy), the ring current's minimum over the count at or above
 the floor (and, when the ring reports it, no silence of its monitor longer than its update period),
-finite counts and a positive monitor, and, when the detector reports it (``<det>_elapsed_s``), an
-elapsed count time of at least ``ELAPSED_FRACTION`` of the preset. A Compton cycle is used only if
-its spectra are one whole ``+ − − +`` pattern, each valid, with no pause or suspension between them.
+finite counts (Compton spectra also non-negative, not all zero) and a positive monitor, and, when the
+detector reports it (``<det>_elapsed_s``), an elapsed count time of at least ``ELAPSED_FRACTION`` of
+the preset. A Compton cycle is used only if its spectra are one whole ``+ − − +`` pattern, each valid,
+with no pause or suspension between them.
 The plan writes the rule's inputs (keys and thresholds) in its start document under ``validity``;
 the plan's own decision (the ``cycles`` stream) and these feeders apply the same functions
 (``spectrum_problem``, ``cycle_problem``, ``xas_point_problem``), live and in replay.
@@ -93,14 +94,18 @@ def count_problem(data: Mapping[str, Any], spec: Mapping[str, Any], target: floa
 
 def spectrum_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     """Why one stored magnetic-Compton spectrum (a ``primary`` event's ``data``) is not proven, ``""``
-    if it is: finite counts, a finite positive monitor, ``count_problem`` at the planned field
-    ``field_sign`` × ``spec["field_t"]`` (T) and preset ``spec["preset_s"]`` (s), and, for a run at a set
-    sample temperature (``spec["temperature"]``), the temperature readback before and after the count within
-    ``tolerance_k`` of ``target_k`` (K)."""
+    if it is: finite, non-negative counts, not all zero (what ``SpinMomentAgent`` also refuses), a finite
+    positive monitor, ``count_problem`` at the planned field ``field_sign`` × ``spec["field_t"]`` (T) and
+    preset ``spec["preset_s"]`` (s), and, for a run at a set sample temperature (``spec["temperature"]``),
+    the temperature readback before and after the count within ``tolerance_k`` of ``target_k`` (K)."""
     flip = data.get("flip", "?")
     counts = np.asarray(data.get(spec["spectrum"], np.nan), dtype=float)
     if counts.size == 0 or not np.all(np.isfinite(counts)):
         return f"non-finite counts in the spectrum of flip {flip}"
+    if np.any(counts < 0):
+        return f"negative counts in the spectrum of flip {flip}"
+    if not np.any(counts):
+        return f"empty spectrum (no counts) of flip {flip}"
     monitor = _number(data, spec["monitor"])
     if not monitor > 0:
         return f"monitor {monitor:.6g} is not a positive count (flip {flip})"

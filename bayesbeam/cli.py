@@ -17,7 +17,7 @@ from bayesbeam.catalog_cli import catalog as catalog_commands
 from bayesbeam.catalog_cli import resume
 from bayesbeam.queue.cli import queue
 from bayesbeam.rehearsal.common import CATALOG_HELP
-from bayesbeam.rehearsal.compton.cli import rehearse_compton
+from bayesbeam.rehearsal.compton.cli import SAMPLE_HELP, presets_option, rehearse_compton
 from bayesbeam.rehearsal.xas.cli import design_xas, rehearse_xas
 from bayesbeam.rehearsal.xps.cli import rehearse_xps
 
@@ -144,7 +144,8 @@ def _aligned(rows) -> list[str]:
 @main.command("ioc")
 @click.option("--port", type=int, default=5064, help="Channel Access port (UDP search and TCP) on 127.0.0.1.")
 @click.option("--prefix", default="SIM08W:", help="PV prefix.")
-@click.option("--sample", default="fe", help="Sample preset (fe, ni, co; see sim_devices/compton/presets).")
+@click.option("--sample", default="fe", help=SAMPLE_HELP)
+@presets_option
 @click.option("--time-scale", type=float, default=1e3, help="Simulated seconds of beamtime per wall-clock second.")
 @click.option("--xas-sample", default="Fe3O4", help="Fe K-edge standard on the XAS end station (e.g. Fe-foil).")
 @click.option("--seed", type=int, default=None, help="Random seed of the simulation (default: fresh).")

@@ -6,8 +6,8 @@ from agent.core.names import alias_moved_modules, lazy_exports
 _EXPORTS = {
     **dict.fromkeys(["SimClock", "BeamtimeSignal"], "sim_devices.core.clock"),
     "RingCurrent": "sim_devices.core.ring",
-    **dict.fromkeys(["make_compton_beamline", "ComptonBeamline", "compton_sample", "SimTemperature", "Magnetisation"],
-                    "sim_devices.compton"),
+    **dict.fromkeys(["make_compton_beamline", "ComptonBeamline", "compton_sample", "compton_presets", "PresetError",
+                     "SimTemperature", "Magnetisation"], "sim_devices.compton"),
     **dict.fromkeys(["make_xas_endstation", "XASEndStation", "XASSample"], "sim_devices.xas"),
     **dict.fromkeys(["SimElectronAnalyser", "XPSSample", "xps_sample"], "sim_devices.xps"),
 }

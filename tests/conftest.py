@@ -30,6 +30,15 @@ def _journals_of_server_runs_in_a_temporary_directory(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _only_the_packaged_sample_presets():
+    """A ``$BAYESBEAM_PRESETS`` of the user running the tests adds samples no test expects: none (empty)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BAYESBEAM_PRESETS", "")
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def catalog_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("catalog")

@@ -93,15 +93,104 @@ def test_checkpoint_restores_the_posterior(geometry, tmp_path):
     assert told.report() == agent.report()
 
 
-def test_rejects_corrupt_cycles(geometry):
+def spoiled(point, **changes):
+    """``point`` with ``changes``: ``spectra=(k, channel, value)`` sets one count, other keys replace entries."""
+    out = {**point, "spectra": point["spectra"].copy(), "_id": 7}
+    for key, value in changes.items():
+        if key == "spectra":
+            k, ch, v = value
+            out["spectra"][k, ch] = v
+        elif value is None:
+            del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+def agent_state(agent):
+    return (agent.sums.copy(), agent.cycles, agent.monitor_ref, agent.count_time_s, agent.beamtime_s,
+            len(agent.history), agent._post)
+
+
+def assert_unchanged(agent, before):
+    sums, *rest, post = before
+    assert np.array_equal(agent.sums, sums) and [agent.cycles, agent.monitor_ref, agent.count_time_s,
+                                                 agent.beamtime_s, len(agent.history)] == rest
+    assert agent._post is post  # the posterior object itself, not recomputed
+
+
+BAD_CYCLES = {  # what is wrong → (changes, the message after "cycle 7 refused (the agent is unchanged): ")
+    "all zero": (dict(spectra_all=0.0), "spectrum 0 is empty (0 counts in all 1024 channels)"),
+    "negative count": (dict(spectra=(1, 500, -3.0)), "spectrum 1 has negative counts (-3 in channel 500; 1 channel)"),
+    "non-finite count": (dict(spectra=(2, 10, np.nan)), "spectrum 2 has non-finite counts (nan in channel 10"),
+    "short monitors": (dict(monitors=np.ones(3)), "4 spectra but 3 monitor counts"),
+    "zero monitor": (dict(monitors=[1.0, 1.0, 1.0, 0.0]), "spectrum 3 has monitor 0: it must be a finite positive"),
+    "zero field sign": (dict(fields=[1, -1, 0, 1]), "spectrum 2 has field sign 0: it must be +1 or −1"),
+    "field in T": (dict(fields=[2.0, -2.0, -2.0, 2.0]), "spectrum 0 has field sign 2: it must be +1 or −1"),
+    "one direction": (dict(fields=[1, 1, 1, 1]), "a cycle needs spectra of both field directions, got signs [1, 1, 1"),
+    "short fields": (dict(fields=[1, -1]), "4 spectra but 2 field signs"),
+    "channels": (dict(spectra_shape=(4, 1000)), "spectra must be (spectra, 1024 channels), got shape (4, 1000)"),
+    "no monitors": (dict(monitors=None), "no 'monitors' (incident-beam monitor counts, one per spectrum)"),
+    "count time": (dict(count_time_s=-60.0), "count_time_s -60.0 is not a finite time ≥ 0 s"),
+    "outside the window": (dict(spectra_outside=True), "no charge-Compton counts inside the p_z window"),
+}
+# (what, first): every fault as the first cycle and after a good one, but the model's own check (counts inside
+# the p_z window) only for the first: after a good cycle the sums have them
+REFUSALS = [pytest.param(what, first, id=f"{what}, {'first cycle' if first else 'after a good cycle'}")
+            for what in BAD_CYCLES for first in (True, False) if first or what != "outside the window"]
+
+
+def bad_cycle(point, what):
+    changes, _ = BAD_CYCLES[what]
+    if "spectra_all" in changes:
+        return {**spoiled(point), "spectra": np.zeros_like(point["spectra"])}
+    if "spectra_shape" in changes:
+        return {**spoiled(point), "spectra": np.ones(changes["spectra_shape"])}
+    if "spectra_outside" in changes:  # finite, positive counts, all in channel 0 (below the p_z window)
+        spectra = np.zeros_like(point["spectra"])
+        spectra[:, 0] = 5.0
+        return {**spoiled(point), "spectra": spectra}
+    return spoiled(point, **changes)
+
+
+@pytest.mark.parametrize("what, first", REFUSALS)
+def test_a_refused_cycle_leaves_the_agent_as_it_was(geometry, what, first):
+    """Issue 12's poisoning: a refused cycle used to be added into the sums and counted before the model
+    checked it (one bad cycle then failed every later good one; negative counts and a field sign of 0 went
+    in silently). Now it is one line naming the cycle, the spectrum and the fault, nothing changes, and the
+    next good cycle gives the posterior of an agent that never saw the bad one."""
+    from agent import InvalidCycle
+
+    fe = compton_sample("fe")
+    rng = np.random.default_rng(4)
+    good = [{**one_cycle(fe, geometry, rng), "count_time_s": 240.0, "beamtime_s": 266.0 * (k + 1)} for k in range(2)]
+    agent, clean = (spin_moment_agent(0.001, geometry=geometry) for _ in range(2))
+    if not first:
+        agent.ingest(good[:1])
+        clean.ingest(good[:1])
+    before = agent_state(agent)
+    point = bad_cycle(good[0], what)
+    with pytest.raises(InvalidCycle) as err:
+        agent.ingest([point])
+    message = str(err.value)
+    assert message.startswith(f"cycle 7 refused (the agent is unchanged): {BAD_CYCLES[what][1]}")
+    assert "\n" not in message and isinstance(err.value, ValueError)
+    assert_unchanged(agent, before)
+    agent.ingest(good[1:])
+    clean.ingest(good[1:])
+    assert np.array_equal(agent.sums, clean.sums) and agent.cycles == clean.cycles == 2 - first
+    assert agent.monitor_ref == clean.monitor_ref and agent.history == clean.history
+    assert agent.report() == clean.report()
+
+
+def test_the_cycle_is_named_by_its_position_without_an_id(geometry):
+    from agent import InvalidCycle
+
     agent = spin_moment_agent(0.01, geometry=geometry)
     point = one_cycle(compton_sample("fe"), geometry, np.random.default_rng(0))
-    point["spectra"][1, 500] = np.nan
-    with pytest.raises(ValueError, match="non-finite"):
-        agent.ingest([point])
-    with pytest.raises(ValueError, match="both field directions"):
-        agent.ingest([{**point, "fields": [1, 1, 1, 1], "spectra": np.ones((4, 1024))}])
-    assert agent.cycles == 0
+    agent.ingest([point])
+    with pytest.raises(InvalidCycle, match=r"^cycle 1 refused .*: spectrum 2 has field sign 0"):
+        agent.ingest([{**point, "fields": [1, -1, 0, 1]}])
 
 
 def test_speaks_the_bluesky_adaptive_protocols():

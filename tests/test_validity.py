@@ -397,6 +397,9 @@ def test_the_rule_judges_a_count_from_its_stored_readings_alone():
         assert spectrum_problem({**good, key: value}, spec).startswith(why), key
     assert "before the count nan T" in spectrum_problem({k: v for k, v in good.items() if k != "field_before_t"}, spec)
     assert "non-finite counts" in spectrum_problem({**good, "ge_spectrum": [1.0, np.nan]}, spec)
+    # what SpinMomentAgent refuses is never proven: the plan discards the cycle instead of the run failing
+    assert spectrum_problem({**good, "ge_spectrum": [1.0, -1.0]}, spec) == "negative counts in the spectrum of flip 1"
+    assert spectrum_problem({**good, "ge_spectrum": [0.0] * 8}, spec) == "empty spectrum (no counts) of flip 1"
     gap_spec = {**spec, "ring_gap": "ring_gap_s", "max_gap_s": 2.0}
     assert spectrum_problem({**good, "ring_gap_s": 1.5}, gap_spec) == ""
     assert "not updated for 2.5 s" in spectrum_problem({**good, "ring_gap_s": 2.5}, gap_spec)

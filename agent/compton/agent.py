@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.compton.cycle_input import InvalidCycle, checked_cycle
 from agent.compton.model import ComptonGeometry, MCSModel
 from agent.compton.profiles import checked_element
 from agent.core.linear_posterior import GridPosterior, LinearGridPosterior
@@ -33,7 +34,9 @@ class SpinMomentAgent(BayesAgent):
 
     ``points`` given to ``ingest``: one dict per completed flip cycle with ``spectra`` (m, channels)
     counts, ``fields`` (m,) the field signs (+1/−1), ``monitors`` (m,) incident-beam monitor counts,
-    optional ``beamtime_s`` (beamtime elapsed at the end of the cycle, s) and ``_id``.
+    optional ``count_time_s`` (s), ``beamtime_s`` (beamtime elapsed at the end of the cycle, s) and ``_id``.
+    A cycle that fails its check (``agent.compton.cycle_input``) raises ``InvalidCycle`` and leaves the agent
+    exactly as it was; of a list, the cycles before it are kept.
     """
 
     def __init__(self, stop_rule: StopRule, element: str = "Fe", orbitals: Sequence[str] = ("3d", "4s"),
@@ -87,28 +90,29 @@ class SpinMomentAgent(BayesAgent):
 
     # -- ingest ---------------------------------------------------------------------------
     def _ingest_one(self, point: Mapping) -> None:
+        """Add one flip cycle, or refuse it (``InvalidCycle``) leaving every sum, count and the posterior as
+        they were: the whole cycle is checked (``checked_cycle``) and the posterior of the new sums computed
+        before anything is kept."""
         if self.model is None:
             raise RuntimeError("agent has no detector geometry yet: call configure() first")
-        spectra = np.asarray(point["spectra"], dtype=float)
-        fields = np.sign(np.asarray(point["fields"], dtype=float))
-        monitors = np.asarray(point["monitors"], dtype=float)
-        if spectra.ndim != 2 or spectra.shape[1] != self.sums.shape[1]:
-            raise ValueError(f"spectra must have shape (m, {self.sums.shape[1]}), got {spectra.shape}")
-        if not (np.all(np.isfinite(spectra)) and np.all(np.isfinite(monitors)) and np.all(monitors > 0)):
-            raise ValueError("non-finite counts or non-positive monitor in a cycle")
-        if not (np.any(fields > 0) and np.any(fields < 0)) or fields.shape != (spectra.shape[0],):
-            raise ValueError("a cycle needs spectra of both field directions, one sign per spectrum")
-        if self.monitor_ref is None:
-            self.monitor_ref = float(monitors.mean())
-        scale = self.monitor_ref / monitors
+        label = point.get("_id", self.cycles) if isinstance(point, Mapping) else self.cycles
+        spectra, fields, monitors = checked_cycle(point, self.sums.shape[1], label)
+        monitor_ref = float(monitors.mean()) if self.monitor_ref is None else self.monitor_ref
+        scale = monitor_ref / monitors
+        sums = self.sums.copy()
         for sign, row in ((1, 0), (-1, 1)):
             sel = fields == sign
-            self.sums[row] += scale[sel] @ spectra[sel]
-            self.sums[row + 2] += scale[sel] ** 2 @ spectra[sel]
+            sums[row] += scale[sel] @ spectra[sel]
+            sums[row + 2] += scale[sel] ** 2 @ spectra[sel]
+        try:
+            post = self._solver.fit(*self.model.reduce(*sums))
+        except ValueError as exc:  # e.g. no counts inside the p_z window yet
+            raise InvalidCycle(f"cycle {label} refused (the agent is unchanged): {exc}") from None
+        count_time = float(point.get("count_time_s", 0.0))
+        self.sums, self.monitor_ref, self._post = sums, monitor_ref, post
         self.cycles += 1
-        self.count_time_s += float(point.get("count_time_s", 0.0))
-        self.beamtime_s = float(point.get("beamtime_s", self.beamtime_s + point.get("count_time_s", 0.0)))
-        self._post = self._solver.fit(*self.model.reduce(*self.sums))
+        self.count_time_s += count_time
+        self.beamtime_s = float(point.get("beamtime_s", self.beamtime_s + count_time))
 
     def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
         """The next measurement is always another flip cycle; ``_id`` numbers them."""

@@ -5,23 +5,25 @@ Counts per channel for field direction ± are Poisson with mean
 R the charge-Compton count rate inside |p_z| ≤ 10 a.u. (counts/s at I_ref = 100 mA), t the
 count time (s), Δpᵢ the channel width (a.u.), κ the flipping factor and A₁₀ the charge-profile
 area inside 10 a.u. The true magnetic profile deliberately differs from the free-atom analysis
-model (see presets/compton_samples.toml). Presets are data: adding a sample edits the TOML only.
+model (see presets/fe.toml). Presets are data: adding a sample is a TOML file in ``presets/`` or in
+the user's folder (``$BAYESBEAM_PRESETS``), read and checked by ``sim_devices.compton.preset_files``.
 """
 
 from __future__ import annotations
 
-import tomllib
+import os
 from dataclasses import dataclass
-from functools import cache, lru_cache
-from pathlib import Path
+from functools import lru_cache
 
 import numpy as np
 
 from agent.compton.model import ComptonGeometry
 from agent.compton.profiles import convolve_at, fine_grid, orbital_profile, total_profile
 from agent.core.words import one_of
+from sim_devices.compton.preset_files import PRESETS_DIR, PRESETS_ENV, PresetError, PresetOverride, read_presets
 
-PRESETS_FILE = Path(__file__).with_name("presets") / "compton_samples.toml"
+__all__ = ["PRESETS_DIR", "PRESETS_ENV", "REFERENCE_CURRENT_MA", "ComptonSample", "PresetError", "PresetOverride",
+           "compton_presets", "compton_sample"]
 REFERENCE_CURRENT_MA = 100.0
 
 
@@ -33,7 +35,7 @@ def _gaussian(p, fwhm):
 
 @dataclass(frozen=True, eq=False)
 class ComptonSample:
-    """A simulated ferromagnet: the truth behind the Ge detector's spectra."""
+    """A simulated ferromagnet: the truth behind the Ge detector's spectra (``source``: its preset file)."""
 
     name: str
     description: str
@@ -46,6 +48,7 @@ class ComptonSample:
     band_terms: tuple[tuple[float, float, float], ...]
     resolution_fwhm_au: float
     count_rate_cps: float
+    source: str = ""
 
     @property
     def spin_moment_mub(self) -> float:
@@ -83,29 +86,20 @@ class ComptonSample:
         return (count_time_s * current_ma / REFERENCE_CURRENT_MA) * (charge + np.sign(field_sign) * magnetic)
 
 
-@cache
-def compton_presets(path: str | None = None) -> dict[str, ComptonSample]:
-    """All presets in ``path`` (default: the packaged TOML), keyed by lower-case name."""
-    with open(path or PRESETS_FILE, "rb") as f:
-        raw = tomllib.load(f)
-    out = {}
-    for name, d in raw.items():
-        n = len(d["orbitals"])
-        if len(d["amplitudes_mub"]) != n or len(d["pz_broadening"]) != n:
-            raise ValueError(f"preset {name!r}: one amplitude and one broadening per orbital")
-        out[name.lower()] = ComptonSample(
-            name=name.lower(), description=d.get("description", name), element=d["element"],
-            orbitals=tuple(d["orbitals"]), amplitudes_mub=tuple(map(float, d["amplitudes_mub"])),
-            pz_broadening=tuple(map(float, d["pz_broadening"])), diffuse_area_mub=float(d["diffuse_area_mub"]),
-            diffuse_fwhm_au=float(d["diffuse_fwhm_au"]),
-            band_terms=tuple(tuple(map(float, t)) for t in d.get("band_terms", ())),
-            resolution_fwhm_au=float(d["resolution_fwhm_au"]),
-            count_rate_cps=float(d["count_rate_cps"]),
-        )
-    return out
+def compton_presets(folder: str | os.PathLike | None = None) -> dict[str, ComptonSample]:
+    """All presets, keyed by lower-case name: the packaged folder's and the user's ``folder`` (default
+    ``$BAYESBEAM_PRESETS``), whose tables replace packaged ones of the same name; ``PresetError`` (one line
+    naming file, table and key) for a bad file."""
+    return {name: _sample(**fields) for name, fields in read_presets(folder).items()}
 
 
-def compton_sample(name: str) -> ComptonSample:
-    """The preset called ``name`` (any case); ``ValueError`` suggesting the close names (else all)."""
-    presets = compton_presets()
+@lru_cache(maxsize=64)
+def _sample(**fields) -> ComptonSample:  # the same object while its file is unchanged (its rates are cached)
+    return ComptonSample(**fields)
+
+
+def compton_sample(name: str, folder: str | os.PathLike | None = None) -> ComptonSample:
+    """The preset called ``name`` (any case) of ``compton_presets(folder)``; ``ValueError`` suggesting the close
+    names (else all)."""
+    presets = compton_presets(folder)
     return presets[one_of(name, sorted(presets), "sample")]

@@ -1,5 +1,7 @@
 """``bayesbeam rehearse compton``: one adaptive run into the catalog, or the planning statistics."""
 
+import os
+
 import click
 
 from bayesbeam.rehearsal.common import (
@@ -16,10 +18,29 @@ from bayesbeam.rehearsal.common import (
 from bayesbeam.rehearsal.compton.options import ComptonOptions
 
 D = ComptonOptions()  # the defaults of every option
+PRESETS_ENV = "BAYESBEAM_PRESETS"  # sim_devices.compton.preset_files.PRESETS_ENV (not imported for --help)
+SAMPLE_HELP = "Sample preset (fe, ni, co, or one of --presets DIR; see sim_devices/compton/presets)."
+
+
+def _use_presets(ctx, param, value):
+    if value:  # every preset look-up of this process (and of its children) reads the folder from there
+        os.environ[PRESETS_ENV] = os.path.abspath(value)
+    return value
+
+
+def presets_option(command):
+    """``--presets DIR`` (or ``$BAYESBEAM_PRESETS``): the user's folder of sample presets (``*.toml``)."""
+    return click.option(
+        "--presets", type=click.Path(exists=True, file_okay=False), envvar=PRESETS_ENV, default=None,
+        callback=_use_presets, expose_value=False, is_eager=True,
+        help="Folder of your own sample presets (*.toml, as sim_devices/compton/presets/fe.toml), read besides the "
+             "packaged ones; a sample named like a packaged one replaces it (with a warning). "
+             f"Default: ${PRESETS_ENV}.")(command)
 
 
 @click.command("compton")
-@click.option("--sample", default=D.sample, help="Sample preset (fe, ni, co; see sim_devices/compton/presets).")
+@click.option("--sample", default=D.sample, help=SAMPLE_HELP)
+@presets_option
 @click.option("--target-std", type=float, default=D.target_std,
               help="Stop when the posterior std of QUANTITY reaches this (μB).")
 @click.option("--quantity", default=D.quantity, help="Quantity the target applies to: mu_s (spin moment) or a3d, a4s.")

@@ -19,9 +19,9 @@ CONVENTIONAL_CYCLES = 136  # the seed's fixed Fe measurement
 class ComptonOptions(RehearsalOptions):
     """One magnetic-Compton rehearsal.
 
-    ``sample``: preset name (fe, ni, co; sim_devices/compton/presets). Stop when the posterior std of
-    ``quantity`` (``mu_s`` spin moment, or an orbital amplitude ``a3d``, ``a4s`` …) reaches
-    ``target_std`` (μB), after ``max_cycles`` valid ``+ − − +`` cycles, or, with ``plateau=(k, rel)``,
+    ``sample``: preset name (fe, ni, co, or one in ``$BAYESBEAM_PRESETS``; sim_devices/compton/presets). Stop
+    when the posterior std of ``quantity`` (``mu_s`` spin moment, or an orbital amplitude ``a3d``, ``a4s`` …)
+    reaches ``target_std`` (μB), after ``max_cycles`` valid ``+ − − +`` cycles, or, with ``plateau=(k, rel)``,
     when that std improved by less than the fraction ``rel`` over ``k`` cycles. ``count_time_s``:
     count time per spectrum (s of beamtime). ``seed`` (keyword-only): of the simulation (None: fresh;
     for repeats, 0). ``time_scale`` (keyword-only): simulated seconds per wall-clock second.
