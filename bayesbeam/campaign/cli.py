@@ -33,19 +33,13 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
     adaptive Compton run queued as the agents' group, stopping on the target std the campaign chose; every
     decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
     on from the campaign's runs in the catalog, and never queues a run while one of its own is queued."""
-    from bayesbeam.campaign.config import CampaignConfigError, load_config
     from bayesbeam.campaign.link import ManagerLost
     from bayesbeam.campaign.runner import CampaignError, CampaignRunner
     from bayesbeam.catalog import open_catalog
     from bayesbeam.queue.stack import QueueStack, manager_api, manager_status
     from bayesbeam.session import CatalogWriter
 
-    try:
-        config = load_config(config_file)
-    except CampaignConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    stack = QueueStack(state_dir).config
-    control = stack.zmq_control_addr if stack else config.control_addr
+    config, stack, control = _campaign_and_stack(config_file, state_dir)
     info = stack.zmq_info_addr if stack else None
     page = None if status_port is None else _status_page(config, control, location or (stack.catalog if stack
                                                                                          else None), status_port)
@@ -75,6 +69,20 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
     if json_file:
         with open(json_file, "w") as f:
             json.dump(result.as_json(), f, indent=2)
+
+
+def _campaign_and_stack(config_file, state_dir):
+    """``(config, stack, control address)``: the campaign file (one ``Error:`` line if it cannot be run), the local
+    stack's configuration in ``state_dir`` (``None`` if none was started there) and the manager to speak to."""
+    from bayesbeam.campaign.config import CampaignConfigError, load_config
+    from bayesbeam.queue.stack import QueueStack
+
+    try:
+        config = load_config(config_file)
+    except CampaignConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    stack = QueueStack(state_dir).config
+    return config, stack, stack.zmq_control_addr if stack else config.control_addr
 
 
 def _answers(api, manager_status, timeout_s: float) -> bool:
@@ -124,15 +132,8 @@ def status_page(config_file, state_dir, location, port):
     import sys
     import threading
 
-    from bayesbeam.campaign.config import CampaignConfigError, load_config
-    from bayesbeam.queue.stack import QueueStack
 
-    try:
-        config = load_config(config_file)
-    except CampaignConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    stack = QueueStack(state_dir).config
-    control = stack.zmq_control_addr if stack else config.control_addr
+    config, stack, control = _campaign_and_stack(config_file, state_dir)
     page = _status_page(config, control, location or (stack.catalog if stack else None), port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # closed as on Ctrl-C
     page.source.open()  # if the catalog does not exist yet, the page says so and tries again at each refresh
