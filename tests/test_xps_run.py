@@ -14,7 +14,10 @@ FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
 
 
 def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog, tmp_path):
-    from bluesky.callbacks.best_effort import hinted_fields
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from bluesky.callbacks.best_effort import BestEffortCallback, hinted_fields
 
     from bayesbeam.rehearsal.xps.report import xps_figure
 
@@ -24,8 +27,19 @@ def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog, tmp_path):
     r = rehearse_xps_run(RE, XPSOptions("ceo2", seed=3, time_scale=1e6), agent=agent)
     RE.unsubscribe(token)
     hinted = {d["name"]: set(hinted_fields(d)) for n, d in docs if n == "descriptor"}
-    assert hinted == {"primary": {"sweep", "analyser_counts"}, "sweeps": set(),
+    assert hinted == {"primary": {"sweep", "analyser_total"}, "sweeps": set(),
                       "posterior": {"model_prob_max", "delta_f_mean", "delta_f_std", "V_mean", "V_std"}}
+    with warnings.catch_warnings(record=True) as caught:  # BEC as the session has it: the primary stream only
+        warnings.simplefilter("always")
+        bec = BestEffortCallback()
+        bec.disable_table()
+        bec.noplot_streams += ["posterior", "sweeps"]
+        before = set(plt.get_fignums())
+        for name, doc in docs:
+            bec(name, doc)
+    panels = [sum(ax.get_visible() for ax in plt.figure(n).axes) for n in set(plt.get_fignums()) - before]
+    plt.close("all")
+    assert panels == [1] and not [w for w in caught if "Omitting" in str(w.message)]  # total counts vs sweep
     art = r.live.artists()  # the live view: both fits on the summed spectrum, P(3-level) and ΔF per sweep
     assert all(len(line.get_ydata()) == len(agent.energies) for line in art["fits"].values())
     assert list(art["probability"].get_xdata()) == list(range(1, agent.sweeps + 1))

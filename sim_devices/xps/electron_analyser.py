@@ -24,10 +24,12 @@ class SimElectronAnalyser(Device):
     """Electron analyser on the simulated clock. ``fail_next(mode)``: ``"nan"`` (corrupted sweep),
     ``"timeout"`` (the sweep ends reporting a failure) or ``"hang"`` (the sweep never reports done:
     its status fails by its timeout). ``elapsed_s`` (read as ``<name>_elapsed_s``) is the sweep's own
-    elapsed time (s)."""
+    elapsed time (s); ``total`` (hinted) the sweep's counts summed (NaN for a corrupted sweep), the scalar a
+    live table or plot shows (the spectrum itself is an array, which BestEffortCallback cannot plot)."""
 
     n_points = DEFAULT_ENERGIES.size
-    counts = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.hinted)
+    counts = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.normal)
+    total = Cpt(Signal, value=0.0, kind=Kind.hinted)  # counts of the sweep summed: what a live plot can show
     energies = Cpt(ArraySignal, length=DEFAULT_ENERGIES.size, dtype="<f8", kind=Kind.normal)
     elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
     dwell_time = Cpt(Signal, value=0.1, kind=Kind.config)
@@ -67,6 +69,7 @@ class SimElectronAnalyser(Device):
             if failure == "nan":
                 counts[self.rng.integers(0, counts.size, 8)] = np.nan
             self.counts.put(counts)
+            self.total.put(float(np.sum(counts)))
             self.elapsed_s.put(t1 - t0)
 
         return self.clock.action(self.sweep_duration(), on_done=done, obj=self, what="sweep",
