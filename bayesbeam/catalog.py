@@ -328,9 +328,36 @@ def open_catalog(location: str | os.PathLike | None = None, *, writable: bool = 
     catalog = catalog_from_uri(f"sqlite:///{db}", specs=[RUNS_SPEC],
                                writable_storage=[f"file://{root / 'data'}", f"sqlite:///{root / 'tables.db'}"])
     _wait_for_locks(catalog, timeout, writer=writable)
-    client = as_run_catalog(from_context(Context.from_app(build_app(catalog, serialization_registry=registry))))
+    context = Context.from_app(build_app(catalog, serialization_registry=registry))
+    _close_at_exit_within(context.http_client, float(os.environ.get("BAYESBEAM_CLOSE_AT_EXIT_S", CLOSE_AT_EXIT_S)))
+    client = as_run_catalog(from_context(context))
     _EMBEDDED[client.context] = root
     return client
+
+
+#: Wall s an embedded catalog's in-process server may take to close when the program ends
+#: (``$BAYESBEAM_CLOSE_AT_EXIT_S`` overrides it).
+CLOSE_AT_EXIT_S = 10.0
+
+
+def _close_at_exit_within(test_client, timeout_s: float) -> None:
+    """Close the in-process server of an embedded catalog when the program ends, but give up after
+    ``timeout_s``. tiled closes it at thread shutdown and waits for every task of its event loop; one task that
+    never ends (seen after runs that failed mid-request) made the program hang at exit for good. This callback
+    runs before tiled's own (threading's exit callbacks run last-registered first); after it, tiled's finds
+    nothing left to close. Everything the catalog stored is on disk by then (SQLite commits as it goes)."""
+    import sys
+    import threading
+
+    def close() -> None:
+        closer = threading.Thread(target=test_client.__exit__, name="catalog-close", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            print(f"bayesbeam: an embedded catalog's server did not close within {timeout_s:g} s; exiting without it",
+                  file=sys.stderr)
+
+    threading._register_atexit(close)  # the layer tiled uses: before the interpreter's own atexit
 
 
 def catalog_directory(client) -> Path | None:
