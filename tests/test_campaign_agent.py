@@ -204,7 +204,7 @@ def test_stop_reasons():
     assert small.should_stop() == (False, None)
     for t in (900.0, 1000.0, 1050.0):
         small.ingest([measure(FE, rng, t, 0.02)])
-    assert small.should_stop() == (True, "budget: points = 3 reached the limit 3")
+    assert small.should_stop() == (True, "budget: runs = 3 reached the limit 3")
 
 
 def test_config_and_checkpoint_round_trip(tmp_path):

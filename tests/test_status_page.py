@@ -220,7 +220,7 @@ def test_the_campaign_serves_its_status_page_while_it_runs(campaign, stack):
     tc = f"{float(observations['tc_mean'][0]):.1f} ± {float(observations['tc_std'][0]):.1f} K"
     assert second["tc"] == tc and obs[5] == tc[:-2] and obs[0] == str(observations["run_uid"].values[0])[:8]
     assert "1 runs learnt from, 1 decisions" in second["campaign-summary"]
-    assert campaign.result["stop_reason"] == "budget: points = 2 reached the limit 2"
+    assert campaign.result["stop_reason"] == "budget: runs = 2 reached the limit 2"
 
 
 def test_a_standalone_page_shows_the_campaign_the_queue_and_a_running_plan(campaign, stack, browser, tmp_path):

@@ -347,5 +347,5 @@ def curie_campaign(target_std_k: float = 5.0, max_runs: int | None = 40, max_bea
     ``max_beamtime_s`` seconds of beamtime; ``settings`` as ``DEFAULTS`` (``CurieCampaign.config``)."""
     rules: list[StopRule] = [TargetStd("tc", target_std_k)]
     if max_runs is not None or max_beamtime_s is not None:
-        rules.append(Budget(points=max_runs, beamtime_s=max_beamtime_s))
+        rules.append(Budget(runs=max_runs, beamtime_s=max_beamtime_s))
     return CurieCampaign(any_of(*rules), **settings)

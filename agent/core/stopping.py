@@ -107,14 +107,16 @@ class Plateau(StopRule):
 
 @dataclass(frozen=True)
 class Budget(StopRule):
-    """Stop when any given budget is spent: ``cycles``, ``points`` or ``beamtime_s`` (seconds)."""
+    """Stop when any given budget is spent: ``cycles``, ``points``, ``runs`` (a campaign's) or ``beamtime_s``
+    (seconds)."""
 
     cycles: int | None = None
     points: int | None = None
     beamtime_s: float | None = None
+    runs: int | None = None
 
     def __post_init__(self):
-        for name in ("cycles", "points"):
+        for name in ("cycles", "points", "runs"):
             v = getattr(self, name)
             if v is not None and int(v) < 1:
                 raise ValueError(f"budget {name} must be >= 1, got {plain(v)}")
@@ -125,7 +127,8 @@ class Budget(StopRule):
         if not history:
             return None
         last = history[-1]
-        for key, limit in (("cycles", self.cycles), ("points", self.points), ("beamtime_s", self.beamtime_s)):
+        for key, limit in (("cycles", self.cycles), ("points", self.points), ("runs", self.runs),
+                           ("beamtime_s", self.beamtime_s)):
             if limit is not None and last.get(key, 0) >= limit:
                 return f"budget: {key} = {last[key]:.6g} reached the limit {limit:.6g}"
         return None
