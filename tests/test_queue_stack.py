@@ -253,6 +253,10 @@ def test_the_review_gate_queues_only_what_a_person_approved(stack, tmp_path):
         assert first["status"] == "proposed" and api.status()["items_in_history"] == before
         assert api.queue_get()["items"] == []  # nothing queued without approval
         out = CliRunner().invoke(main, ["campaign", "approve", str(config_file), "1", "--state-dir", str(review),
+                                        "--temperature-k", "2000"])  # the controller cannot: refused, unchanged
+        assert out.exit_code == 1 and "outside the sample temperature range 10-1200 K" in out.output, out.output
+        assert proposals(config.name, review)[0]["status"] == "proposed"
+        out = CliRunner().invoke(main, ["campaign", "approve", str(config_file), "1", "--state-dir", str(review),
                                         "--temperature-k", "1000"])
         assert out.exit_code == 0, out.output
         second = proposal(2)
@@ -332,7 +336,8 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
 def test_a_campaign_waits_for_a_manager_that_was_lost_mid_run_and_queues_nothing_twice(stack, tmp_path):
     """The RE manager process is SIGKILLed while a campaign's run counts (the worker lives on; the manager's
     watchdog starts a new manager, which takes the queue back from Redis): the campaign says once that the
-    manager is lost and once that it is back, carries on, and every decision is queued once and measured once."""
+    manager is lost and once that it is back, carries on, and every decision is queued once and measured to its
+    end once."""
     import threading
 
     import psutil
@@ -374,15 +379,60 @@ def test_a_campaign_waits_for_a_manager_that_was_lost_mid_run_and_queues_nothing
     assert outcome["result"].runs == 2 and outcome["result"].stop_reason.startswith("budget"), lines
     assert sum("is not answering" in line for line in lines) == runner.api.outages >= 1, lines
     assert sum("answers again" in line for line in lines) == runner.api.outages, lines
-    assert stack.stack.worker_pid() == worker  # the run was not cut: the worker lived through it
     decisions = catalog[outcome["result"].record_uid]["decisions"].read()
     suids = list(decisions["agent_suggestion_uid"].values)
-    ours = [(i["kwargs"]["md"] or {}).get("agent_suggestion_uid") for i in history
-            if ((i.get("kwargs") or {}).get("md") or {}).get("campaign") == config.name]
-    assert len(suids) == 2 and ours == suids, (ours, suids)  # each decision queued once
-    for suid in suids:
-        (run,) = find_runs(catalog, agent_suggestion_uid=suid).values()
-        assert run.metadata["stop"]["exit_status"] == "success"
+    # each decision queued once by the campaign: one queue item per decision (the restarted manager may run an
+    # item it took back from Redis again, under the same item uid, or replace the worker once the run is over)
+    items: dict[str, set] = {}
+    for i in history:
+        md = (i.get("kwargs") or {}).get("md") or {}
+        if md.get("campaign") == config.name:
+            items.setdefault(md["agent_suggestion_uid"], set()).add(i["item_uid"])
+    assert len(set(suids)) == 2 and sorted(items) == sorted(suids), (items, suids)
+    assert all(len(uids) == 1 for uids in items.values()), items
+    for suid in suids:  # and measured to its end once
+        finished = [r for r in find_runs(catalog, agent_suggestion_uid=suid).values() if r.metadata.get("stop")]
+        assert [r.metadata["stop"]["exit_status"] for r in finished] == ["success"], suid
+
+
+@needs_redis
+def test_a_campaign_opens_a_closed_environment_and_starts_the_run_a_stopped_campaign_left_queued(stack, tmp_path):
+    """``bayesbeam queue start`` without ``--open`` leaves the worker environment closed, and a campaign that
+    stopped after queueing leaves its run queued: the next campaign opens the environment, starts the queue for
+    that run (saying both), learns from it, and queues nothing twice."""
+    from bluesky_queueserver_api import BPlan
+
+    from bayesbeam.campaign.config import load_config
+    from bayesbeam.campaign.runner import CampaignRunner
+    from bayesbeam.catalog import find_runs, open_catalog
+    from bayesbeam.session import CatalogWriter
+
+    config_file = tmp_path / "left.toml"
+    config_file.write_text('[campaign]\nname = "fe_curie_left"\nmax_runs = 1\nmax_cycles = 3\n')
+    config, catalog = load_config(config_file), open_catalog(stack.catalog)
+    api = stack.stack.api(user_group=AGENTS_GROUP, user="campaign test")
+    lines: list[str] = []
+    try:
+        api.environment_close()
+        wait_for_status(api, lambda s: not s["worker_environment_exists"] and s["manager_state"] == "idle",
+                        timeout=120, what="the environment to close")
+        md = {"sample": "fe", "campaign": config.name, "agent_suggestion_uid": "left-1"}
+        api.item_add(BPlan("adaptive_compton", temperature_k=600.0, target_std=0.05, max_cycles=3, md=md))
+        runner = CampaignRunner(config, api, catalog, CatalogWriter(catalog), echo=lines.append, poll_s=0.1)
+        result = runner.run()
+        wait_for_status(api, lambda s: s["manager_state"] == "idle", timeout=60, what="the item to finish")
+        history = api.history_get()["items"]
+    finally:
+        if not api.status()["worker_environment_exists"]:
+            stack.stack.open_environment()
+        api.close()
+    assert any("environment is closed: opening it" in line for line in lines), lines
+    assert any("run left-1 of this campaign is queued but the queue is stopped" in line for line in lines), lines
+    assert result.runs == 1 and result.stop_reason == "budget: runs = 1 reached the limit 1"
+    ours = [i for i in history if ((i.get("kwargs") or {}).get("md") or {}).get("campaign") == config.name]
+    assert len(ours) == 1 and ours[0]["result"]["exit_status"] == "completed"
+    (run,) = find_runs(catalog, campaign=config.name, plan_name="adaptive_compton").values()
+    assert run.metadata["start"]["sample_temperature_k"] == 600.0
 
 
 @needs_redis

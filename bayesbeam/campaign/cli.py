@@ -33,6 +33,8 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
     adaptive Compton run queued as the agents' group, stopping on the target std the campaign chose; every
     decision and observation is stored in the catalog (a run with plan_name "campaign"). Restarted, it carries
     on from the campaign's runs in the catalog, and never queues a run while one of its own is queued."""
+    from bluesky_queueserver_api.comm_base import RequestFailedError
+
     from bayesbeam.campaign.link import ManagerLost
     from bayesbeam.campaign.runner import CampaignError, CampaignRunner
     from bayesbeam.catalog import open_catalog
@@ -57,7 +59,7 @@ def run_campaign(config_file, state_dir, location, json_file, review, connect_ti
                                 stack=QueueStack(state_dir) if stack else None)
         try:
             result = runner.run()
-        except (CampaignError, ManagerLost) as exc:
+        except (CampaignError, ManagerLost, RequestFailedError) as exc:  # the manager refused: its reason
             runner.record.close(str(exc), exit_status="fail")
             raise click.ClickException(str(exc)) from None
     finally:
@@ -151,10 +153,28 @@ def _review(config_file, n, state_dir, status, **edits):
     from bayesbeam.campaign.review import ReviewError, decide
 
     try:
-        data = decide(load_config(config_file).name, n, status, state_dir, **edits)
+        config = load_config(config_file)
+        _check_edits(config, **edits)
+        data = decide(config.name, n, status, state_dir, **edits)
     except (CampaignConfigError, ReviewError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"proposal {n} {status}: {data['temperature_k']:g} K to ±{data['target_std']:g} μB")
+
+
+def _check_edits(config, temperature_k=None, target_std=None, **_) -> None:
+    """A person's edit of a proposal is refused (``ReviewError``, nothing changed) if it cannot be run: a
+    temperature outside the campaign's controller range (``[design] limits_k``), a target std not > 0."""
+    import math
+
+    from agent.campaign import DEFAULTS
+    from bayesbeam.campaign.review import ReviewError
+
+    lo, hi = map(float, config.design.get("limits_k", DEFAULTS["limits_k"]))
+    if temperature_k is not None and not (math.isfinite(temperature_k) and lo <= temperature_k <= hi):
+        raise ReviewError(f"--temperature-k {temperature_k:g} K is outside the sample temperature range "
+                          f"{lo:g}-{hi:g} K of campaign {config.name!r}; nothing was changed")
+    if target_std is not None and not (math.isfinite(target_std) and target_std > 0):
+        raise ReviewError(f"--target-std {target_std:g} μB must be > 0; nothing was changed")
 
 
 @campaign.command("approve")

@@ -267,15 +267,43 @@ class CampaignRunner:
         self.api.queue_start()
         return self.wait(suid)
 
+    def open_environment(self) -> None:
+        """Open the worker environment if it is closed (``bayesbeam queue start`` leaves it closed unless
+        ``--open``): the campaign cannot run anything without it."""
+        from bayesbeam.queue.stack import StackError, wait_for_status
+
+        if self.api.status()["worker_environment_exists"]:
+            return
+        self.echo("the queue's worker environment is closed: opening it (the profile's startup runs in the worker)")
+        self.api.environment_open()
+        try:
+            wait_for_status(self.api, lambda s: s["worker_environment_exists"] and s["manager_state"] == "idle",
+                            timeout=300, what="the worker environment to open")
+        except StackError as exc:
+            raise CampaignError(f"{exc}: see the manager's log (bayesbeam queue status names it)") from None
+
+    def resume_queue(self, suid: str) -> None:
+        """A run of this campaign is queued (left by a campaign that stopped before it ran): start the queue if
+        it is stopped, saying so, rather than wait for it silently."""
+        status = self.api.status()
+        if status["manager_state"] == "idle" and status["items_in_queue"] > 0:
+            self.echo(f"run {suid} of this campaign is queued but the queue is stopped: starting the queue")
+            self.api.queue_start()
+
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> CampaignResult:
         failures, reason = 0, ""
+        self.open_environment()
         while True:
             self.learn()
             stop, reason = self.agent.should_stop()
             if stop:
                 break
-            suid = self.pending() or self.submit()
+            suid = self.pending()
+            if suid is not None:
+                self.resume_queue(suid)
+            else:
+                suid = self.submit()
             if suid is None:
                 reason = self.refused or "refused"
                 break
