@@ -40,6 +40,7 @@ from ophyd import FormattedComponent as FCpt
 from ophyd.mca import EpicsMCA
 from ophyd.pv_positioner import PVPositionerPC
 from ophyd.scaler import EpicsScaler
+from ophyd.signal import EpicsSignalBase
 from ophyd.status import DeviceStatus
 from ophyd.utils import LimitError, StatusTimeoutError
 
@@ -720,6 +721,10 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         if isinstance(sig, EpicsSignal) and sig.write_timeout is None:
             # EpicsSignal.set() (bps.mv of a preset time …) waits for its readback; never for ever
             sig._write_timeout = bl.timing.floor_s
+        if isinstance(sig, EpicsSignalBase) and (sig.timeout or 0.0) < bl.timing.floor_s:
+            # a read (bps.rd of the field readback …) waits up to the floor, not ophyd's 2 s: a loaded host
+            # answered a read after 2 s and the run was aborted (ReadTimeoutError)
+            sig._timeout = bl.timing.floor_s
     bl.gate.activate()
     for line in bl.armed_faults():
         log.warning("fault armed on the IOC of %s: %s", config.name, line)
