@@ -85,7 +85,8 @@ def _ipython(profile, tmp_path, code, env):
     return subprocess.run([sys.executable, "-m", "IPython", f"--profile-dir={prof}", "--no-banner",
                            "--HistoryManager.enabled=False", "--colors=nocolor", "-c", code],
                           capture_output=True, text=True, timeout=180, cwd=tmp_path,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith("BAYESBEAM_")}, **env})
+                          env={**{k: v for k, v in os.environ.items()
+                                  if not k.startswith("BAYESBEAM_") or k == "BAYESBEAM_SHARED_DATA"}, **env})
 
 
 def test_epics_profile_with_the_ioc_down_names_the_pvs(tmp_path, catalog_dir):
