@@ -38,13 +38,18 @@ CHATTY_LOGGERS = ("tiled.server.app",)  # print INFO lines with a handler of the
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """While a command runs: only bayesbeam's own warnings (unless -W or $PYTHONWARNINGS says otherwise),
-    and only errors from the libraries' loggers that print on their own; as before afterwards."""
+    """While a command runs: only bayesbeam's own warnings (unless -W or $PYTHONWARNINGS says otherwise), each
+    as one ``warning: ...`` line, and only errors from the libraries' loggers that print on their own; as before
+    afterwards."""
     def errors_only(record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR
 
     loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]  # the filter stays when the library loads
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=file or sys.stderr)  # not Python's path:line and source line
+
     with warnings.catch_warnings():
+        warnings.showwarning = one_line
         if not sys.warnoptions:
             warnings.simplefilter("ignore")
             warnings.filterwarnings("default", module=OWN_MODULES)

@@ -146,6 +146,13 @@ def test_the_commands_take_a_presets_folder(tmp_path, monkeypatch):
     monkeypatch.setenv(PRESETS_ENV, "")
     result = CliRunner().invoke(main, ["ioc", "--presets", str(folder), "--sample", "gdd"])
     assert result.exit_code == 2 and "unknown sample 'gdd'; did you mean gd?" in result.output, result.output
+    (folder / "my_fe.toml").write_text((PRESETS_DIR / "fe.toml").read_text())  # replaces the packaged fe
+    result = CliRunner().invoke(main, ["rehearse", "compton", "--presets", str(folder), "--sample", "fe",
+                                       "--repeats", "1", "--max-cycles", "2", "--no-progress"])
+    said = [ln for ln in result.output.splitlines() if "replaces" in ln]
+    assert result.exit_code == 0 and len(said) == 1 and said[0].startswith("warning: sample preset 'fe': "), said
+    assert "preset_files.py" not in result.output  # one line, not Python's path:line and source line
+    (folder / "my_fe.toml").unlink()
     (folder / "gd.toml").write_text(_with(GD, "element", None))
     result = CliRunner().invoke(main, ["rehearse", "compton", "--presets", str(folder), "--sample", "fe"])
     errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
