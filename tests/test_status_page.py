@@ -53,13 +53,16 @@ def js_number(x: float, digits: int) -> str:
 
 
 def text(driver, css: str) -> str:
-    return driver.find_element("css selector", css).text
+    """The visible text of the element ``css``, read in one script (the page re-renders every refresh: elements
+    found first and read afterwards can be gone by then, StaleElementReferenceException)."""
+    return driver.execute_script("return document.querySelector(arguments[0]).innerText.trim();", css)
 
 
 def rows(driver, table: str) -> list[list[str]]:
-    """The visible cell texts of ``table``'s body, row by row."""
-    return [[td.text for td in tr.find_elements("css selector", "td")]
-            for tr in driver.find_elements("css selector", f"#{table} tbody tr")]
+    """The visible cell texts of ``table``'s body, row by row, read in one script (see ``text``)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map("
+        "tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()));", f"#{table} tbody tr")
 
 
 def wait_page(driver, condition, what: str, timeout: float = 90.0):
