@@ -259,11 +259,10 @@ def watched_fields(agent) -> list[str]:
     """The ``posterior`` fields the agent's stop rule watches, hinted in that stream: ``<q>_mean`` and
     ``<q>_std`` of a target-std or plateau quantity, ``rmse_pred`` of a target RMSE, ``model_prob_max`` of a
     model decision (in the rule's order, each once)."""
-    fields: list[str] = []
+    from agent.core.stopping import leaf_rules
 
-    def walk(rule) -> None:
-        for inner in getattr(rule, "rules", ()):
-            walk(inner)
+    fields: list[str] = []
+    for rule in leaf_rules(getattr(agent, "stop_rule", None)):
         name = type(rule).__name__
         if name in ("TargetStd", "Plateau"):
             fields.extend((f"{rule.quantity}_mean", f"{rule.quantity}_std"))
@@ -271,8 +270,6 @@ def watched_fields(agent) -> list[str]:
             fields.append("rmse_pred")
         elif name == "ModelDecided":
             fields.append("model_prob_max")
-
-    walk(getattr(agent, "stop_rule", None))
     return list(dict.fromkeys(fields))
 
 

@@ -170,6 +170,15 @@ class _Combined(StopRule):
         return f"{type(self).__name__}({', '.join(map(repr, self.rules))})"
 
 
+def leaf_rules(rule: StopRule | None) -> list[StopRule]:
+    """The single rules of ``rule`` in order, ``any_of``/``all_of`` opened (``[]`` for ``None``): what a live
+    table or plot reads the watched quantities and targets from."""
+    if rule is None:
+        return []
+    inner = getattr(rule, "rules", None)
+    return [leaf for r in inner for leaf in leaf_rules(r)] if inner is not None else [rule]
+
+
 class any_of(_Combined):  # noqa: N801 - reads as a function in user code
     """Stop as soon as one of the rules says stop; the reason is that rule's."""
 

@@ -53,11 +53,10 @@ def stop_targets(stop_rule: str | None) -> dict[str, float]:
         rule = parse_stop_rule(stop_rule)
     except ResumeError:
         return {}
-    out: dict[str, float] = {}
+    from agent.core.stopping import leaf_rules
 
-    def walk(r) -> None:
-        for inner in getattr(r, "rules", ()):
-            walk(inner)
+    out: dict[str, float] = {}
+    for r in leaf_rules(rule):
         name = type(r).__name__
         if name == "TargetStd":
             out.setdefault(f"{r.quantity}_std", float(r.target))
@@ -66,11 +65,9 @@ def stop_targets(stop_rule: str | None) -> dict[str, float]:
         elif name == "ModelDecided":
             out.setdefault("model_prob_max", float(r.p))
         elif name == "Budget":
-            for key in ("cycles", "points", "beamtime_s"):
+            for key in ("cycles", "points", "runs", "beamtime_s"):
                 if getattr(r, key) is not None:
                     out.setdefault(f"budget_{key}", float(getattr(r, key)))
-
-    walk(rule)
     return out
 
 
