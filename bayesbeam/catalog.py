@@ -454,7 +454,7 @@ def _use_wal(path: Path, timeout: float, *, adbc: bool = False) -> None:
         cursor.close()
     except dbapi.Error as exc:
         if "locked" not in str(exc) and "busy" not in str(exc):
-            raise CatalogError(f"catalog database {path} cannot be opened for writing: {_one_line(exc)}") from None
+            raise CatalogError(f"catalog database {path} cannot be opened for writing: {one_line(exc)}") from None
         # Another program (one without this change) holds it: WAL at a later opening; the busy timeout holds now.
         logger.warning("catalog: %s is busy; it stays in rollback-journal mode for now", path)
     finally:
@@ -544,11 +544,12 @@ def _open_server(uri: str):
     try:
         client = from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
     except Exception as exc:
-        raise CatalogError(f"tiled server at {uri}: {_one_line(exc)} (API key from $TILED_API_KEY)") from None
+        raise CatalogError(f"tiled server at {uri}: {one_line(exc)} (API key from $TILED_API_KEY)") from None
     return as_run_catalog(client)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its class and its message with whitespace collapsed (≤ 300 chars)."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
@@ -769,7 +770,7 @@ def load_backup(client, directory: str | os.PathLike | None = None, uids=None) -
                 row["action"] = _load_journal(client, uid, docs, path)
                 path.unlink()
             except Exception as exc:  # keep the journal; say why
-                row["action"], row["error"] = "failed", _one_line(exc)
+                row["action"], row["error"] = "failed", one_line(exc)
     return report
 
 

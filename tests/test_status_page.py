@@ -260,6 +260,7 @@ def test_a_standalone_page_shows_the_campaign_the_queue_and_a_running_plan(campa
             text(d, "#run-summary").split("; cycles ")[1].split()[0]) >= 2 and text(d, "#run-summary"),
             "the running plan with 2 cycles")
         assert summary.startswith("adaptive_compton run ") and "(running)" in summary
+        assert " of at most 1000" in summary  # the budget, read from the stored stop rule
         assert text(browser, "#running-item").startswith("running: adaptive_compton(target_std=1e-06, max_cycles=1000")
         (queued,) = rows(browser, "queue-table")
         assert queued[:2] == ["1", "adaptive_compton"] and queued[4] == label

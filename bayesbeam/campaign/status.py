@@ -19,18 +19,17 @@ Non-finite numbers become ``None`` (JSON has no NaN); nothing here writes to the
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from bayesbeam.catalog import one_line
+
 TOP_CANDIDATES = 5  # candidates per decision shown, best score first
 HISTORY_ITEMS = 5  # finished queue items shown, newest first
 MAX_RECORDS = 20  # earlier records of a restarted campaign followed back (continue_from)
-_TARGET = re.compile(r"TargetStd\(quantity='(?P<q>[^']+)', target=(?P<t>[-+0-9.eE]+|inf|nan)\)")
-_BUDGET = re.compile(r"Budget\(cycles=(?P<cycles>\w+), points=(?P<points>\w+), beamtime_s=(?P<bt>[^)]+)\)")
 
 
 def _num(value: Any) -> float | None:
@@ -40,11 +39,6 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-def _line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _brief(value: Any, limit: int = 160) -> str:
@@ -81,7 +75,7 @@ def queue_status(api, control_addr: str = "") -> dict[str, Any]:
     except Exception as exc:  # RequestTimeoutError, 0MQ errors: not answering is the answer
         where = f" at {control_addr}" if control_addr else ""
         return {"manager": {"answers": False, "control_addr": control_addr,
-                            "error": f"manager not answering{where} ({_line(exc)})"},
+                            "error": f"manager not answering{where} ({one_line(exc)})"},
                 "queue": [], "running_item": None, "history": [], "open_runs": []}
     manager = {"answers": True, "control_addr": control_addr, "state": st.get("manager_state"),
                "re_state": st.get("re_state"), "environment": bool(st.get("worker_environment_exists")),
@@ -96,18 +90,20 @@ def queue_status(api, control_addr: str = "") -> dict[str, Any]:
         if out["running_item"]:
             out["open_runs"] = [r["uid"] for r in api.re_runs(option="open").get("run_list") or []]
     except Exception as exc:
-        manager["error"] = f"manager answered its status but not the queue ({_line(exc)})"
+        manager["error"] = f"manager answered its status but not the queue ({one_line(exc)})"
     return out
 
 
 # -- a run and its posterior -------------------------------------------------------------------------------
-def watched(stop_rule: str) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    """From a stop rule's repr: ``{quantity: target std}`` of its ``TargetStd`` rules, and its budget
-    (``cycles``, ``points``, ``beamtime_s``; ``None`` where not limited)."""
-    targets = {m["q"]: _num(m["t"]) for m in _TARGET.finditer(stop_rule or "")}
-    budget: dict[str, float | None] = {}
-    for m in _BUDGET.finditer(stop_rule or ""):
-        budget = {"cycles": _num(m["cycles"]), "points": _num(m["points"]), "beamtime_s": _num(m["bt"])}
+def watched(stop_rule: str) -> tuple[dict[str, float], dict[str, float | None]]:
+    """From a stop rule's repr (``bayesbeam.live.base.stop_targets``): ``{quantity: target std}`` of its
+    ``TargetStd`` rules, and its budget (``cycles``, ``points``, ``runs``, ``beamtime_s``; ``None`` where not
+    limited)."""
+    from bayesbeam.live.base import stop_targets
+
+    found = stop_targets(stop_rule)
+    targets = {k[:-4]: v for k, v in found.items() if k.endswith("_std")}
+    budget = {key: found.get(f"budget_{key}") for key in ("cycles", "points", "runs", "beamtime_s")}
     return targets, budget
 
 
@@ -254,12 +250,12 @@ def gather(api, catalog, campaign: str | None = None, *, target_tc_std_k: float 
     try:
         out["running_run"] = running_run(catalog, out.pop("open_runs"), campaign, out["manager"]["answers"])
     except Exception as exc:
-        out["errors"].append(f"running run: {_line(exc)}")
+        out["errors"].append(f"running run: {one_line(exc)}")
     if campaign and read_campaign:
         try:
             out["campaign"] = campaign_status(catalog, campaign, target_tc_std_k, memo)
         except Exception as exc:
-            out["errors"].append(f"campaign {campaign}: {_line(exc)}")
+            out["errors"].append(f"campaign {campaign}: {one_line(exc)}")
     out.pop("open_runs", None)
     return jsonable(out)
 
@@ -305,7 +301,7 @@ class StatusSource:
             try:
                 self._catalog = open_catalog(self.location, writable=False)
             except Exception as exc:
-                errors.append(f"catalog: {_line(exc)}")
+                errors.append(f"catalog: {one_line(exc)}")
         return self._catalog
 
     def open(self) -> None:
