@@ -122,7 +122,11 @@ def test_beam_dump_suspends_and_the_interrupted_cycle_is_measured_afresh(session
     cycles = run["cycles"].read()
     assert suspender.trips == 1
     assert list(np.asarray(cycles["valid"])) == [True, False] + [True] * (len(cycles["valid"]) - 2)
-    assert "interrupted (pause or suspension) during flip 2" in str(cycles["reason"].values[1])
+    # why, as the plan saw it first: the suspension mid-count, or (a loaded host delivers the ring's CA monitor
+    # late, after the count ended) the dumped count's own ring minimum; either way the cycle is not fed
+    reason = str(cycles["reason"].values[1])
+    assert ("interrupted (pause or suspension) during flip 2" in reason
+            or "beam lost during the count (ring minimum 0 mA < 10 mA)" in reason), reason
     assert len(agent.failures) == 1
     assert list(primary["interruptions"].values[4:7]) == [0, 0, 1]  # the suspension, stored with the re-count
     per_cycle = [c for c in range(1, len(cycles["valid"]) + 1) for _ in range(3 if c == 2 else 4)]
