@@ -9,7 +9,7 @@ profile J_mag (μB per a.u.) with the charge-profile area as the normalisation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -18,17 +18,37 @@ from agent.compton.profiles import convolve_at, orbital_profile, pz_from_energy,
 
 @dataclass(frozen=True, eq=False)
 class ComptonGeometry:
-    """What the analysis needs to know of the spectrometer; all of it is detector configuration.
+    """What the analysis needs to know of the spectrometer and sample; all of it is detector configuration.
 
     ``energy_kev``: channel-centre energies (keV); ``incident_kev``: E₁ (keV); ``angle_deg``: φ;
-    ``flipping_factor``: κ, the fraction of the magnetic profile seen in the ± difference
-    (circular polarisation × cross-section factor, dimensionless, calibrated on a reference).
+    ``flipping_factor``: κ at the Compton peak, the fraction of the magnetic profile seen in the ± difference
+    (circular polarisation × spin/charge cross-section ratio, dimensionless), calibrated on a reference
+    sample; ``flipping_factor_rel_std``: that calibration's relative standard uncertainty (a scale
+    systematic of μs, reported beside its statistical std, never folded into the stop).
+    Corrections (``agent.compton.corrections``; a zero turns one off, so old runs read as before):
+    ``sample_thickness_mm`` (self-absorption in reflection, the beam at ``incidence_deg`` to the surface),
+    ``ge_thickness_mm`` (Ge full-energy efficiency and K escape), ``cross_section`` (1: the energy dependence
+    of the charge and spin cross-sections across the spectrum; 0: constant), ``ms_fraction`` and
+    ``ms_fwhm_au`` (multiple scattering: its charge fraction of single scattering inside the window and the
+    FWHM of its broad p_z shape, a.u.; ``ms_fraction_rel_std`` its relative uncertainty).
+    ``resolution_fwhm_au`` and ``resolution_rel_std``: the instrument's resolution FWHM at the Compton peak
+    (a.u.) and its relative uncertainty, the prior of Γ.
     """
 
     energy_kev: np.ndarray
     incident_kev: float = 175.0
     angle_deg: float = 178.0
     flipping_factor: float = 0.12
+    flipping_factor_rel_std: float = 0.0
+    sample_thickness_mm: float = 0.0
+    incidence_deg: float = 90.0
+    ge_thickness_mm: float = 0.0
+    cross_section: float = 0.0
+    ms_fraction: float = 0.0
+    ms_fwhm_au: float = 8.0
+    ms_fraction_rel_std: float = 0.0
+    resolution_fwhm_au: float = 0.44
+    resolution_rel_std: float = 0.0
 
     @classmethod
     def from_calibration(cls, n_channels: int, offset_kev: float, slope_kev: float, **kw) -> ComptonGeometry:
@@ -37,9 +57,11 @@ class ComptonGeometry:
 
     def same_as(self, other: ComptonGeometry) -> bool:
         """True if ``other`` describes the same calibration and scattering geometry."""
-        return np.array_equal(self.energy_kev, other.energy_kev) and (
-            self.incident_kev, self.angle_deg, self.flipping_factor
-        ) == (other.incident_kev, other.angle_deg, other.flipping_factor)
+        return np.array_equal(self.energy_kev, other.energy_kev) and self.settings() == other.settings()
+
+    def settings(self) -> dict[str, float]:
+        """Every scalar field by name (what a run's configuration records)."""
+        return {f.name: float(getattr(self, f.name)) for f in fields(self) if f.name != "energy_kev"}
 
     @property
     def pz(self) -> np.ndarray:
