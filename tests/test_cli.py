@@ -89,7 +89,7 @@ def test_full_rehearsal_writes_catalog_figure_and_json(tmp_path):
         assert table_row(out.stdout, f"{q} (μB)")[1:] == [
             f"{s[f'{q}_mean']:.4f}", f"{s[f'{q}_std']:.4f}", f"[{s[f'{q}_lo95']:.4f}, {s[f'{q}_hi95']:.4f}]"]
     assert table_row(out.stdout, "Γ resolution (a.u. FWHM)")[1:3] == [f"{s['gamma_mean']:.3f}", f"{s['gamma_std']:.3f}"]
-    assert table_row(out.stdout, "noise scale")[1:3] == [f"{s['noise_scale_mean']:.3f}", f"{s['noise_scale_std']:.3f}"]
+    assert table_row(out.stdout, "misfit τ (μB)")[1:3] == [f"{s['misfit_mean']:.4f}", f"{s['misfit_std']:.4f}"]
     lines = out.stdout.splitlines()
     assert lines[0] == "Magnetic Compton rehearsal: bcc Fe foil, room temperature (seed 000, BL08W)"
     assert f"stopped after {s['steps']} valid cycles ({s['discarded']} discarded): {s['stop_reason']}" in lines

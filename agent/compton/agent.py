@@ -20,7 +20,9 @@ from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, Plateau, StopRule, TargetStd, any_of
 
 DEFAULT_GAMMA_GRID = np.linspace(0.15, 0.75, 25)  # resolution FWHM, a.u.
-DEFAULT_SCALE_GRID = np.geomspace(0.7, 12.0, 48)  # noise-scale factor, dimensionless
+DEFAULT_MISFIT_CENTRES = np.arange(0.0, 4.01, 0.5)  # discrepancy basis centres, a.u. (the valence region)
+DEFAULT_MISFIT_FWHM_AU = 0.8  # discrepancy basis width before resolution, a.u.
+DEFAULT_MISFIT_GRID = np.geomspace(1e-4, 1.0, 25)  # prior std of each discrepancy amplitude, μB
 INTERVAL_LEVELS = (0.68, 0.95)
 
 
@@ -29,8 +31,13 @@ def _level_key(level: float) -> str:
 
 
 class SpinMomentAgent(BayesAgent):
-    """Posterior of the orbital amplitudes a_k (μB), μ_s = Σa_k (μB), resolution Γ (a.u.) and the
-    noise-scale factor, marginalised exactly on a (Γ, scale) grid.
+    """Posterior of the orbital amplitudes a_k (μB), the spin moment μ_s (μB, the whole area: orbitals plus
+    discrepancy), the resolution Γ (a.u.) and the misfit size τ (μB, the prior std of each discrepancy
+    amplitude), marginalised exactly on a (Γ, τ) grid. The counting noise is Poisson and known: misfit is
+    a structured discrepancy term (``agent.compton.model``), not a white inflation of the noise. The prior of
+    Γ is the instrument's resolution (``geometry.resolution_fwhm_au`` ± ``resolution_rel_std``; uniform over
+    ``gamma_grid`` when that std is 0). ``mu_s_sys_std``: the scale systematic of μ_s from the κ calibration
+    (|μ_s|·``flipping_factor_rel_std``), reported beside the statistical std, never in the stop rule.
 
     ``points`` given to ``ingest``: one dict per completed flip cycle with ``spectra`` (m, channels)
     counts, ``fields`` (m,) the field signs (+1/−1), ``monitors`` (m,) incident-beam monitor counts,
@@ -41,15 +48,20 @@ class SpinMomentAgent(BayesAgent):
 
     def __init__(self, stop_rule: StopRule, element: str = "Fe", orbitals: Sequence[str] = ("3d", "4s"),
                  geometry: ComptonGeometry | None = None, pz_window: float = 10.0,
-                 gamma_grid=DEFAULT_GAMMA_GRID, scale_grid=DEFAULT_SCALE_GRID,
+                 gamma_grid=DEFAULT_GAMMA_GRID, misfit_grid=DEFAULT_MISFIT_GRID,
+                 misfit_centres=DEFAULT_MISFIT_CENTRES, misfit_fwhm_au: float = DEFAULT_MISFIT_FWHM_AU,
                  prior_sd_mub: float = 5.0, checkpoint_path=None):
         self.orbitals = tuple(orbitals)
         self.element = checked_element(element, self.orbitals)  # before anything moves, not at the run's start
-        self.quantities = ("mu_s", *(f"a{o}" for o in self.orbitals), "gamma", "noise_scale")
+        self.quantities = ("mu_s", *(f"a{o}" for o in self.orbitals), "gamma", "misfit")
         super().__init__(stop_rule, checkpoint_path)
         self.pz_window = float(pz_window)
         self.gamma_grid = np.asarray(gamma_grid, dtype=float)
-        self.scale_grid = np.asarray(scale_grid, dtype=float)
+        self.misfit_grid = np.asarray(misfit_grid, dtype=float)
+        self.misfit_centres = np.asarray(misfit_centres, dtype=float)
+        self.misfit_fwhm_au = float(misfit_fwhm_au)
+        if np.any(self.misfit_grid <= 0) or not self.misfit_fwhm_au > 0:
+            raise ValueError("the misfit grid and the misfit basis width must be positive")
         self.prior_sd_mub = float(prior_sd_mub)
         if not self.prior_sd_mub > 0:
             raise ValueError("prior_sd_mub must be positive")
@@ -62,11 +74,12 @@ class SpinMomentAgent(BayesAgent):
 
     # -- set-up ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """Element, orbitals, p_z window (a.u.), prior sd (μB) and the (Γ, scale) grids; the geometry is the
-        detector's configuration, read from each run."""
+        """Element, orbitals, p_z window (a.u.), prior sd (μB), the (Γ, τ) grids and the discrepancy basis; the
+        geometry is the detector's configuration, read from each run."""
         return {"element": self.element, "orbitals": list(self.orbitals), "pz_window": self.pz_window,
                 "prior_sd_mub": self.prior_sd_mub, "gamma_grid": self.gamma_grid.tolist(),
-                "scale_grid": self.scale_grid.tolist()}
+                "misfit_grid": self.misfit_grid.tolist(), "misfit_centres": self.misfit_centres.tolist(),
+                "misfit_fwhm_au": self.misfit_fwhm_au}
 
     def configure(self, geometry: ComptonGeometry) -> None:
         """Build the forward model for a detector calibration (keeps data if it is unchanged)."""
@@ -74,10 +87,13 @@ class SpinMomentAgent(BayesAgent):
             return
         if self.cycles:
             raise ValueError("detector calibration changed in the middle of a measurement")
-        self.model = MCSModel(self.element, self.orbitals, geometry, self.gamma_grid, self.pz_window)
-        k = len(self.orbitals)
-        self._solver = LinearGridPosterior(self.model.design, self.gamma_grid, self.scale_grid,
-                                           np.zeros(k), np.eye(k) * self.prior_sd_mub**2)
+        self.model = MCSModel(self.element, self.orbitals, geometry, self.gamma_grid, self.pz_window,
+                              self.misfit_centres, self.misfit_fwhm_au)
+        k, m = len(self.orbitals), self.misfit_centres.size
+        prior_var = np.r_[np.full(k, self.prior_sd_mub**2), np.ones(m)]
+        self._solver = LinearGridPosterior(self.model.design, self.gamma_grid, self.misfit_grid, np.zeros(k + m),
+                                           np.diag(prior_var), scaled=np.r_[np.zeros(k, bool), np.ones(m, bool)],
+                                           gamma_log_prior=gamma_log_prior(self.gamma_grid, geometry))
         self._reset_sums(geometry.energy_kev.size)
 
     def _reset_sums(self, n_channels: int) -> None:
@@ -121,31 +137,33 @@ class SpinMomentAgent(BayesAgent):
     # -- posterior ------------------------------------------------------------------------
     def coefficients(self, quantity: str) -> np.ndarray:
         """Linear combination of the amplitudes that is ``quantity`` (mu_s or a<orbital>)."""
-        k = len(self.orbitals)
         if quantity == "mu_s":
-            return np.ones(k)
+            return self.model.areas
         names = [f"a{o}" for o in self.orbitals]
         if quantity in names:
-            return np.eye(k)[names.index(quantity)]
+            return np.eye(self.model.areas.size)[names.index(quantity)]
         raise ValueError(f"{quantity!r} is not a linear quantity of this agent ({', '.join(names)}, mu_s)")
 
     def posterior(self) -> dict[str, Any]:
         """Exact marginals: ``Mixture1D`` for mu_s and each amplitude (μB), (mean, std) of Γ (a.u.)
-        and the noise scale, the log evidence (nats) and the full ``GridPosterior``."""
+        and the misfit size τ (μB), the log evidence (nats) and the full ``GridPosterior``."""
         if self._post is None:
             raise RuntimeError("no data ingested yet")
         out: dict[str, Any] = {q: self._post.marginal(self.coefficients(q))
                                for q in ("mu_s", *(f"a{o}" for o in self.orbitals))}
         out["gamma"] = self._post.grid_marginal("gamma")
-        out["noise_scale"] = self._post.grid_marginal("scale")
+        out["misfit"] = self._post.grid_marginal("scale")
         out["log_evidence"] = self._post.log_evidence
         out["grid"] = self._post
         return out
 
     def fitted_profile(self, pz=None) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior-mean components (k, n) and total (n) of the MCP on the window channels (μB/a.u.)."""
+        """Posterior-mean components (k + 1, n): the orbitals, then the discrepancy's sum, and the total (n) of
+        the MCP on the window channels (μB/a.u.)."""
         post = self._post
         comp = np.einsum("gs,gnk,gsk->kn", post.weights, self.model.design, post.means)
+        k = len(self.orbitals)
+        comp = np.vstack([comp[:k], comp[k:].sum(axis=0, keepdims=True)])
         return comp, comp.sum(axis=0)
 
     def _summary(self) -> dict[str, Any]:
@@ -164,7 +182,10 @@ class SpinMomentAgent(BayesAgent):
             for j, lv in enumerate(INTERVAL_LEVELS):
                 rep[f"{q}_lo{_level_key(lv)}"] = float(bounds[i, 2 * j])
                 rep[f"{q}_hi{_level_key(lv)}"] = float(bounds[i, 2 * j + 1])
-        for q, axis in (("gamma", "gamma"), ("noise_scale", "scale")):
+        rep["mu_s_sys_std"] = abs(rep["mu_s_mean"]) * self.model.geometry.flipping_factor_rel_std \
+            if self.model is not None else np.nan
+        rep["mu_s_total_std"] = float(np.hypot(rep["mu_s_std"], rep["mu_s_sys_std"]))
+        for q, axis in (("gamma", "gamma"), ("misfit", "scale")):
             rep[f"{q}_mean"], rep[f"{q}_std"] = self._post.grid_marginal(axis) if self._post else (np.nan, np.nan)
         rep["log_evidence"] = self._post.log_evidence if self._post else np.nan
         return rep
@@ -180,6 +201,15 @@ class SpinMomentAgent(BayesAgent):
         self.cycles, self.monitor_ref = int(meta["cycles"]), meta["monitor_ref"]
         self.count_time_s, self.beamtime_s = float(meta["count_time_s"]), float(meta["beamtime_s"])
         self._post = self._solver.fit(*self.model.reduce(*self.sums)) if self.cycles else None
+
+
+def gamma_log_prior(gamma_grid: np.ndarray, geometry: ComptonGeometry) -> np.ndarray | None:
+    """Log prior weights of the Γ grid: a normal of the instrument's resolution FWHM (a.u.) and its std
+    (``resolution_rel_std`` of it); None (uniform) without a stated std."""
+    sd = geometry.resolution_fwhm_au * geometry.resolution_rel_std
+    if not sd > 0:
+        return None
+    return -0.5 * ((np.asarray(gamma_grid) - geometry.resolution_fwhm_au) / sd) ** 2
 
 
 def spin_moment_agent(target_std: float = 0.01, quantity: str = "mu_s", max_cycles: int | None = 136,

@@ -1,9 +1,13 @@
 """Magnetic-Compton forward model and count reduction (DESIGN §4.1, seed eq. 9).
 
-f(p_z; a, Γ) = Σ_k a_k (J_k ⊗ G_Γ)(p_z), J_k the unit-area free-atom profiles of the magnetic
-orbitals (e.g. Fe 3d and 4s), G_Γ the Gaussian resolution of FWHM Γ (a.u.), a_k in μB, so the
-spin moment μ_s = Σ_k a_k. Data are reduced from flipping-ratio counts to the magnetic Compton
-profile J_mag (μB per a.u.) with the charge-profile area as the normalisation.
+f(p_z; a, b, Γ) = Σ_k a_k (J_k ⊗ G_Γ)(p_z) + Σ_j b_j (φ_j ⊗ G_Γ)(p_z), J_k the unit-area free-atom profiles
+of the magnetic orbitals (e.g. Fe 3d and 4s), G_Γ the Gaussian resolution of FWHM Γ (a.u.), a_k in μB.
+φ_j is the discrepancy basis: even pairs of unit-area Gaussians ½[g(p − c_j) + g(p + c_j)] at centres c_j
+inside the valence region, the solid-state distortions a free-atom profile cannot describe; their prior
+std is marginalised by the agent (``agent.core.linear_posterior``, prior-scale role), so the data decide
+how large the misfit is. The spin moment is the whole area, μ_s = Σ_k a_k + Σ_j b_j. Data are reduced from
+flipping-ratio counts to the magnetic Compton profile J_mag (μB per a.u.) with the charge-profile area as
+the normalisation.
 """
 
 from __future__ import annotations
@@ -74,11 +78,21 @@ class ComptonGeometry:
         return np.abs(np.gradient(self.pz))
 
 
+def _pair_convolved(centre: float, width_fwhm: float, gamma_fwhm: float, pz: np.ndarray) -> np.ndarray:
+    """½[g(p − c) + g(p + c)] ⊗ G_Γ at ``pz``: a Gaussian pair of FWHM √(w² + Γ²) (a.u.), unit area."""
+    sigma = np.hypot(width_fwhm, gamma_fwhm) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    g = [np.exp(-0.5 * ((pz - c) / sigma) ** 2) for c in (centre, -centre)]
+    return 0.5 * (g[0] + g[1]) / (sigma * np.sqrt(2.0 * np.pi))
+
+
 class MCSModel:
-    """Design matrices X(Γ) (G, n, k) on the channels with |p_z| ≤ ``pz_window`` (a.u.)."""
+    """Design matrices X(Γ) (G, n, k + m) on the channels with |p_z| ≤ ``pz_window`` (a.u.): the k orbitals,
+    then the m discrepancy functions centred at ``misfit_centres`` (a.u.) of FWHM ``misfit_fwhm_au``.
+    ``areas`` (k + m,): each column's area over all p_z, so μ_s = areas · (a, b)."""
 
     def __init__(self, element: str, orbitals: Sequence[str], geometry: ComptonGeometry,
-                 gamma_grid: Sequence[float], pz_window: float = 10.0):
+                 gamma_grid: Sequence[float], pz_window: float = 10.0, misfit_centres: Sequence[float] = (),
+                 misfit_fwhm_au: float = 0.8):
         if geometry.flipping_factor <= 0:
             raise ValueError("flipping factor κ must be positive")
         self.element = element
@@ -92,9 +106,14 @@ class MCSModel:
         self.pz_width = geometry.pz_width[self.channels]
         self.gamma_grid = np.asarray(gamma_grid, dtype=float)
         profiles = [orbital_profile(element, o) for o in self.orbitals]
+        self.misfit_centres = np.asarray(misfit_centres, dtype=float)
+        self.misfit_fwhm_au = float(misfit_fwhm_au)
         self.design = np.stack(
-            [np.stack([convolve_at(j, g, self.pz) for j in profiles], axis=-1) for g in self.gamma_grid]
+            [np.stack([convolve_at(j, g, self.pz) for j in profiles]
+                      + [_pair_convolved(c, self.misfit_fwhm_au, g, self.pz) for c in self.misfit_centres], axis=-1)
+             for g in self.gamma_grid]
         )
+        self.areas = np.ones(self.design.shape[-1])
         # Charge-profile area inside the window: Σ Δp (J_tot ⊗ G)(p), Z electrons minus the core tails.
         j_tot = total_profile(element)
         self.charge_area = float(self.pz_width @ convolve_at(j_tot, float(np.median(self.gamma_grid)), self.pz))

@@ -1,11 +1,17 @@
 """Exact posterior of a linear-Gaussian model with grid-marginalised nuisance parameters.
 
-Model: y = X(γ) a + ε,  ε ~ N(0, s² diag(v)),  a ~ N(m0, S0),
-with γ a shape parameter on a grid (e.g. the resolution width Γ, which enters X) and s a
-noise-scale factor on a log grid (it absorbs model misfit, so precision plateaus honestly when
-the model cannot describe the data). For each (γ, s) the posterior of the amplitudes ``a`` is
-Gaussian and the evidence closed-form; the grid prior is uniform over its cells. The posterior
-of ``a`` is therefore an exact Gaussian mixture: no sampling, no fitting iterations.
+Model: y = X(γ) a + ε,  a ~ N(m0, S0), with γ a shape parameter on a grid (e.g. the resolution width Γ,
+which enters X) and s a factor on a log grid in one of two roles:
+
+- noise scale: ε ~ N(0, s² diag(v)) (a white inflation of the known variances);
+- prior scale of a block of amplitudes (``scaled``): ε ~ N(0, diag(v)) with v known, and the prior std of
+  the scaled amplitudes multiplied by s, S0(s) = D S0 D with D = diag(s on the block, 1 elsewhere). With
+  the block a set of discrepancy basis functions this is a structured-misfit model whose size s the data
+  decide (a reduced-rank Gaussian-process discrepancy, marginalised exactly).
+
+For each (γ, s) the posterior of the amplitudes ``a`` is Gaussian and the evidence closed-form; the grid
+prior is uniform over the s cells and ``gamma_log_prior`` (default uniform) over γ. The posterior of ``a``
+is therefore an exact Gaussian mixture: no sampling, no fitting iterations.
 """
 
 from __future__ import annotations
@@ -121,14 +127,27 @@ class GridPosterior:
         return m, float(np.sqrt(max(w @ (x - m) ** 2, 0.0)))
 
 
+def _log_weights(log_prior, grid: np.ndarray, name: str) -> np.ndarray:
+    """Normalised log weights of a grid's cells (uniform when ``log_prior`` is None)."""
+    lw = np.zeros(grid.size) if log_prior is None else np.asarray(log_prior, dtype=float)
+    if lw.shape != grid.shape or not np.all(np.isfinite(lw)):
+        raise ValueError(f"{name}_log_prior must give a finite log weight per {name} grid value")
+    peak = lw.max()
+    return lw - peak - np.log(np.exp(lw - peak).sum())
+
+
 class LinearGridPosterior:
     """Exact posterior for y = X(γ)a + ε on a (γ, s) grid; ``fit(y, var)`` is O(G·n·k²).
 
-    ``design``: (G, n, k) design matrices, one per γ in ``gamma_grid``; ``scale_grid``: noise-scale
-    factors s (dimensionless); ``prior_mean``/``prior_cov``: Gaussian prior of the amplitudes.
+    ``design``: (G, n, k) design matrices, one per γ in ``gamma_grid``; ``scale_grid``: factors s
+    (dimensionless); ``prior_mean``/``prior_cov``: Gaussian prior of the amplitudes. ``scaled``: None (s
+    scales the noise) or a boolean mask (k,) of the amplitudes whose prior std s scales (the noise is then
+    known). ``gamma_log_prior``, ``scale_log_prior``: log prior weights (G,), (S,) of the γ and s grids
+    (normalised here; default uniform over the cells).
     """
 
-    def __init__(self, design, gamma_grid, scale_grid, prior_mean, prior_cov):
+    def __init__(self, design, gamma_grid, scale_grid, prior_mean, prior_cov, scaled=None, gamma_log_prior=None,
+                 scale_log_prior=None):
         self.design = np.ascontiguousarray(design, dtype=float)
         if self.design.ndim != 3:
             raise ValueError("design must have shape (n_gamma, n_points, n_amplitudes)")
@@ -147,11 +166,24 @@ class LinearGridPosterior:
         self._p0m0 = self.prior_prec @ self.prior_mean
         self._m0p0m0 = float(self.prior_mean @ self._p0m0)
         self._logdet_s0 = float(np.linalg.slogdet(self.prior_cov)[1])
-        self._log_cell_prior = -np.log(self.gamma_grid.size * self.scale_grid.size)
+        self.scaled = None if scaled is None else np.asarray(scaled, dtype=bool)
+        if self.scaled is not None and self.scaled.shape != (k,):
+            raise ValueError(f"scaled must be a boolean mask of the {k} amplitudes")
+        self._log_cell_prior = _log_weights(gamma_log_prior, self.gamma_grid, "gamma")[:, None] \
+            + _log_weights(scale_log_prior, self.scale_grid, "scale")[None, :]
+        if self.scaled is not None:  # D⁻¹ P0 D⁻¹ per s: inverse std factors r = 1/s on the scaled block
+            r = np.where(self.scaled[None, :], 1.0 / self.scale_grid[:, None], 1.0)  # (S, k)
+            self._prior_prec_s = self.prior_prec[None] * r[:, :, None] * r[:, None, :]
+            self._p0m0_s = np.einsum("sij,j->si", self._prior_prec_s, self.prior_mean)
+            self._m0p0m0_s = self._p0m0_s @ self.prior_mean
+            self._logdet_s0_s = self._logdet_s0 + 2.0 * self.scaled.sum() * np.log(self.scale_grid)
+            self._block = self._block_prior()
         g, n, k = self.design.shape
-        # Products x_i x_j per point, so XᵀWX and XᵀWy are two matrix–vector products per update.
-        self._pairs = np.einsum("gni,gnj->gijn", self.design, self.design).reshape(g * k * k, n)
         self._cols = np.ascontiguousarray(self.design.transpose(0, 2, 1)).reshape(g * k, n)
+        # For two or three amplitudes, products x_i x_j per point make XᵀWX one matrix–vector product; beyond,
+        # that table (G k² × n) costs more memory traffic than G small weighted matrix products.
+        self._pairs = (np.einsum("gni,gnj->gijn", self.design, self.design).reshape(g * k * k, n) if k <= 3
+                       else None)
 
     def statistics(self, y, var):
         """Sufficient statistics of data ``y`` with variances ``var``: XᵀWX, XᵀWy, yᵀWy, Σlog v, n."""
@@ -163,7 +195,10 @@ class LinearGridPosterior:
             raise ValueError("data must be finite with positive finite variances")
         g, _, k = self.design.shape
         w = 1.0 / var
-        xtwx = (self._pairs @ w).reshape(g, k, k)
+        if self._pairs is not None:
+            xtwx = (self._pairs @ w).reshape(g, k, k)
+        else:
+            xtwx = self._cols.reshape(g, k, -1) * w @ self.design
         xtwy = (self._cols @ (w * y)).reshape(g, k)
         return xtwx, xtwy, float(w @ (y * y)), float(np.log(var).sum()), y.size
 
@@ -171,10 +206,68 @@ class LinearGridPosterior:
         """Posterior given data ``y`` (n,) with known variances ``var`` (n,) before the scale s²."""
         return self.fit_statistics(*self.statistics(y, var))
 
+    def _block_prior(self):
+        """For the prior-scale role with the scaled block uncorrelated with the rest and of zero prior mean:
+        (a, d) index arrays, the unscaled block's prior precision, and R⁻¹ of the scaled block's prior precision
+        Q = R Rᵀ; None otherwise (the general path then serves)."""
+        d, a = np.flatnonzero(self.scaled), np.flatnonzero(~self.scaled)
+        if d.size == 0 or np.any(self.prior_cov[np.ix_(a, d)] != 0) or np.any(self.prior_mean[d] != 0):
+            return None
+        q = self.prior_prec[np.ix_(d, d)]
+        return a, d, self.prior_prec[np.ix_(a, a)], np.linalg.inv(np.linalg.cholesky(q)), float(np.linalg.slogdet(q)[1])
+
+    def _fit_block(self, xtwx, xtwy):
+        """Precision Π(γ, s) = XᵀWX + P0(s) solved through the scaled block's eigenbasis: with Q = R Rᵀ and
+        R⁻¹ A_dd R⁻ᵀ = V Λ Vᵀ, U = R⁻ᵀ V makes that block Λ + I/s² (diagonal) for every s, leaving a k × k Schur
+        complement per cell (k unscaled amplitudes): O(G m³ + G S (k² m + m²)) instead of G S (k + m)³.
+        Returns covs, means (in the original order), bᵀΠ⁻¹b and log det Π, for b = P0(s) m0 + XᵀWy."""
+        a, d, p_a, r_inv, logdet_q = self._block
+        lam = 1.0 / self.scale_grid**2  # (S,)
+        a_aa = xtwx[:, a[:, None], a[None, :]]
+        a_ad = xtwx[:, a[:, None], d[None, :]]
+        lam_e, v = np.linalg.eigh(r_inv @ xtwx[:, d[:, None], d[None, :]] @ r_inv.T)  # (G, m), (G, m, m)
+        u = r_inv.T @ v  # (G, m, m): Uᵀ A_dd U = Λ, Uᵀ Q U = I
+        a_ae = a_ad @ u  # (G, k, m)
+        b_a = (p_a @ self.prior_mean[a])[None, :] + xtwy[:, a]  # (G, k)
+        b_e = np.einsum("gji,gj->gi", u, xtwy[:, d])  # (G, m)
+        dd = 1.0 / (lam_e[:, None, :] + lam[None, :, None])  # (G, S, m)
+        a_ae_d = a_ae[:, None] * dd[:, :, None, :]  # (G, S, k, m): A_ae diag(D)
+        schur = (a_aa + p_a)[:, None] - a_ae_d @ np.swapaxes(a_ae, -1, -2)[:, None]
+        s_inv = np.linalg.inv(schur)  # (G, S, k, k)
+        rhs = b_a[:, None] - (a_ae_d @ b_e[:, None, :, None])[..., 0]
+        z_a = (s_inv @ rhs[..., None])[..., 0]
+        z_e = dd * (b_e[:, None] - (z_a[..., None, :] @ a_ae[:, None])[..., 0, :])
+        quad = (z_a * b_a[:, None]).sum(-1) + (z_e * b_e[:, None]).sum(-1)
+        logdet = np.linalg.slogdet(schur)[1] - np.log(dd).sum(-1) + logdet_q
+        c_ae = -(s_inv @ a_ae_d)  # (G, S, k, m)
+        c_ee = dd[..., :, None] * (np.eye(dd.shape[-1]) - np.swapaxes(a_ae, -1, -2)[:, None] @ c_ae)
+        k_all = self.prior_mean.size
+        covs = np.empty(dd.shape[:2] + (k_all, k_all))
+        covs[:, :, a[:, None], a[None, :]] = s_inv
+        c_ad = c_ae @ np.swapaxes(u, -1, -2)[:, None]
+        covs[:, :, a[:, None], d[None, :]] = c_ad
+        covs[:, :, d[:, None], a[None, :]] = np.swapaxes(c_ad, -1, -2)
+        covs[:, :, d[:, None], d[None, :]] = u[:, None] @ c_ee @ np.swapaxes(u, -1, -2)[:, None]
+        means = np.empty(dd.shape[:2] + (k_all,))
+        means[..., a] = z_a
+        means[..., d] = (u[:, None] @ z_e[..., None])[..., 0]
+        return covs, means, quad, logdet
+
     def fit_statistics(self, xtwx, xtwy, ytwy, sum_log_var, n) -> GridPosterior:
-        s2 = self.scale_grid**2
-        prec = self.prior_prec + xtwx[:, None] / s2[None, :, None, None]
-        b = self._p0m0 + xtwy[:, None, :] / s2[None, :, None]
+        if self.scaled is not None and self._block is not None:
+            covs, means, quad, logdet_p = self._fit_block(xtwx, xtwy)
+            const = (ytwy + self._m0p0m0_s + self._logdet_s0_s)[None, :]
+            log_z = -0.5 * (n * LOG_2PI + sum_log_var + const - quad + logdet_p)
+            return self._posterior(log_z, means, covs)
+        if self.scaled is None:
+            s2 = self.scale_grid**2
+            prec = self.prior_prec + xtwx[:, None] / s2[None, :, None, None]
+            b = self._p0m0 + xtwy[:, None, :] / s2[None, :, None]
+            const = (n * np.log(s2)[None, :] + ytwy / s2[None, :] + self._m0p0m0 + self._logdet_s0)
+        else:
+            prec = self._prior_prec_s[None] + xtwx[:, None]
+            b = self._p0m0_s[None] + xtwy[:, None, :]
+            const = (ytwy + self._m0p0m0_s + self._logdet_s0_s)[None, :]
         if prec.shape[-1] == 2:  # closed form: batched LAPACK calls dominate for 2 × 2 blocks
             det = prec[..., 0, 0] * prec[..., 1, 1] - prec[..., 0, 1] * prec[..., 1, 0]
             covs = np.stack([np.stack([prec[..., 1, 1], -prec[..., 0, 1]], -1),
@@ -184,10 +277,10 @@ class LinearGridPosterior:
             covs = np.linalg.inv(prec)
             logdet_p = np.linalg.slogdet(prec)[1]
         means = np.einsum("gsij,gsj->gsi", covs, b)
-        log_z = -0.5 * (
-            n * LOG_2PI + n * np.log(s2)[None, :] + sum_log_var + ytwy / s2[None, :] + self._m0p0m0
-            - np.einsum("gsi,gsi->gs", b, means) + self._logdet_s0 + logdet_p
-        )
+        log_z = -0.5 * (n * LOG_2PI + sum_log_var + const - np.einsum("gsi,gsi->gs", b, means) + logdet_p)
+        return self._posterior(log_z, means, covs)
+
+    def _posterior(self, log_z, means, covs) -> GridPosterior:
         log_post = log_z + self._log_cell_prior
         peak = log_post.max()
         log_ev = float(peak + np.log(np.exp(log_post - peak).sum()))

@@ -23,12 +23,12 @@ HEADLESS = ("agg", "pdf", "ps", "svg", "cairo", "template", "module://matplotlib
 
 #: Labels of the quantities the agents report (mathtext), for axes and legends.
 LABELS = {"mu_s": r"$\mu_s$", "a3d": r"$a_{3d}$", "a4s": r"$a_{4s}$", "a4p": r"$a_{4p}$", "a2p": r"$a_{2p}$",
-          "gamma": r"$\Gamma$", "noise_scale": "noise scale", "delta_f": r"$\Delta_f = \Delta - U_{fc}$",
+          "gamma": r"$\Gamma$", "misfit": r"misfit $\tau$", "delta_f": r"$\Delta_f = \Delta - U_{fc}$",
           "V": r"$V$", "delta": r"$\Delta$", "U_ff": r"$U_{ff}$", "U_fc": r"$U_{fc}$", "rmse": "RMSE"}
 
 
 #: The same names in plain text (terminal lines).
-PLAIN = {"mu_s": "μs", "gamma": "Γ", "noise_scale": "noise scale", "delta_f": "Δf", "delta": "Δ", "rmse": "RMSE"}
+PLAIN = {"mu_s": "μs", "gamma": "Γ", "misfit": "misfit τ", "delta_f": "Δf", "delta": "Δ", "rmse": "RMSE"}
 
 
 def label(quantity: str, plain: bool = False) -> str:

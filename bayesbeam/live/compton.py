@@ -1,7 +1,8 @@
 """Live view of an adaptive magnetic-Compton run (``adaptive_compton``): the magnetic Compton profile with the
 posterior-mean fit, its 95 % band and the orbital components, the normalised residuals with χ²/ν; the
 posterior std of each quantity against valid cycles (beamtime in hours on the top axis) with the target
-line; the noise-scale factor (1: counting statistics explain the scatter; above 1: the model misfits)."""
+line; the misfit size τ (μB: the posterior of the discrepancy term's prior std; near its floor the free-atom
+model explains the data within counting noise)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ Z95 = 1.959964
 
 def profile_band(agent) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and std (μB/a.u.) of the fitted MCP on the window channels: the exact mixture over the
-    (Γ, noise-scale) grid of the Gaussian amplitude posteriors (cells below 1e-9 of the heaviest left out)."""
+    (Γ, misfit) grid of the Gaussian amplitude posteriors (cells below 1e-9 of the heaviest left out)."""
     post = agent.posterior()["grid"]
     keep = post.weights > 1e-9 * post.weights.max()
     g, s = np.nonzero(keep)
@@ -41,16 +42,16 @@ class LiveCompton(LiveFigure):
         self.quantity = quantity
 
     def layout(self, fig) -> None:
-        self.ax_mcp, self.ax_res, self.ax_std, self.ax_noise = spectrum_and_history_axes(
+        self.ax_mcp, self.ax_res, self.ax_std, self.ax_misfit = spectrum_and_history_axes(
             fig, height_ratios=(3, 1), width_ratios=(1.25, 1), top=0.86, hspace=0.08, residual_label="residual / σ")
         self.ax_mcp.set_ylabel(r"$J_{\mathrm{mag}}(p_z)$ ($\mu_B$/a.u.)")
         self.ax_mcp.axhline(0, color="0.8", lw=0.6)
         self.ax_res.set_xlabel(r"$p_z$ (a.u.)")
         self.ax_std.set_yscale("log")
         self.ax_std.set_ylabel(r"posterior std ($\mu_B$)")
-        self.ax_noise.set_xlabel("valid cycles (+ − − +)")
-        self.ax_noise.set_ylabel("noise scale")
-        self.ax_noise.axhline(1.0, color="0.6", lw=0.8, ls=":", label="1 = counting statistics")
+        self.ax_misfit.set_xlabel("valid cycles (+ − − +)")
+        self.ax_misfit.set_ylabel(r"misfit size $\tau$ ($\mu_B$)")
+        self.ax_misfit.set_yscale("log")
         self._hours_axis = self.ax_std.secondary_xaxis("top", functions=(self._to_hours, self._from_hours))
         self._hours_axis.set_xlabel("beamtime (h)")
         (self.l_meas,) = self.ax_mcp.plot([], [], "o", ms=2.5, color="0.35", label="measured MCP (±1σ shaded)")
@@ -60,15 +61,15 @@ class LiveCompton(LiveFigure):
         self.l_comp: list = []
         (self.l_res,) = self.ax_res.plot([], [], "o", ms=2, color="0.35")
         self.res_text = self.ax_res.text(0.01, 0.95, "", transform=self.ax_res.transAxes, va="top", fontsize=8)
-        self.l_noise = self.ax_noise.errorbar([], [], yerr=[], fmt="o-", ms=3, color="C4",
-                                              label="posterior mean ± std")
+        self.l_misfit = self.ax_misfit.errorbar([], [], yerr=[], fmt="o-", ms=3, color="C4",
+                                                label="posterior mean ± std")
         self.l_std: dict[str, Any] = {}
         self.l_target = None
 
     # -- documents ----------------------------------------------------------------------------------------
     def on_start(self, doc):
         quantities = list(doc.get("quantities") or ["mu_s", "a3d", "a4s"])
-        self.std_quantities = [q for q in quantities if q not in ("gamma", "noise_scale")]
+        self.std_quantities = [q for q in quantities if q not in ("gamma", "misfit")]
         watched = [k[:-4] for k in self.targets if k.endswith("_std")]
         self.watched = self.quantity or (watched[0] if watched else "mu_s")
         self.history: list[dict[str, float]] = []
@@ -83,14 +84,14 @@ class LiveCompton(LiveFigure):
             self.l_target = self.ax_std.axhline(target, color="r", ls="--", lw=1,
                                                 label=f"target σ({label(self.watched)}) = {target:g} $\\mu_B$")
         self.ax_std.legend(fontsize=8, loc="upper right")
-        self.ax_noise.legend(fontsize=8, loc="upper left")
+        self.ax_misfit.legend(fontsize=8, loc="upper left")
         sample = doc.get("sample_description") or doc.get("sample") or ""
         self.ax_mcp.set_title(f"magnetic Compton profile{': ' + str(sample) if sample else ''}", fontsize=10)
 
     def on_event(self, stream, data, doc) -> bool:
         if stream != "posterior":
             return False
-        keys = ["cycles", "beamtime_s", "noise_scale_mean", "noise_scale_std", f"{self.watched}_mean",
+        keys = ["cycles", "beamtime_s", "misfit_mean", "misfit_std", f"{self.watched}_mean",
                 *(f"{q}_std" for q in self.std_quantities)]
         self.history.append({k: float(data.get(k, np.nan)) for k in keys})
         self.reason = str(data.get("stop_reason") or "")
@@ -122,12 +123,12 @@ class LiveCompton(LiveFigure):
             cycles = self._hist("cycles")
             for q, line in self.l_std.items():
                 line.set_data(cycles, self._hist(f"{q}_std"))
-            mean, std = self._hist("noise_scale_mean"), self._hist("noise_scale_std")
-            self.l_noise.remove()
-            self.l_noise = self.ax_noise.errorbar(cycles, mean, yerr=std, fmt="o-", ms=3, color="C4",
-                                                  label="posterior mean ± std")
-            self.ax_noise.legend(fontsize=8, loc="upper left")
-            for ax in (self.ax_std, self.ax_noise):
+            mean, std = self._hist("misfit_mean"), self._hist("misfit_std")
+            self.l_misfit.remove()
+            self.l_misfit = self.ax_misfit.errorbar(cycles, mean, yerr=np.minimum(std, 0.9 * mean), fmt="o-", ms=3,
+                                                    color="C4", label="posterior mean ± std")
+            self.ax_misfit.legend(fontsize=8, loc="upper left")
+            for ax in (self.ax_std, self.ax_misfit):
                 ax.relim()
                 ax.autoscale_view()
             last = self.history[-1]
@@ -156,8 +157,9 @@ class LiveCompton(LiveFigure):
         self.band = self.ax_mcp.fill_between(pz, fit - Z95 * fit_sd, fit + Z95 * fit_sd, color="C3", alpha=0.35,
                                              lw=0, label="fit: 95 % band")
         if not self.l_comp:
-            for k, name in enumerate(agent.orbitals):
-                (line,) = self.ax_mcp.plot([], [], "--", lw=1, color=f"C{k}", label=f"{name} component")
+            for k, name in enumerate((*agent.orbitals, "discrepancy")):
+                (line,) = self.ax_mcp.plot([], [], "--" if k < len(agent.orbitals) else ":", lw=1, color=f"C{k}",
+                                           label=f"{name} component")
                 self.l_comp.append(line)
         for line, c in zip(self.l_comp, comps, strict=True):
             line.set_data(pz, c)
@@ -165,7 +167,7 @@ class LiveCompton(LiveFigure):
         self.l_res.set_data(pz, resid)
         dof = max(np.isfinite(resid).sum() - len(agent.orbitals) - 1, 1)
         chi2 = float(np.nansum(resid**2) / dof)
-        verdict = "" if chi2 < 1.2 else ": the free-atom model misses the data beyond counting noise"
+        verdict = "" if chi2 < 1.2 else ": the model misses the data beyond counting noise"
         self.res_text.set_text(f"χ²/ν = {chi2:.2f}{verdict}")
         self.chi2_per_dof = chi2
         self.ax_mcp.legend(fontsize=8, loc="upper right")
@@ -177,5 +179,5 @@ class LiveCompton(LiveFigure):
     def artists(self) -> Mapping[str, Any]:
         return {"mcp_measured": self.l_meas, "mcp_fit": self.l_fit, "mcp_band": self.band,
                 "components": self.l_comp, "residuals": self.l_res, "std": self.l_std, "target": self.l_target,
-                "noise_scale": self.l_noise, "hours_axis": self._hours_axis,
-                "legends": [ax.get_legend() for ax in (self.ax_mcp, self.ax_std, self.ax_noise)]}
+                "misfit": self.l_misfit, "hours_axis": self._hours_axis,
+                "legends": [ax.get_legend() for ax in (self.ax_mcp, self.ax_std, self.ax_misfit)]}

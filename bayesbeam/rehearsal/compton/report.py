@@ -19,7 +19,7 @@ STATS = ("mean", "std", "lo68", "hi68", "lo95", "hi95")
 def result_summary(r: Rehearsal) -> dict[str, Any]:
     """One run: ``stop_reason``, ``beamtime_s``, ``steps`` (= ``cycles``, valid ones), ``discarded``,
     ``<q>_mean/_std/_lo95/_hi95`` (and 68 %) of each quantity the agent reports (``mu_s``, ``a3d``,
-    ``a4s`` … in μB; ``gamma`` in a.u. FWHM; ``noise_scale``), the conventional beamtime (s), the
+    ``a4s`` … in μB; ``gamma`` in a.u. FWHM; ``misfit`` τ in μB), the conventional beamtime (s), the
     simulation's true μ_s (μB), ``sample``, ``uid``, ``seed`` and the ``options``."""
     rep = r.agent.history[-1]
     out: dict[str, Any] = {
@@ -45,7 +45,7 @@ def result_table(r: Rehearsal) -> Table:
         t.add_row(f"{q} (μB)", f"{s[f'{q}_mean']:.4f}", f"{s[f'{q}_std']:.4f}",
                   f"[{s[f'{q}_lo95']:.4f}, {s[f'{q}_hi95']:.4f}]")
     t.add_row("Γ resolution (a.u. FWHM)", f"{s['gamma_mean']:.3f}", f"{s['gamma_std']:.3f}", "")
-    t.add_row("noise scale", f"{s['noise_scale_mean']:.3f}", f"{s['noise_scale_std']:.3f}", "")
+    t.add_row("misfit τ (μB)", f"{s['misfit_mean']:.4f}", f"{s['misfit_std']:.4f}", "")
     conventional = s["conventional_beamtime_s"]
     t.caption = (
         f"stopped after {s['cycles']} valid cycles ({s['discarded']} discarded): {s['stop_reason']}\n"
@@ -91,7 +91,7 @@ def print_table(table: Table) -> None:
 
 def rehearsal_figure(r: Rehearsal, path: str | Path) -> Path:
     """The run's live figure (``bayesbeam.live.LiveCompton``: MCP with fit, 95 % band, components and
-    residuals; σ of each quantity vs cycle with the target and a beamtime-hours axis; noise scale) with the
+    residuals; σ of each quantity vs cycle with the target and a beamtime-hours axis; misfit size τ) with the
     rehearsal's own marks: the simulation's true μs and the conventional 136-cycle beamtime (PNG)."""
     view = r.live
     hours = r.conventional_beamtime_s / 3600
