@@ -31,6 +31,7 @@ import math
 import weakref
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -172,6 +173,7 @@ def sweep_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
 
 #: The agent each run's feeder feeds, by run uid (weakly held): what a live view draws the agent's curves from.
 _RUN_AGENTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_GEOMETRY_NAMED = {"energy_kev", "incident_kev", "angle_deg", "flipping_factor"}  # read under their signal names
 
 
 def agent_of_run(uid: str):
@@ -227,10 +229,13 @@ class ComptonFeeder(CallbackBase):
         self.cp = field_prefix(doc["data_keys"], "cycle", "cycle_")
         conf = doc["configuration"][self.det]["data"]
         n = doc["data_keys"][f"{self.det}_spectrum"]["shape"][0]
+        # The correction fields when the run recorded them (older runs: ComptonGeometry's defaults, all off).
+        extra = {f.name: float(conf[f"{self.det}_{f.name}"]) for f in fields(ComptonGeometry)
+                 if f.name not in _GEOMETRY_NAMED and f"{self.det}_{f.name}" in conf}
         self.agent.configure(ComptonGeometry.from_calibration(
             n, conf[f"{self.det}_calib_offset"], conf[f"{self.det}_calib_slope"],
             incident_kev=conf[f"{self.det}_incident_energy"], angle_deg=conf[f"{self.det}_scattering_angle"],
-            flipping_factor=conf[f"{self.det}_flipping_factor"]))
+            flipping_factor=conf[f"{self.det}_flipping_factor"], **extra))
 
     def event(self, doc):
         stream = self._streams.get(doc["descriptor"])
@@ -284,10 +289,21 @@ class ComptonFeeder(CallbackBase):
             "_id": cycle,
             "fields": [float(d["field_sign"]) for d in events],
             "spectra": np.stack([np.asarray(d[self.spec["spectrum"]], dtype=float) for d in events]),
-            "monitors": [float(d[self.spec["monitor"]]) for d in events],
+            "monitors": [self._monitor(d, float(d[self.spec["monitor"]])) for d in events],
             "count_time_s": float(self.spec["preset_s"]) * len(events),
             "beamtime_s": self._bt0 + self._run_beamtime(events[-1]),
         }])
+
+    def _monitor(self, data, monitor: float) -> float:
+        """The monitor count scaled by the detector's live fraction (``<det>_live_s`` / ``<det>_elapsed_s``) when the
+        run recorded both (the dead time differs between field signs); else the monitor as it was."""
+        live, real = data.get(f"{self.det}_live_s"), data.get(f"{self.det}_elapsed_s")
+        try:
+            live, real = float(live), float(real)
+        except (TypeError, ValueError):
+            return monitor
+        ok = math.isfinite(live) and math.isfinite(real) and live > 0 and real > 0
+        return monitor * live / real if ok else monitor
 
     def _legacy_event(self, stream, doc):
         """A run without stored proof (release 0.1, or written before it): the ``cycles`` events decide."""
@@ -295,7 +311,7 @@ class ComptonFeeder(CallbackBase):
         if stream == "primary":
             self._buffer[int(data[f"{self.cp}cycle"])].append(
                 (float(data[f"{self.cp}field_sign"]), np.asarray(data[f"{self.det}_spectrum"], dtype=float),
-                 float(data[f"{self.det}_monitor"])))
+                 self._monitor(data, float(data[f"{self.det}_monitor"]))))
         elif stream == "cycles":
             cycle = int(data["cycle"])
             spectra = self._buffer.pop(cycle, [])

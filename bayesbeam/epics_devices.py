@@ -267,6 +267,11 @@ class ArrayEpicsSignalRO(EpicsSignalRO):
         return d
 
 
+#: The ComptonGeometry fields a beamline file's [detector] may give beyond energy, angle and κ.
+GEOMETRY_KEYS = ("flipping_factor_rel_std", "sample_thickness_mm", "incidence_deg", "ge_thickness_mm", "cross_section",
+                 "ms_fraction", "ms_fwhm_au", "ms_fraction_rel_std", "resolution_fwhm_au", "resolution_rel_std")
+
+
 class ComptonMCA(EpicsMCA):
     """``EpicsMCA`` plus what the Compton analysis reads: the monitor PV, the record's CALO/CALS
     calibration (keV) and the scattering geometry from the beamline file, under the names the
@@ -280,6 +285,17 @@ class ComptonMCA(EpicsMCA):
     incident_energy = Cpt(Signal, value=175.0, kind=Kind.config)
     scattering_angle = Cpt(Signal, value=178.0, kind=Kind.config)
     flipping_factor = Cpt(Signal, value=0.12, kind=Kind.config)
+    # The other ComptonGeometry fields (optional keys of the beamline file's [detector]; ComptonGeometry's defaults).
+    flipping_factor_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    sample_thickness_mm = Cpt(Signal, value=0.0, kind=Kind.config)
+    incidence_deg = Cpt(Signal, value=90.0, kind=Kind.config)
+    ge_thickness_mm = Cpt(Signal, value=0.0, kind=Kind.config)
+    cross_section = Cpt(Signal, value=0.0, kind=Kind.config)
+    ms_fraction = Cpt(Signal, value=0.0, kind=Kind.config)
+    ms_fwhm_au = Cpt(Signal, value=8.0, kind=Kind.config)
+    ms_fraction_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
+    resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, prefix, *, monitor_pv: str, timing: DeviceTiming | None = None, **kwargs):
         self._monitor_pv = monitor_pv
@@ -288,6 +304,8 @@ class ComptonMCA(EpicsMCA):
         # The count's own elapsed time, .ERTM: the stock signal under the name every detector reads it by
         # (no second signal on the PV), as the simulated detector's <name>_elapsed_s.
         self.elapsed_real_time.name = f"{self.name}_elapsed_s"
+        # .ELTM, the detector's live time (dead time), as the simulated detector's <name>_live_s.
+        self.elapsed_live_time.name = f"{self.name}_live_s"
 
     def trigger(self):
         """Erase and start a count of ``.PRTM`` s (put-completion on ``EraseStart``); the status
@@ -681,6 +699,9 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         ge.incident_energy.put(float(det["incident_energy_kev"]))
         ge.scattering_angle.put(float(det["scattering_angle_deg"]))
         ge.flipping_factor.put(float(det["flipping_factor"]))
+        for key in GEOMETRY_KEYS:
+            if key in det:
+                getattr(ge, key).put(float(det[key]))
         magnet = EpicsMagnet(setpoint_pv=mag["setpoint"], readback_pv=mag["readback"],
                              max_field_t=float(mag["max_field_t"]), flip_time_s=float(mag.get("flip_time_s", 60.0)),
                              name=mag["name"])

@@ -13,9 +13,9 @@ is on 127.0.0.1 (the IOC is a CA server only: no CA client context, whose UDP so
 - ``MAG:FieldSP`` / ``MAG:FieldRB`` magnet field setpoint / readback (T); a put completes when the
   magnet has settled (put-callback), as a power supply with a done flag does
 - ``GE:mca1.<FIELD>`` an MCA record: ``VAL`` (spectrum, counts), ``PRTM``/``PLTM`` (preset real/live
-  time, s), ``ERTM``/``ELTM`` (the count's elapsed real/live time, s), ``CALO``/``CALS``/``CALQ``
-  (calibration, keV), ``NUSE``, ``ACQG``, ``NACK``, ``MODE``, ``BG``, ``STOP``; and the mca.db extras
-  ``GE:mca1EraseStart`` … that ophyd's ``EpicsMCA`` connects. A put to ``EraseStart`` completes when the
+  time, s), ``ERTM``/``ELTM`` (the count's elapsed real time and the detector's live time, s),
+  ``CALO``/``CALS``/``CALQ`` (calibration, keV), ``NUSE``, ``ACQG``, ``NACK``, ``MODE``, ``BG``, ``STOP``; and the
+  mca.db extras ``GE:mca1EraseStart`` … that ophyd's ``EpicsMCA`` connects. A put to ``EraseStart`` completes when the
   count is done. As on the record (mcaRecord.c passes PRTM to device support unchecked; PRTM = 0 "instructs
   the hardware to ignore it", and drivers test ``preset > 0``), a PRTM <= 0 is accepted as written and the
   count then has no preset: it runs until ``STOP``/``Stop``.
@@ -536,7 +536,7 @@ class ComptonBeamlineIOC(PVGroup):
                 await _wait(status)
                 await mca.val.write(ge.spectrum.get())
                 await mca.ertm.write(float(ge.elapsed_s.get()))
-                await mca.eltm.write(float(ge.elapsed_s.get()))
+                await mca.eltm.write(float(ge.live_s.get()))  # the detector's live time (dead time)
                 await self.monitor.write(float(ge.monitor.get()))
                 await self.n_counts.write(self.n_counts.value + 1)
             finally:

@@ -20,13 +20,12 @@ amplitudes_mub = [7.0, 0.5]
 pz_broadening = [1.0, 1.0]
 diffuse_area_mub = 0.0
 diffuse_fwhm_au = 1.0
-resolution_fwhm_au = 0.44
-count_rate_cps = 2.0e5
+thickness_mm = 1.0
 """
 
 
-NUMBERS = ("amplitudes_mub", "pz_broadening", "diffuse_area_mub", "diffuse_fwhm_au", "band_terms", "resolution_fwhm_au",
-           "count_rate_cps")
+NUMBERS = ("amplitudes_mub", "pz_broadening", "diffuse_area_mub", "diffuse_fwhm_au", "band_terms", "thickness_mm",
+           "density_g_cm3")
 
 
 @pytest.fixture()
@@ -42,7 +41,7 @@ def test_every_packaged_file_is_one_sample_with_every_key_and_a_source_for_each_
     assert [f.name for f in files] == ["co.toml", "fe.toml", "ni.toml"]
     for f in files:
         (name, table), = tomllib.loads(f.read_text()).items()
-        assert f.stem == name and set(table) == set(PRESET_KEYS)
+        assert f.stem == name and set(table) == set(PRESET_KEYS) - {"density_g_cm3"}  # the density is optional
         text = f.read_text()
         for key in PRESET_KEYS:  # the schema comment documents each key
             assert f"#   {key}" in text, (f.name, key)
@@ -59,19 +58,20 @@ def test_a_sample_in_the_users_folder_is_found(user_folder):
     assert gd.element == "Gd" and gd.orbitals == ("4f", "6s") and gd.spin_moment_mub == 7.5
     assert gd.source == str((user_folder / "gd.toml").resolve())
     assert sorted(compton_presets()) == ["co", "fe", "gd", "ni"]
-    (user_folder / "gd.toml").write_text(GD.replace("2.0e5", "2.25e5"))  # an edited file is read again
-    assert compton_sample("gd").count_rate_cps == 2.25e5
+    assert gd.density_g_cm3 is None  # xraylib's ElementDensity
+    (user_folder / "gd.toml").write_text(GD + "density_g_cm3 = 7.9\n")  # an edited file is read again
+    assert compton_sample("gd").density_g_cm3 == 7.9
     with pytest.raises(ValueError, match="unknown sample 'gdx'; did you mean gd"):
         compton_sample("gdx")
 
 
 def test_a_user_preset_replaces_the_packaged_one_of_its_name_and_says_so(user_folder, monkeypatch):
     packaged = compton_sample("fe")
-    text = (PRESETS_DIR / "fe.toml").read_text().replace("count_rate_cps = 3.7e5", "count_rate_cps = 1.85e5")
+    text = (PRESETS_DIR / "fe.toml").read_text().replace("thickness_mm = 1.0", "thickness_mm = 0.5")
     (user_folder / "my_fe.toml").write_text(text)
     with pytest.warns(PresetOverride, match=r"sample preset 'fe': .*my_fe.toml replaces .*presets/fe.toml"):
         fe = compton_sample("fe")
-    assert fe.count_rate_cps == 1.85e5 and fe.amplitudes_mub == packaged.amplitudes_mub and fe is not packaged
+    assert fe.thickness_mm == 0.5 and fe.amplitudes_mub == packaged.amplitudes_mub and fe is not packaged
     monkeypatch.setenv(PRESETS_ENV, "")
     assert compton_sample("fe") is packaged
 
@@ -89,12 +89,14 @@ def _with(text: str, key: str, line: str | None) -> str:
 
 
 @pytest.mark.parametrize("key, line, problem", [
-    ("count_rate_cps", None, "missing key 'count_rate_cps' (counts/s inside |p_z| <= 10 a.u. at 100 mA"),
-    ("count_rate", "count_rate = 1e5", "unknown key 'count_rate'; did you mean count_rate_cps"),
+    ("thickness_mm", None, "missing key 'thickness_mm' (sample thickness, mm"),
+    ("thickness", "thickness = 1.0", "unknown key 'thickness'; did you mean thickness_mm"),
+    ("count_rate_cps", "count_rate_cps = 2e5", "unknown key 'count_rate_cps'"),  # derived by the instrument now
+    ("resolution_fwhm_au", "resolution_fwhm_au = 0.44", "unknown key 'resolution_fwhm_au'"),  # the instrument's
     ("diffuse_fwhm_au", 'diffuse_fwhm_au = "1.0"', "'diffuse_fwhm_au' must be a finite number > 0 (a.u., "
                                                    "a number > 0), got '1.0'"),
-    ("resolution_fwhm_au", "resolution_fwhm_au = 0.0", "'resolution_fwhm_au' must be a finite number > 0"),
-    ("count_rate_cps", "count_rate_cps = -2e5", "'count_rate_cps' must be a finite number > 0"),
+    ("thickness_mm", "thickness_mm = 0.0", "'thickness_mm' must be a finite number > 0"),
+    ("density_g_cm3", "density_g_cm3 = -2.0", "'density_g_cm3' must be a finite number > 0"),
     ("diffuse_area_mub", "diffuse_area_mub = true", "'diffuse_area_mub' must be a finite number (μB"),
     ("diffuse_area_mub", "diffuse_area_mub = nan", "'diffuse_area_mub' must be a finite number (μB"),
     ("amplitudes_mub", "amplitudes_mub = [7.0]", "'amplitudes_mub' must have one value per orbital (2: 4f, 6s), "
@@ -161,14 +163,17 @@ def test_the_commands_take_a_presets_folder(tmp_path, monkeypatch):
 
 
 def test_the_packaged_values_are_those_of_the_single_file_they_were_split_from():
-    """Splitting the presets into files changed no physical value (commit 93159f5's compton_samples.toml)."""
+    """Splitting the presets into files changed no profile value (commit 93159f5's compton_samples.toml); the
+    tuned count rates and the resolution left the samples (the instrument derives them, issue 12) and each sample
+    got a thickness (1 mm, a choice) with xraylib's density."""
     fe, ni, co = (compton_sample(s) for s in ("fe", "ni", "co"))
-    assert (fe.amplitudes_mub, fe.diffuse_area_mub, fe.band_terms, fe.count_rate_cps, fe.resolution_fwhm_au) == (
-        (2.38, -0.12), -0.06, ((-0.085, 0.8, 0.5), (0.055, 1.8, 0.8)), 3.7e5, 0.44)
-    assert (ni.amplitudes_mub, ni.diffuse_area_mub, ni.band_terms, ni.count_rate_cps) == (
-        (0.62, -0.02), -0.02, ((-0.02, 0.8, 0.5), (0.015, 1.8, 0.8)), 3.2e5)
-    assert (co.amplitudes_mub, co.diffuse_area_mub, co.band_terms, co.count_rate_cps) == (
-        (1.63, -0.07), -0.04, ((-0.04, 0.8, 0.5), (0.035, 1.8, 0.8)), 3.1e5)
-    widths = {(s.pz_broadening, s.diffuse_fwhm_au, s.resolution_fwhm_au) for s in (fe, ni, co)}
-    assert widths == {((1.0, 1.0), 1.2, 0.44)}
+    assert (fe.amplitudes_mub, fe.diffuse_area_mub, fe.band_terms) == (
+        (2.38, -0.12), -0.06, ((-0.085, 0.8, 0.5), (0.055, 1.8, 0.8)))
+    assert (ni.amplitudes_mub, ni.diffuse_area_mub, ni.band_terms) == (
+        (0.62, -0.02), -0.02, ((-0.02, 0.8, 0.5), (0.015, 1.8, 0.8)))
+    assert (co.amplitudes_mub, co.diffuse_area_mub, co.band_terms) == (
+        (1.63, -0.07), -0.04, ((-0.04, 0.8, 0.5), (0.035, 1.8, 0.8)))
+    widths = {(s.pz_broadening, s.diffuse_fwhm_au, s.thickness_mm, s.density_g_cm3) for s in (fe, ni, co)}
+    assert widths == {((1.0, 1.0), 1.2, 1.0, None)}
+    assert not any(hasattr(s, "count_rate_cps") or hasattr(s, "resolution_fwhm_au") for s in (fe, ni, co))
     assert Path(fe.source).parent == PRESETS_DIR

@@ -8,6 +8,7 @@ import pytest
 from agent.compton.agent import spin_moment_agent
 from bayesbeam.rehearsal.compton.rehearse import make_agent, simulate_beamtime
 from sim_devices.compton.beamline import make_compton_beamline
+from sim_devices.compton.instrument import instrument
 from sim_devices.compton.samples import compton_sample
 
 
@@ -16,22 +17,25 @@ def geometry():
     return make_compton_beamline("fe", time_scale=float("inf")).ge.geometry()
 
 
-def one_cycle(sample, geometry, rng, count_time_s=60.0):
-    spectra = np.stack([rng.poisson(sample.expected_counts(geometry, s, count_time_s)) for s in (1, -1, -1, 1)])
-    return {"spectra": spectra.astype(float), "fields": [1, -1, -1, 1], "monitors": np.ones(4)}
+def one_cycle(sample, geometry, rng, count_time_s=60.0, instrument=None):
+    """One + − − + cycle; the monitors are the live times (the dead time's normalisation)."""
+    counts = [sample.expected_counts_live(geometry, s, count_time_s, instrument=instrument) for s in (1, -1, -1, 1)]
+    spectra = np.stack([rng.poisson(mean) for mean, _ in counts])
+    return {"spectra": spectra.astype(float), "fields": [1, -1, -1, 1], "monitors": np.array([t for _, t in counts])}
 
 
 def test_interval_coverage_when_the_model_is_true(geometry):
     """With a truth inside the model family, 68 % / 95 % intervals cover at their nominal rate."""
     fe = compton_sample("fe")
-    exact = dataclasses.replace(fe, band_terms=(), diffuse_area_mub=0.0, resolution_fwhm_au=0.45)
+    exact = dataclasses.replace(fe, band_terms=(), diffuse_area_mub=0.0)
+    ideal = instrument().ideal(corrections=False)  # the truth inside the model family: no correction to make
     rng = np.random.default_rng(11)
     n, hits = 300, {("mu_s", 68): 0, ("mu_s", 95): 0, ("a3d", 95): 0}
     truth = {"mu_s": exact.spin_moment_mub, "a3d": exact.amplitudes_mub[0]}
     for _ in range(n):
         agent = make_agent(exact, 1e-6)
         agent.configure(geometry)
-        agent.ingest([one_cycle(exact, geometry, rng)])
+        agent.ingest([one_cycle(exact, geometry, rng, instrument=ideal)])
         rep = agent.history[-1]
         for q, lv in hits:
             hits[(q, lv)] += rep[f"{q}_lo{lv}"] <= truth[q] <= rep[f"{q}_hi{lv}"]

@@ -38,12 +38,13 @@ class ComptonBeamline:
 
 def make_compton_beamline(sample: str = "fe", time_scale: float = 1e4, seed: int | None = None,
                           count_time_s: float = 60.0, with_temperature: bool = False,
-                          start_temperature_k: float = 295.0) -> ComptonBeamline:
+                          start_temperature_k: float = 295.0, calibration_error: float = 0.0) -> ComptonBeamline:
     """Build the devices for ``sample`` (a preset name; ``ValueError`` if unknown), counting
     ``count_time_s`` seconds per spectrum, on a clock running ``time_scale`` × real time. With
     ``with_temperature`` the sample sits in a temperature controller ``sample_temp`` (K) starting at
     ``start_temperature_k`` and its magnetic signal follows μs(T, B) (``ValueError`` for a sample without a
-    magnetisation model: Fe only so far); without it nothing differs from before."""
+    magnetisation model: Fe only so far); without it nothing differs from before. ``calibration_error``:
+    relative error of the detector's reported κ (the reference calibration's), 0 by default."""
     if not count_time_s > 0:
         raise ValueError(f"count time must be positive, got {count_time_s!r} s")
     s = compton_sample(sample)
@@ -56,6 +57,6 @@ def make_compton_beamline(sample: str = "fe", time_scale: float = 1e4, seed: int
         temp_seed = None if seed is None else np.random.SeedSequence([seed, 1043])
         temp = SimTemperature(name="sample_temp", clock=clock, start_k=start_temperature_k, seed=temp_seed)
     ge = SimGeMCA(name="ge", clock=clock, sample=s, magnet=magnet, ring=ring, seed=seed, temperature=temp,
-                  moment_model=model)
+                  moment_model=model, calibration_error=calibration_error)
     ge.preset_time.put(float(count_time_s))
     return ComptonBeamline(clock, ring, magnet, ge, s, temp, model)

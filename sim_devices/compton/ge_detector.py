@@ -6,15 +6,21 @@ the count; plus an incident-beam monitor count for normalisation. Channel energi
 linear calibration E = offset + slope·channel (keV), as an MCA record stores it. Given a sample
 temperature (``SimTemperature``) and its magnetisation model, the magnetic signal scales with
 μs(T, B)/μs(0) over each count (``magnetic_scale``); without one it is exactly the preset's.
+The spectrum, its rate and the live time come from the instrument (``sim_devices.compton.instrument``);
+the configuration reports every ``ComptonGeometry`` field the analysis needs (κ the calibrated one).
 """
 
 from __future__ import annotations
+
+from dataclasses import fields
 
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 
 from agent.compton.model import ComptonGeometry
+from sim_devices.compton.instrument import Instrument
+from sim_devices.compton.instrument import instrument as default_instrument
 from sim_devices.compton.magnet import SimMagnet
 from sim_devices.compton.samples import REFERENCE_CURRENT_MA, ComptonSample
 from sim_devices.core.clock import SimClock, refused
@@ -27,23 +33,37 @@ class SimGeMCA(Device):
     """Ge detector + MCA on the simulated clock. ``fail_next(mode)``: ``"nan"`` (a corrupted
     readout), ``"timeout"`` (the count ends reporting a failure) or ``"hang"`` (the count never
     reports done: its status fails by its timeout). ``elapsed_s`` (read as ``<name>_elapsed_s``)
-    is the count's own elapsed time (s), as an MCA record's ``.ERTM``."""
+    is the count's own elapsed time (s), as an MCA record's ``.ERTM``; ``live_s`` (``<name>_live_s``) its live time
+    (s, the dead time's ideal live-time clock), as ``.ELTM``. ``calibration_error``: relative error of the
+    reported κ against the true one (0: exact)."""
 
     n_channels = 1024
     spectrum = Cpt(ArraySignal, length=1024, dtype="<f8", kind=Kind.normal)
     monitor = Cpt(CountsSignal, value=0.0, kind=Kind.hinted)  # incident-beam monitor: the live panel of a spectrum
     elapsed_s = Cpt(ElapsedSignal, kind=Kind.normal)
+    live_s = Cpt(ElapsedSignal, kind=Kind.normal)
     preset_time = Cpt(Signal, value=60.0, kind=Kind.config)
     calib_offset = Cpt(Signal, value=86.0, kind=Kind.config)
     calib_slope = Cpt(Signal, value=0.036, kind=Kind.config)
     incident_energy = Cpt(Signal, value=175.0, kind=Kind.config)
     scattering_angle = Cpt(Signal, value=178.0, kind=Kind.config)
     flipping_factor = Cpt(Signal, value=0.12, kind=Kind.config)
+    # The other ComptonGeometry fields, under their own names (set from the instrument in __init__).
+    flipping_factor_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    sample_thickness_mm = Cpt(Signal, value=0.0, kind=Kind.config)
+    incidence_deg = Cpt(Signal, value=90.0, kind=Kind.config)
+    ge_thickness_mm = Cpt(Signal, value=0.0, kind=Kind.config)
+    cross_section = Cpt(Signal, value=0.0, kind=Kind.config)
+    ms_fraction = Cpt(Signal, value=0.0, kind=Kind.config)
+    ms_fwhm_au = Cpt(Signal, value=8.0, kind=Kind.config)
+    ms_fraction_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
+    resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, *args, clock: SimClock, sample: ComptonSample, magnet: SimMagnet, ring: RingCurrent,
                  seed: int | None = None, monitor_rate_cps: float = 1.0e6, monitor_noise: float = 1e-6,
                  saturation_field_t: float = 0.5, temperature=None, moment_model=None,
-                 **kwargs):
+                 instrument: Instrument | None = None, calibration_error: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         if (temperature is None) != (moment_model is None):
             raise ValueError("a sample temperature needs its magnetisation model μs(T, B), and vice versa")
@@ -55,13 +75,22 @@ class SimGeMCA(Device):
         self.saturation_field_t = float(saturation_field_t)
         self._faults = FaultQueue("detector", ("nan", "timeout", "hang"))
         self._geometry: ComptonGeometry | None = None
+        self.instrument = instrument or default_instrument()
+        self.calibration_error = float(calibration_error)
+        self.calib_offset.put(self.instrument.calib_offset_kev)
+        self.calib_slope.put(self.instrument.calib_slope_kev)
+        config = self.instrument.geometry_settings(sample, self.calibration_error)
+        signals = {"incident_kev": "incident_energy", "angle_deg": "scattering_angle"}
+        for key, value in config.items():
+            getattr(self, signals.get(key, key)).put(float(value))
 
     def geometry(self) -> ComptonGeometry:
         """The calibration and scattering geometry in the configuration signals."""
+        signals = {"incident_kev": "incident_energy", "angle_deg": "scattering_angle"}
         g = ComptonGeometry.from_calibration(
             self.n_channels, self.calib_offset.get(), self.calib_slope.get(),
-            incident_kev=self.incident_energy.get(), angle_deg=self.scattering_angle.get(),
-            flipping_factor=self.flipping_factor.get())
+            **{f.name: float(getattr(self, signals.get(f.name, f.name)).get())
+               for f in fields(ComptonGeometry) if f.name != "energy_kev"})
         if self._geometry is None or not self._geometry.same_as(g):
             self._geometry = g
         return self._geometry
@@ -93,16 +122,19 @@ class SimGeMCA(Device):
         m = self.magnetisation()
         field = float(self.magnet.readback.get())
         self.elapsed_s.put(0.0)
+        self.live_s.put(0.0)
 
         def done(t0, t1):
             if failure == "timeout":
                 raise TimeoutError(f"{self.name}: MCA did not report the end of acquisition")
             current = self.ring.mean_current(t0, t1)
             scale = self.magnetic_scale(t0, t1, field)
-            mean = self.sample.expected_counts(self.geometry(), 1.0, t, current, magnetic_scale=scale)
+            geometry = self.geometry()
+            mean, live = self.instrument.expected_counts(self.sample, geometry, 1.0, t, current, scale)
             if m != 1.0:
-                mean = self.sample.expected_counts(self.geometry(), -1.0, t, current, magnetic_scale=scale) \
-                    * (1 - m) / 2 + mean * (1 + m) / 2
+                minus, live_minus = self.instrument.expected_counts(self.sample, geometry, -1.0, t, current, scale)
+                mean = minus * (1 - m) / 2 + mean * (1 + m) / 2
+                live = live_minus * (1 - m) / 2 + live * (1 + m) / 2
             counts = self.rng.poisson(mean).astype(float)
             if failure == "nan":
                 counts[self.rng.integers(0, counts.size, 8)] = np.nan
@@ -110,5 +142,6 @@ class SimGeMCA(Device):
             charge = self.monitor_rate_cps * t * current / REFERENCE_CURRENT_MA
             self.monitor.put(float(charge * (1.0 + self.monitor_noise * self.rng.standard_normal())))
             self.elapsed_s.put(t1 - t0)
+            self.live_s.put(live * (t1 - t0) / t)  # the live fraction of the count's own elapsed time
 
         return self.clock.action(t, on_done=done, obj=self, what="count", hang=failure == "hang")

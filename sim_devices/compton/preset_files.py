@@ -32,8 +32,8 @@ PRESET_KEYS: dict[str, tuple[bool, str]] = {
     "diffuse_area_mub": (True, "μB, a number"),
     "diffuse_fwhm_au": (True, "a.u., a number > 0"),
     "band_terms": (False, "list of [amplitude μB, lobe position a.u. > 0, width FWHM a.u. > 0]"),
-    "resolution_fwhm_au": (True, "a.u., a number > 0"),
-    "count_rate_cps": (True, "counts/s inside |p_z| <= 10 a.u. at 100 mA, a number > 0"),
+    "thickness_mm": (True, "sample thickness, mm, a number > 0"),
+    "density_g_cm3": (False, "g/cm³, a number > 0 (default: xraylib ElementDensity)"),
 }
 
 
@@ -52,7 +52,7 @@ def _is_number(x) -> bool:
 def checked_table(path: Path, name: str, table: Any) -> dict[str, Any]:
     """The ``ComptonSample`` fields of table ``[name]`` of file ``path``, or ``PresetError``: every required
     key of ``PRESET_KEYS`` and no other, of its type, with one amplitude and one broadening per orbital
-    and positive widths, rate and broadenings."""
+    and positive widths, thickness, density and broadenings."""
 
     def fail(problem: str):
         raise PresetError(f"preset file {path}, sample [{name}]: {problem}")
@@ -105,7 +105,8 @@ def checked_table(path: Path, name: str, table: Any) -> dict[str, Any]:
         "pz_broadening": per_orbital("pz_broadening", positive=True),
         "diffuse_area_mub": number("diffuse_area_mub"), "diffuse_fwhm_au": number("diffuse_fwhm_au", True),
         "band_terms": tuple(tuple(map(float, t)) for t in bands),
-        "resolution_fwhm_au": number("resolution_fwhm_au", True), "count_rate_cps": number("count_rate_cps", True),
+        "thickness_mm": number("thickness_mm", True),
+        "density_g_cm3": number("density_g_cm3", True) if "density_g_cm3" in table else None,
         "source": str(path),
     }
 

@@ -1,12 +1,12 @@
 """Sample physics of magnetic Compton scattering for the simulator (DESIGN §4.1).
 
-Counts per channel for field direction ± are Poisson with mean
-    λ±ᵢ = R·t·(I/I_ref)·Δpᵢ·[(J_tot ⊗ G)(pᵢ) ± κ (J_mag ⊗ G)(pᵢ)] / A₁₀,
-R the charge-Compton count rate inside |p_z| ≤ 10 a.u. (counts/s at I_ref = 100 mA), t the
-count time (s), Δpᵢ the channel width (a.u.), κ the flipping factor and A₁₀ the charge-profile
-area inside 10 a.u. The true magnetic profile deliberately differs from the free-atom analysis
-model (see presets/fe.toml). Presets are data: adding a sample is a TOML file in ``presets/`` or in
-the user's folder (``$BAYESBEAM_PRESETS``), read and checked by ``sim_devices.compton.preset_files``.
+Counts per channel for field direction ± are Poisson with the mean the instrument gives
+(``sim_devices.compton.instrument``: flux, polarisation, cross-sections, self-absorption in the sample's
+thickness, resolution, efficiency, escape, multiple scattering, backgrounds and dead time); the sample gives
+its element, thickness, density and true magnetic profile J_mag. The true magnetic profile deliberately
+differs from the free-atom analysis model (see presets/fe.toml). Presets are data: adding a sample is a
+TOML file in ``presets/`` or in the user's folder (``$BAYESBEAM_PRESETS``), read and checked by
+``sim_devices.compton.preset_files``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from agent.compton.model import ComptonGeometry
-from agent.compton.profiles import convolve_at, fine_grid, orbital_profile, total_profile
+from agent.compton.profiles import fine_grid, orbital_profile
 from agent.core.words import one_of
 from sim_devices.compton.preset_files import PRESETS_DIR, PRESETS_ENV, PresetError, PresetOverride, read_presets
 
@@ -46,8 +46,8 @@ class ComptonSample:
     diffuse_area_mub: float
     diffuse_fwhm_au: float
     band_terms: tuple[tuple[float, float, float], ...]
-    resolution_fwhm_au: float
-    count_rate_cps: float
+    thickness_mm: float
+    density_g_cm3: float | None = None
     source: str = ""
 
     @property
@@ -65,25 +65,23 @@ class ComptonSample:
             j = j + amp * (_gaussian(p, width) - 0.5 * _gaussian(p - lobe, width) - 0.5 * _gaussian(p + lobe, width))
         return j
 
-    @lru_cache(maxsize=8)  # noqa: B019 - a handful of detector calibrations per process
-    def _rates(self, geometry: ComptonGeometry) -> tuple[np.ndarray, np.ndarray]:
-        pz, dp = geometry.pz, geometry.pz_width
-        charge = convolve_at(total_profile(self.element), self.resolution_fwhm_au, pz)
-        magnetic = convolve_at(self.magnetic_profile(), self.resolution_fwhm_au, pz)
-        inside = np.abs(pz) <= 10.0
-        area10 = float(dp[inside] @ charge[inside])
-        per_s = self.count_rate_cps * dp / area10
-        return per_s * charge, per_s * geometry.flipping_factor * magnetic
+    def expected_counts_live(self, geometry: ComptonGeometry, field_sign: float, count_time_s: float,
+                             current_ma: float = REFERENCE_CURRENT_MA, magnetic_scale: float | None = None,
+                             instrument=None) -> tuple[np.ndarray, float]:
+        """(mean counts per channel, live time s) of one spectrum of ``count_time_s`` s of real time
+        (``current_ma``: mean ring current, mA) on ``instrument`` (default the BL08W-style one,
+        ``sim_devices.compton.instrument``). ``magnetic_scale``: μs(T, B)/μs(0) of a sample with a temperature
+        (the magnetic profile scales with the moment); None for a sample without one."""
+        from sim_devices.compton.instrument import instrument as default_instrument
+
+        inst = instrument or default_instrument()
+        return inst.expected_counts(self, geometry, field_sign, count_time_s, current_ma, magnetic_scale)
 
     def expected_counts(self, geometry: ComptonGeometry, field_sign: float, count_time_s: float,
-                        current_ma: float = REFERENCE_CURRENT_MA, magnetic_scale: float | None = None) -> np.ndarray:
-        """Mean counts per channel for one spectrum (``current_ma``: mean ring current, mA). ``magnetic_scale``:
-        μs(T, B)/μs(0) of a sample with a temperature (the magnetic profile scales with the moment); None
-        (a sample without one) leaves the computation exactly as it was."""
-        charge, magnetic = self._rates(geometry)
-        if magnetic_scale is not None:
-            magnetic = magnetic * float(magnetic_scale)
-        return (count_time_s * current_ma / REFERENCE_CURRENT_MA) * (charge + np.sign(field_sign) * magnetic)
+                        current_ma: float = REFERENCE_CURRENT_MA, magnetic_scale: float | None = None,
+                        instrument=None) -> np.ndarray:
+        """Mean counts per channel of ``expected_counts_live`` (its live time dropped)."""
+        return self.expected_counts_live(geometry, field_sign, count_time_s, current_ma, magnetic_scale, instrument)[0]
 
 
 def compton_presets(folder: str | os.PathLike | None = None) -> dict[str, ComptonSample]:

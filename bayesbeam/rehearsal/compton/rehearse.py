@@ -90,11 +90,12 @@ def simulate_beamtime(sample: ComptonSample, agent: SpinMomentAgent, rng: np.ran
     """Cycles of Poisson spectra from the sample physics straight into ``agent`` until it stops;
     returns (stop reason, beamtime s)."""
     agent.configure(geometry)
-    means = {sign: sample.expected_counts(geometry, sign, count_time_s) for sign in (1, -1)}
+    means = {sign: sample.expected_counts_live(geometry, sign, count_time_s) for sign in (1, -1)}
+    live = np.array([means[sign][1] for sign in FLIP_PATTERN])  # the monitors: live time normalises the dead time
     for cycle in range(1, max_cycles + 1):
-        spectra = np.stack([rng.poisson(means[sign]) for sign in FLIP_PATTERN]).astype(float)
+        spectra = np.stack([rng.poisson(means[sign][0]) for sign in FLIP_PATTERN]).astype(float)
         agent.ingest([{"_id": cycle, "spectra": spectra, "fields": FLIP_PATTERN,
-                       "monitors": np.ones(len(FLIP_PATTERN)), "count_time_s": len(FLIP_PATTERN) * count_time_s,
+                       "monitors": live, "count_time_s": len(FLIP_PATTERN) * count_time_s,
                        "beamtime_s": cycle * cycle_s}])
         stop, reason = agent.should_stop()
         if stop:
