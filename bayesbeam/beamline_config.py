@@ -48,6 +48,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "ms_fraction": ((int, float), False, False, "multiple-scattering fraction of single scattering in the window"),
         "ms_fwhm_au": ((int, float), False, False, "FWHM of the multiple-scattering shape (a.u.)"),
         "ms_fraction_rel_std": ((int, float), False, False, "relative std of ms_fraction"),
+        "ms_depolarisation": ((int, float), False, False, "fraction of the magnetic part lost in double scattering"),
         "resolution_fwhm_au": ((int, float), False, False, "resolution FWHM at the Compton peak (a.u.)"),
         "resolution_rel_std": ((int, float), False, False, "relative std of the resolution"),
     },

@@ -269,7 +269,8 @@ class ArrayEpicsSignalRO(EpicsSignalRO):
 
 #: The ComptonGeometry fields a beamline file's [detector] may give beyond energy, angle and κ.
 GEOMETRY_KEYS = ("flipping_factor_rel_std", "sample_thickness_mm", "incidence_deg", "ge_thickness_mm", "cross_section",
-                 "ms_fraction", "ms_fwhm_au", "ms_fraction_rel_std", "resolution_fwhm_au", "resolution_rel_std")
+                 "ms_fraction", "ms_fwhm_au", "ms_fraction_rel_std", "ms_depolarisation", "resolution_fwhm_au",
+                 "resolution_rel_std")
 
 
 class ComptonMCA(EpicsMCA):
@@ -294,6 +295,7 @@ class ComptonMCA(EpicsMCA):
     ms_fraction = Cpt(Signal, value=0.0, kind=Kind.config)
     ms_fwhm_au = Cpt(Signal, value=8.0, kind=Kind.config)
     ms_fraction_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    ms_depolarisation = Cpt(Signal, value=0.0, kind=Kind.config)
     resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
     resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
 

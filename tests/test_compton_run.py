@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from stored_counts import stored_sums
 
 from bayesbeam.rehearsal.compton.rehearse import ComptonOptions, make_agent, rehearse_repeats, rehearse_run
 from plans.compton.flip_cycles import adaptive_compton
@@ -24,10 +25,12 @@ def test_run_stops_on_target_and_is_stored(RE, catalog):
     assert bool(post["stop"][-1]) and not np.any(post["stop"][:-1])
     spectra = run["primary"]["ge_spectrum"].read()
     assert spectra.shape == (4 * result.agent.cycles, 1024)
-    # The posterior stream is re-derivable from the stored spectra: replay them into a fresh agent.
-    fields = run["primary"]["field_sign"].read()
-    plus, minus = spectra[fields > 0].sum(0), spectra[fields < 0].sum(0)
+    # The agent's sums are re-derivable from the stored spectra, monitors and live times alone.
+    primary = {k: run["primary"][k].read() for k in ("field_sign", "ge_spectrum", "ge_monitor", "ge_live_s",
+                                                    "ge_elapsed_s")}
+    plus, minus = stored_sums(primary, np.ones(spectra.shape[0], bool))
     assert np.allclose(result.agent.sums[0], plus) and np.allclose(result.agent.sums[1], minus)
+    assert not np.allclose(plus, spectra[primary["field_sign"] > 0].sum(0))  # the live time did normalise them
 
 
 def test_discarded_cycles_are_not_mixed_in(RE, catalog):
@@ -53,12 +56,13 @@ def test_beam_dump_during_a_count_discards_that_cycle(RE, catalog):
     lost = [i for i, r in enumerate(reasons) if "beam lost during the count" in r]
     assert lost == [2], reasons
     assert agent.cycles == len(reasons) - 2 and cycles["valid"].values.sum() == agent.cycles
-    primary = {k: catalog[uid]["primary"][k].read() for k in ("cycle", "ring_current", "ge_spectrum")}
+    primary = {k: catalog[uid]["primary"][k].read() for k in ("cycle", "ring_current", "ge_spectrum", "field_sign",
+                                                              "ge_monitor", "ge_live_s", "ge_elapsed_s")}
     # Every spectrum the agent used was counted with beam; the posterior only holds valid cycles.
     valid_cycles = np.asarray(cycles["cycle"])[np.asarray(cycles["valid"], bool)]
     used = np.isin(primary["cycle"], valid_cycles)
     assert np.all(primary["ring_current"][used] > 10)
-    assert np.allclose(agent.sums[0] + agent.sums[1], primary["ge_spectrum"][used].sum(0))
+    assert np.allclose(agent.sums[:2], stored_sums(primary, used))
 
 
 def test_repeated_failures_abort_but_keep_what_was_counted(RE, catalog):
@@ -175,7 +179,7 @@ def test_hints_curate_the_live_plots_and_the_live_view_draws_the_run(RE, catalog
     art = view.artists()
     n_pz = len(result.agent.model.pz)
     assert len(art["mcp_fit"].get_xdata()) == n_pz and len(art["mcp_measured"].get_xdata()) == n_pz
-    assert art["mcp_band"] is not None and len(art["components"]) == 2
+    assert art["mcp_band"] is not None and len(art["components"]) == 3  # 3d, 4s and the discrepancy
     assert list(art["std"]["mu_s"].get_ydata()) == pytest.approx(
         list(catalog[result.uid]["posterior"]["mu_s_std"].read()))
     assert art["target"].get_ydata()[0] == 0.01

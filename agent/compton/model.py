@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
-from agent.compton.profiles import convolve_at, orbital_profile, pz_from_energy, total_profile
+from agent.compton.corrections import channel_factors, escape_matrix, multiple_scattering_shape
+from agent.compton.profiles import convolve_at, fine_grid, orbital_profile, pz_from_energy, total_profile
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +36,8 @@ class ComptonGeometry:
     ``ge_thickness_mm`` (Ge full-energy efficiency and K escape), ``cross_section`` (1: the energy dependence
     of the charge and spin cross-sections across the spectrum; 0: constant), ``ms_fraction`` and
     ``ms_fwhm_au`` (multiple scattering: its charge fraction of single scattering inside the window and the
-    FWHM of its broad p_z shape, a.u.; ``ms_fraction_rel_std`` its relative uncertainty).
+    FWHM of its broad p_z shape, a.u.; ``ms_fraction_rel_std`` its relative uncertainty; ``ms_depolarisation``
+    the fraction of the magnetic part lost in double scattering).
     ``resolution_fwhm_au`` and ``resolution_rel_std``: the instrument's resolution FWHM at the Compton peak
     (a.u.) and its relative uncertainty, the prior of Γ.
     """
@@ -51,6 +54,7 @@ class ComptonGeometry:
     ms_fraction: float = 0.0
     ms_fwhm_au: float = 8.0
     ms_fraction_rel_std: float = 0.0
+    ms_depolarisation: float = 0.0
     resolution_fwhm_au: float = 0.44
     resolution_rel_std: float = 0.0
 
@@ -88,11 +92,20 @@ def _pair_convolved(centre: float, width_fwhm: float, gamma_fwhm: float, pz: np.
 class MCSModel:
     """Design matrices X(Γ) (G, n, k + m) on the channels with |p_z| ≤ ``pz_window`` (a.u.): the k orbitals,
     then the m discrepancy functions centred at ``misfit_centres`` (a.u.) of FWHM ``misfit_fwhm_au``.
-    ``areas`` (k + m,): each column's area over all p_z, so μ_s = areas · (a, b)."""
+    ``areas`` (k + m,): each column's area over all p_z, so μ_s = areas · (a, b).
+
+    The corrections the geometry turns on (``agent.compton.corrections``): the Ge K escape is undone on the
+    whole spectrum (the inverse escape matrix); each channel is divided by its charge factor (cross-section,
+    self-absorption, Ge efficiency) for the charge area and by its magnetic factor (the same × the spin/charge
+    ratio's energy dependence) for the profile; multiple scattering is fixed at the instrument's fraction
+    (not fitted): its charge part joins the charge area the profile is normalised by, and its magnetic part,
+    each column convolved with the broad multiple-scattering shape × fraction × (1 − depolarisation), joins
+    every column, so the amplitudes stay single-scattering moments. The live time is the runs' (the monitors
+    are scaled by it before the sums)."""
 
     def __init__(self, element: str, orbitals: Sequence[str], geometry: ComptonGeometry,
                  gamma_grid: Sequence[float], pz_window: float = 10.0, misfit_centres: Sequence[float] = (),
-                 misfit_fwhm_au: float = 0.8):
+                 misfit_fwhm_au: float = 0.8, ms_fraction: float | None = None):
         if geometry.flipping_factor <= 0:
             raise ValueError("flipping factor κ must be positive")
         self.element = element
@@ -105,29 +118,59 @@ class MCSModel:
         self.pz = pz[self.channels]
         self.pz_width = geometry.pz_width[self.channels]
         self.gamma_grid = np.asarray(gamma_grid, dtype=float)
-        profiles = [orbital_profile(element, o) for o in self.orbitals]
         self.misfit_centres = np.asarray(misfit_centres, dtype=float)
         self.misfit_fwhm_au = float(misfit_fwhm_au)
+        self.ms_fraction = geometry.ms_fraction if ms_fraction is None else float(ms_fraction)
+        charge_factor, magnetic_factor = channel_factors(geometry, element)
+        self.charge_factor = charge_factor[self.channels]
+        self.magnetic_factor = magnetic_factor[self.channels]
+        self.escape_inverse = self.escape_inverse_sq = None
+        if geometry.ge_thickness_mm > 0:  # sparse: escapes shift by the Ge K line energies only
+            inv = np.linalg.inv(escape_matrix(geometry.energy_kev, geometry.ge_thickness_mm))
+            inv[np.abs(inv) < 1e-14] = 0.0
+            self.escape_inverse, self.escape_inverse_sq = csr_matrix(inv), csr_matrix(inv**2)
+        # Multiple scattering: norm = fraction × (charge single / charge double-shape) inside the window.
+        j_tot = total_profile(element)
+        gamma0 = geometry.resolution_fwhm_au if geometry.resolution_rel_std > 0 else float(np.median(self.gamma_grid))
+        single = convolve_at(j_tot, gamma0, fine_grid())
+        inside = np.abs(fine_grid()) <= pz_window
+        ms_norm = 0.0
+        if self.ms_fraction > 0:
+            double = multiple_scattering_shape(single, geometry.ms_fwhm_au)
+            ms_norm = self.ms_fraction * single[inside].sum() / double[inside].sum()
+        ms_mag = ms_norm * (1.0 - geometry.ms_depolarisation)
+        profiles = [orbital_profile(element, o) for o in self.orbitals]
+        ms_cols = [ms_mag * convolve_at(multiple_scattering_shape(j, geometry.ms_fwhm_au), gamma0, self.pz)
+                   for j in profiles]
+        ms_cols += [ms_mag * _pair_convolved(c, np.hypot(self.misfit_fwhm_au, geometry.ms_fwhm_au), gamma0, self.pz)
+                    for c in self.misfit_centres]
         self.design = np.stack(
             [np.stack([convolve_at(j, g, self.pz) for j in profiles]
                       + [_pair_convolved(c, self.misfit_fwhm_au, g, self.pz) for c in self.misfit_centres], axis=-1)
              for g in self.gamma_grid]
-        )
+        ) + np.stack(ms_cols, axis=-1)[None]
         self.areas = np.ones(self.design.shape[-1])
-        # Charge-profile area inside the window: Σ Δp (J_tot ⊗ G)(p), Z electrons minus the core tails.
-        j_tot = total_profile(element)
-        self.charge_area = float(self.pz_width @ convolve_at(j_tot, float(np.median(self.gamma_grid)), self.pz))
+        # Charge area inside the window: Σ Δp [(J_tot ⊗ G) + double scattering](p), Z electrons minus the tails.
+        charge = convolve_at(j_tot, gamma0, self.pz)
+        if ms_norm > 0:
+            charge = charge + ms_norm * convolve_at(double, 0.0, self.pz)
+        self.charge_area = float(self.pz_width @ charge)
 
     def reduce(self, sum_plus, sum_minus, var_plus, var_minus):
-        """Magnetic Compton profile J_mag (μB/a.u.) and its variance from monitor-normalised count
-        sums of the + and − field directions (full detector arrays) and their Poisson variances."""
+        """Magnetic Compton profile J_mag (μB/a.u.) and its variance from monitor- and live-time-normalised count
+        sums of the + and − field directions (full detector arrays) and their Poisson variances: escape undone,
+        charge and magnetic factors divided out, normalised by the charge area inside the window."""
+        sums = [np.asarray(x, dtype=float) for x in (sum_plus, sum_minus, var_plus, var_minus)]
+        if self.escape_inverse is not None:  # variances: the channels are independent; the map's squares
+            inv, inv2 = self.escape_inverse, self.escape_inverse_sq
+            sums = [inv @ sums[0], inv @ sums[1], inv2 @ sums[2], inv2 @ sums[3]]
         c = self.channels
-        sp, sm = np.asarray(sum_plus)[c], np.asarray(sum_minus)[c]
-        charge = float((sp + sm).sum())
+        sp, sm, vp, vm = (x[c] for x in sums)
+        charge = float(((sp + sm) / self.charge_factor).sum())
         if not charge > 0:
             raise ValueError("no charge-Compton counts inside the p_z window")
-        norm = charge / self.charge_area * self.geometry.flipping_factor * self.pz_width
-        var = (np.asarray(var_plus)[c] + np.asarray(var_minus)[c]) / norm**2
+        norm = charge / self.charge_area * self.geometry.flipping_factor * self.pz_width * self.magnetic_factor
+        var = (vp + vm) / norm**2
         if not np.all(var > 0):
             raise ValueError("empty channels inside the p_z window: count longer or narrow the window")
         return (sp - sm) / norm, var

@@ -71,11 +71,13 @@ class Mixture1D:
         x = np.clip(np.asarray(self.mean)[..., None] + np.asarray(self.std)[..., None] * ndtri(probs), lo, hi)
         for _ in range(100):
             f = self.cdf(x) - probs
-            if np.all(np.abs(f) < tol):
+            done = np.abs(f) < tol
+            if np.all(done):
                 break
             lo, hi = np.where(f < 0, x, lo), np.where(f < 0, hi, x)
             step = x - f / np.maximum(self.pdf(x), 1e-300)
-            x = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
+            # Converged elements stay put (a step onto the bracket's edge would otherwise fall back to bisection).
+            x = np.where(done, x, np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi)))
         return x
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
@@ -241,16 +243,14 @@ class LinearGridPosterior:
         logdet = np.linalg.slogdet(schur)[1] - np.log(dd).sum(-1) + logdet_q
         c_ae = -(s_inv @ a_ae_d)  # (G, S, k, m)
         c_ee = dd[..., :, None] * (np.eye(dd.shape[-1]) - np.swapaxes(a_ae, -1, -2)[:, None] @ c_ae)
-        k_all = self.prior_mean.size
-        covs = np.empty(dd.shape[:2] + (k_all, k_all))
-        covs[:, :, a[:, None], a[None, :]] = s_inv
         c_ad = c_ae @ np.swapaxes(u, -1, -2)[:, None]
-        covs[:, :, a[:, None], d[None, :]] = c_ad
-        covs[:, :, d[:, None], a[None, :]] = np.swapaxes(c_ad, -1, -2)
-        covs[:, :, d[:, None], d[None, :]] = u[:, None] @ c_ee @ np.swapaxes(u, -1, -2)[:, None]
-        means = np.empty(dd.shape[:2] + (k_all,))
-        means[..., a] = z_a
-        means[..., d] = (u[:, None] @ z_e[..., None])[..., 0]
+        c_dd = u[:, None] @ c_ee @ np.swapaxes(u, -1, -2)[:, None]
+        covs = np.concatenate([np.concatenate([s_inv, c_ad], -1),
+                               np.concatenate([np.swapaxes(c_ad, -1, -2), c_dd], -1)], -2)
+        means = np.concatenate([z_a, (u[:, None] @ z_e[..., None])[..., 0]], -1)
+        order = np.argsort(np.r_[a, d])  # back from (unscaled, scaled) to the amplitudes' own order
+        if np.any(order != np.arange(order.size)):
+            covs, means = covs[..., order[:, None], order[None, :]], means[..., order]
         return covs, means, quad, logdet
 
     def fit_statistics(self, xtwx, xtwy, ytwy, sum_log_var, n) -> GridPosterior:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from agent.core.words import plain, suggestion
 
 History = Sequence[Mapping[str, float]]
@@ -198,3 +200,18 @@ class all_of(_Combined):  # noqa: N801
         if all(reason is not None for reason in reasons):
             return " and ".join(reasons)
         return None
+
+
+def crossing_time(times, stds, target: float) -> float:
+    """Time (the units of ``times``) at which a std first reaches ``target``, interpolated between the two
+    updates around the crossing with the precision 1/std² linear in time (counting statistics: precision
+    grows as the time spent), from zero precision at time 0 for a first update already below; nan if it
+    never does."""
+    times, stds = np.asarray(times, dtype=float), np.asarray(stds, dtype=float)
+    below = np.flatnonzero(stds <= target)
+    if below.size == 0:
+        return float("nan")
+    i = int(below[0])
+    t0, p0 = (times[i - 1], stds[i - 1] ** -2) if i > 0 else (0.0, 0.0)
+    t1, p1 = times[i], stds[i] ** -2
+    return float(t0 + (target**-2 - p0) / (p1 - p0) * (t1 - t0)) if p1 > p0 else float(t1)

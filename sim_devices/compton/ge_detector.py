@@ -57,6 +57,7 @@ class SimGeMCA(Device):
     ms_fraction = Cpt(Signal, value=0.0, kind=Kind.config)
     ms_fwhm_au = Cpt(Signal, value=8.0, kind=Kind.config)
     ms_fraction_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    ms_depolarisation = Cpt(Signal, value=0.0, kind=Kind.config)
     resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
     resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
 

@@ -137,7 +137,8 @@ class Instrument:
                 "flipping_factor_rel_std": self.kappa_rel_std, "sample_thickness_mm": sample.thickness_mm,
                 "incidence_deg": self.incidence_deg, "ge_thickness_mm": self.crystal_thickness_mm,
                 "cross_section": 1.0, "ms_fraction": self.ms_fraction, "ms_fwhm_au": self.ms_fwhm_au,
-                "ms_fraction_rel_std": self.ms_fraction_rel_std, "resolution_fwhm_au": self.resolution_fwhm_au,
+                "ms_fraction_rel_std": self.ms_fraction_rel_std, "ms_depolarisation": self.ms_depolarisation,
+                "resolution_fwhm_au": self.resolution_fwhm_au,
                 "resolution_rel_std": self.resolution_rel_std}
 
     def default_geometry(self, sample) -> ComptonGeometry:

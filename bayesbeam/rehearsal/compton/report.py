@@ -20,7 +20,8 @@ def result_summary(r: Rehearsal) -> dict[str, Any]:
     """One run: ``stop_reason``, ``beamtime_s``, ``steps`` (= ``cycles``, valid ones), ``discarded``,
     ``<q>_mean/_std/_lo95/_hi95`` (and 68 %) of each quantity the agent reports (``mu_s``, ``a3d``,
     ``a4s`` … in μB; ``gamma`` in a.u. FWHM; ``misfit`` τ in μB), the conventional beamtime (s), the
-    simulation's true μ_s (μB), ``sample``, ``uid``, ``seed`` and the ``options``."""
+    simulation's true μ_s (μB), ``sample``, ``uid``, ``seed`` and the ``options``; ``mu_s_sys_kappa``,
+    ``mu_s_sys_multiple_scattering``, ``mu_s_sys_total`` (μB): the systematics beside the statistical std."""
     rep = r.agent.history[-1]
     out: dict[str, Any] = {
         "technique": "compton", "sample": r.sample.name, "sample_description": r.sample.description,
@@ -30,6 +31,8 @@ def result_summary(r: Rehearsal) -> dict[str, Any]:
         "conventional_beamtime_s": r.conventional_beamtime_s, "truth_mu_s": r.sample.spin_moment_mub,
         "quantities": list(r.agent.quantities)}
     out.update({f"{q}_{s}": rep[f"{q}_{s}"] for q in r.agent.quantities for s in STATS if f"{q}_{s}" in rep})
+    if r.agent.cycles:
+        out.update({f"mu_s_sys_{k}": v for k, v in r.agent.systematics().items() if k != "statistical"})
     return out
 
 
@@ -46,6 +49,9 @@ def result_table(r: Rehearsal) -> Table:
                   f"[{s[f'{q}_lo95']:.4f}, {s[f'{q}_hi95']:.4f}]")
     t.add_row("Γ resolution (a.u. FWHM)", f"{s['gamma_mean']:.3f}", f"{s['gamma_std']:.3f}", "")
     t.add_row("misfit τ (μB)", f"{s['misfit_mean']:.4f}", f"{s['misfit_std']:.4f}", "")
+    for key, name in (("kappa", "κ calibration"), ("multiple_scattering", "multiple scattering")):
+        if f"mu_s_sys_{key}" in s:  # beside the statistical std, never in the stop
+            t.add_row(f"μs systematic: {name} (μB)", "", f"{s[f'mu_s_sys_{key}']:.4f}", "")
     conventional = s["conventional_beamtime_s"]
     t.caption = (
         f"stopped after {s['cycles']} valid cycles ({s['discarded']} discarded): {s['stop_reason']}\n"
@@ -81,7 +87,10 @@ def repeats_table(stats: RepeatStatistics) -> Table:
         cov = s[f"coverage_{level}"]
         se = np.sqrt(level / 100 * (1 - level / 100) / n)
         t.add_row(f"{level} % interval covers true μ_s", f"{100 * cov:.1f} % (nominal {level} ± {200 * se:.1f})")
-    t.add_row("bias of stopped μ_s (μB; posterior stds)", f"{s['bias']:+.4f} ({s['bias_sigma']:+.2f} σ)")
+    t.add_row("bias of stopped μ_s (μB; posterior stds)",
+              f"{s['bias']:+.4f} ({s['bias_sigma']:+.2f} ± {s['bias_sigma_se']:.2f} σ)")
+    t.add_row("beamtime at the target, interpolated (h, median)", f"{s['crossing_hours_median']:.2f}")
+    t.add_row("systematic std of μ_s (μB; κ ⊕ multiple scattering)", f"{s['mu_s_sys_std_median']:.4f}")
     return t
 
 
