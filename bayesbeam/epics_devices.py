@@ -306,13 +306,16 @@ class ComptonMCA(EpicsMCA):
         # The count's own elapsed time, .ERTM: the stock signal under the name every detector reads it by
         # (no second signal on the PV), as the simulated detector's <name>_elapsed_s.
         self.elapsed_real_time.name = f"{self.name}_elapsed_s"
-        # .ELTM, the detector's live time (dead time), as the simulated detector's <name>_live_s.
+        # .ELTM, the detector's live time (dead time), as the simulated detector's <name>_live_s: read with every
+        # spectrum (the analysis normalises each count by it) and proven fresh like the spectrum.
         self.elapsed_live_time.name = f"{self.name}_live_s"
+        self.elapsed_live_time.kind = Kind.normal
 
     def trigger(self):
         """Erase and start a count of ``.PRTM`` s (put-completion on ``EraseStart``); the status
         completes once the count is proven fresh (``fresh_count``), and times out otherwise."""
-        return fresh_count(self, preset=self.preset_real_time, elapsed=self.elapsed_real_time, data=[self.spectrum],
+        return fresh_count(self, preset=self.preset_real_time, elapsed=self.elapsed_real_time,
+                           data=[self.spectrum, self.elapsed_live_time],
                            start=lambda done: self.erase_start.put(1, wait=False, callback=done, use_complete=True))
 
     @property
