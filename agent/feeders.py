@@ -278,21 +278,35 @@ class ComptonFeeder(CallbackBase):
 
     def _decide(self, cycle: int, reason: str = "") -> None:
         events = self._cycles.pop(cycle, [])
-        problem = cycle_problem(events, self.spec)
+        problem = cycle_problem(events, self.spec) or self._live_problem(events)
         if problem and reason and len(events) < len(self.spec["pattern"]):
             problem = reason  # cut short by the plan (a device fault, a bad spectrum): its own words
         self._verdicts[cycle] = problem
         if problem:
             self.agent.register_failures([{"_id": cycle, "reason": problem}])
             return
-        self.agent.ingest([{
+        point = {
             "_id": cycle,
             "fields": [float(d["field_sign"]) for d in events],
             "spectra": np.stack([np.asarray(d[self.spec["spectrum"]], dtype=float) for d in events]),
             "monitors": [self._monitor(d, float(d[self.spec["monitor"]])) for d in events],
             "count_time_s": float(self.spec["preset_s"]) * len(events),
             "beamtime_s": self._bt0 + self._run_beamtime(events[-1]),
-        }])
+        }
+        if all(f"{self.det}_live_s" in d for d in events):
+            point["live_s"] = [float(d[f"{self.det}_live_s"]) for d in events]
+        self.agent.ingest([point])
+
+    def _live_problem(self, events) -> str:
+        """Why a cycle's stored live times cannot normalise it ("" if they can, or the run recorded none): each
+        must be finite, positive and at most its count's elapsed real time."""
+        for k, d in enumerate(events):
+            if f"{self.det}_live_s" not in d:
+                continue
+            live, real = float(d[f"{self.det}_live_s"]), float(d.get(f"{self.det}_elapsed_s", math.inf))
+            if not (math.isfinite(live) and 0 < live <= real * (1 + 1e-9)):
+                return f"spectrum {k + 1}: live time {live:g} s is not in (0, elapsed {real:g} s]"
+        return ""
 
     def _monitor(self, data, monitor: float) -> float:
         """The monitor count scaled by the detector's live fraction (``<det>_live_s`` / ``<det>_elapsed_s``) when the

@@ -49,6 +49,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "ms_fwhm_au": ((int, float), False, False, "FWHM of the multiple-scattering shape (a.u.)"),
         "ms_fraction_rel_std": ((int, float), False, False, "relative std of ms_fraction"),
         "ms_depolarisation": ((int, float), False, False, "fraction of the magnetic part lost in double scattering"),
+        "background_cps_per_kev": ((int, float), False, False, "flat room background of the detector, all "
+                                                               "elements (counts/s/keV of live time, beam off)"),
         "resolution_fwhm_au": ((int, float), False, False, "resolution FWHM at the Compton peak (a.u.)"),
         "resolution_rel_std": ((int, float), False, False, "relative std of the resolution"),
     },

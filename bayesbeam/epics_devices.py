@@ -270,7 +270,7 @@ class ArrayEpicsSignalRO(EpicsSignalRO):
 #: The ComptonGeometry fields a beamline file's [detector] may give beyond energy, angle and κ.
 GEOMETRY_KEYS = ("flipping_factor_rel_std", "sample_thickness_mm", "incidence_deg", "ge_thickness_mm", "cross_section",
                  "ms_fraction", "ms_fwhm_au", "ms_fraction_rel_std", "ms_depolarisation", "resolution_fwhm_au",
-                 "resolution_rel_std")
+                 "resolution_rel_std", "background_cps_per_kev")
 
 
 class ComptonMCA(EpicsMCA):
@@ -298,6 +298,7 @@ class ComptonMCA(EpicsMCA):
     ms_depolarisation = Cpt(Signal, value=0.0, kind=Kind.config)
     resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
     resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
+    background_cps_per_kev = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, prefix, *, monitor_pv: str, timing: DeviceTiming | None = None, **kwargs):
         self._monitor_pv = monitor_pv

@@ -67,7 +67,7 @@ def test_repeats_json_matches_the_planning_table(tmp_path):
         cell = table_row(out, f"{level} % interval covers true μ_s")[1]
         assert cell.startswith(f"{100 * s[f'coverage_{level}']:.1f} % (nominal {level}")
     assert table_row(out, "bias of stopped μ_s (μB; posterior stds)")[1] == (
-        f"{s['bias']:+.4f} ({s['bias_sigma']:+.2f} σ)")
+        f"{s['bias']:+.4f} ({s['bias_sigma']:+.2f} ± {s['bias_sigma_se']:.2f} σ)")
 
 
 def test_full_rehearsal_writes_catalog_figure_and_json(tmp_path):

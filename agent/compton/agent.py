@@ -8,6 +8,7 @@ grid posterior (agent.core.linear_posterior) is recomputed from them in one vect
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -88,17 +89,18 @@ class SpinMomentAgent(BayesAgent):
             return
         if self.cycles:
             raise ValueError("detector calibration changed in the middle of a measurement")
-        self.model = MCSModel(self.element, self.orbitals, geometry, self.gamma_grid, self.pz_window,
-                              self.misfit_centres, self.misfit_fwhm_au)
-        k, m = len(self.orbitals), self.misfit_centres.size
-        prior_var = np.r_[np.full(k, self.prior_sd_mub**2), np.ones(m)]
-        self._solver = LinearGridPosterior(self.model.design, self.gamma_grid, self.misfit_grid, np.zeros(k + m),
-                                           np.diag(prior_var), scaled=np.r_[np.zeros(k, bool), np.ones(m, bool)],
-                                           gamma_log_prior=gamma_log_prior(self.gamma_grid, geometry))
+        self.model, self._solver = self._model_and_solver(geometry)
         self._reset_sums(geometry.energy_kev.size)
+
+    def _model_and_solver(self, geometry: ComptonGeometry, ms_fraction: float | None = None):
+        """The forward model and exact solver for ``geometry`` (``ms_fraction``: instead of the geometry's)."""
+        return _model_and_solver(self.element, self.orbitals, geometry, tuple(self.gamma_grid), self.pz_window,
+                                 tuple(self.misfit_centres), self.misfit_fwhm_au, tuple(self.misfit_grid),
+                                 self.prior_sd_mub, ms_fraction)
 
     def _reset_sums(self, n_channels: int) -> None:
         self.sums = np.zeros((4, n_channels))  # Σ+ counts, Σ− counts, var+, var−
+        self.exposure_s = np.zeros(2)  # Σ scale × live time per field sign (s): the room background's exposure
         self.monitor_ref: float | None = None
         self.cycles = 0
         self.count_time_s = 0.0
@@ -113,20 +115,22 @@ class SpinMomentAgent(BayesAgent):
         if self.model is None:
             raise RuntimeError("agent has no detector geometry yet: call configure() first")
         label = point.get("_id", self.cycles) if isinstance(point, Mapping) else self.cycles
-        spectra, fields, monitors = checked_cycle(point, self.sums.shape[1], label)
+        spectra, fields, monitors, live = checked_cycle(point, self.sums.shape[1], label)
         monitor_ref = float(monitors.mean()) if self.monitor_ref is None else self.monitor_ref
         scale = monitor_ref / monitors
-        sums = self.sums.copy()
+        sums, exposure = self.sums.copy(), self.exposure_s.copy()
         for sign, row in ((1, 0), (-1, 1)):
             sel = fields == sign
             sums[row] += scale[sel] @ spectra[sel]
             sums[row + 2] += scale[sel] ** 2 @ spectra[sel]
+            if live is not None:
+                exposure[row] += scale[sel] @ live[sel]
         try:
-            post = self._solver.fit(*self.model.reduce(*sums))
+            post = self._solver.fit(*self.model.reduce(*sums, exposure))
         except ValueError as exc:  # e.g. no counts inside the p_z window yet
             raise InvalidCycle(f"cycle {label} refused (the agent is unchanged): {exc}") from None
         count_time = float(point.get("count_time_s", 0.0))
-        self.sums, self.monitor_ref, self._post = sums, monitor_ref, post
+        self.sums, self.exposure_s, self.monitor_ref, self._post = sums, exposure, monitor_ref, post
         self.cycles += 1
         self.count_time_s += count_time
         self.beamtime_s = float(point.get("beamtime_s", self.beamtime_s + count_time))
@@ -170,12 +174,8 @@ class SpinMomentAgent(BayesAgent):
         out = {"statistical": float(mix.std), "kappa": abs(mix.mean) * g.flipping_factor_rel_std,
                "multiple_scattering": 0.0}
         if g.ms_fraction > 0 and g.ms_fraction_rel_std > 0:
-            shifted = MCSModel(self.element, self.orbitals, g, self.gamma_grid, self.pz_window, self.misfit_centres,
-                               self.misfit_fwhm_au, ms_fraction=g.ms_fraction * (1.0 + g.ms_fraction_rel_std))
-            solver = LinearGridPosterior(shifted.design, self.gamma_grid, self.misfit_grid, self._solver.prior_mean,
-                                         self._solver.prior_cov, scaled=self._solver.scaled,
-                                         gamma_log_prior=gamma_log_prior(self.gamma_grid, g))
-            moved = solver.fit(*shifted.reduce(*self.sums)).marginal(shifted.areas).mean
+            shifted, solver = self._model_and_solver(g, g.ms_fraction * (1.0 + g.ms_fraction_rel_std))
+            moved = solver.fit(*shifted.reduce(*self.sums, self.exposure_s)).marginal(shifted.areas).mean
             out["multiple_scattering"] = abs(moved - mix.mean)
         out["total"] = float(np.hypot(out["kappa"], out["multiple_scattering"]))
         return out
@@ -217,13 +217,33 @@ class SpinMomentAgent(BayesAgent):
     def state(self):
         meta = {"cycles": self.cycles, "count_time_s": self.count_time_s, "beamtime_s": self.beamtime_s,
                 "monitor_ref": self.monitor_ref}
-        return {"sums": self.sums}, meta
+        return {"sums": self.sums, "exposure_s": self.exposure_s}, meta
 
     def load_state(self, arrays, meta):
         self.sums = np.array(arrays["sums"], dtype=float)
+        self.exposure_s = np.array(arrays.get("exposure_s", np.zeros(2)), dtype=float)
         self.cycles, self.monitor_ref = int(meta["cycles"]), meta["monitor_ref"]
         self.count_time_s, self.beamtime_s = float(meta["count_time_s"]), float(meta["beamtime_s"])
-        self._post = self._solver.fit(*self.model.reduce(*self.sums)) if self.cycles else None
+        self._post = self._solver.fit(*self.reduced()) if self.cycles else None
+
+    def reduced(self) -> tuple[np.ndarray, np.ndarray]:
+        """The measured J_mag (μB/a.u.) and its variance on the window channels, from the sums so far."""
+        return self.model.reduce(*self.sums, self.exposure_s)
+
+
+@lru_cache(maxsize=16)
+def _model_and_solver(element, orbitals, geometry, gamma_grid, pz_window, misfit_centres, misfit_fwhm_au, misfit_grid,
+                      prior_sd_mub, ms_fraction) -> tuple[MCSModel, LinearGridPosterior]:
+    """MCSModel and LinearGridPosterior (both immutable), shared by the agents of one detector configuration
+    (``geometry`` is keyed by identity: the runs of a session, the beamtimes of a rehearsal)."""
+    model = MCSModel(element, orbitals, geometry, np.asarray(gamma_grid), pz_window, np.asarray(misfit_centres),
+                     misfit_fwhm_au, ms_fraction=ms_fraction)
+    k, m = len(orbitals), len(misfit_centres)
+    prior_var = np.r_[np.full(k, prior_sd_mub**2), np.ones(m)]
+    solver = LinearGridPosterior(model.design, np.asarray(gamma_grid), np.asarray(misfit_grid), np.zeros(k + m),
+                                 np.diag(prior_var), scaled=np.r_[np.zeros(k, bool), np.ones(m, bool)],
+                                 gamma_log_prior=gamma_log_prior(np.asarray(gamma_grid), geometry))
+    return model, solver
 
 
 def gamma_log_prior(gamma_grid: np.ndarray, geometry: ComptonGeometry) -> np.ndarray | None:

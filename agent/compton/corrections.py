@@ -10,8 +10,11 @@ xraylib (attenuation, fluorescence yields, radiative rates, line energies, densi
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import xraylib
+from scipy.sparse import csr_matrix
 
 from agent.compton.profiles import ALPHA_INV, MC2_KEV, compton_peak_kev, element_z, gaussian_kernel, pz_from_energy
 
@@ -220,6 +223,22 @@ def escape_matrix(energy_kev, thickness_mm: float) -> np.ndarray:
             ok = (idx >= 0) & (idx < n)
             np.add.at(m, (idx[ok], cols[ok]), (f * wt)[ok])
     return m
+
+
+def escape_inverse(energy_kev, thickness_mm: float):
+    """(M⁻¹, M⁻¹ squared elementwise) of ``escape_matrix`` as sparse CSR matrices (escapes shift by the Ge K line
+    energies only, so the inverse has a few bands): full-energy spectrum = M⁻¹ @ measured, and the variances of
+    independent channels map by the squares. Cached per calibration (uniform channels) and thickness."""
+    e = np.asarray(energy_kev, dtype=float)
+    step = (e[-1] - e[0]) / (e.size - 1) if e.size > 1 else 0.0
+    return _escape_inverse(e.size, float(e[0]), float(step), float(thickness_mm))
+
+
+@lru_cache(maxsize=8)
+def _escape_inverse(n: int, e0: float, step: float, thickness_mm: float):
+    inv = np.linalg.inv(escape_matrix(e0 + step * np.arange(n), thickness_mm))
+    inv[np.abs(inv) < 1e-14] = 0.0
+    return csr_matrix(inv), csr_matrix(inv**2)
 
 
 def live_fraction(input_rate_cps, dead_time_s: float):

@@ -1,7 +1,8 @@
 """The check of one flip cycle given to ``SpinMomentAgent.ingest``, before it touches the agent.
 
 A cycle is ``spectra`` (m, channels) counts, ``fields`` (m,) field signs and ``monitors`` (m,)
-incident-beam monitor counts, optionally ``count_time_s`` and ``beamtime_s`` (s). It is refused
+incident-beam monitor counts, optionally ``live_s`` (m,) the detector's live time of each count (s),
+``count_time_s`` and ``beamtime_s`` (s). It is refused
 with one ``InvalidCycle`` line naming the cycle, the spectrum and what is wrong.
 """
 
@@ -32,11 +33,12 @@ def _array(point: Mapping, key: str, what: str, fail) -> np.ndarray:
         fail(f"{key} are not numbers ({what})")
 
 
-def checked_cycle(point: Any, n_channels: int, label) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(spectra, fields, monitors)`` of ``point`` as float arrays, or ``InvalidCycle`` ("cycle
-    ``label`` refused …"): spectra (m ≥ 1, ``n_channels``) of finite, non-negative counts, not all
-    zero; one field sign (+1 or −1) and one finite positive monitor count per spectrum; both field
-    directions; ``count_time_s`` and ``beamtime_s`` (s), when given, finite and ≥ 0."""
+def checked_cycle(point: Any, n_channels: int, label):
+    """``(spectra, fields, monitors, live)`` of ``point`` as float arrays (``live`` None when not given), or
+    ``InvalidCycle`` ("cycle ``label`` refused …"): spectra (m ≥ 1, ``n_channels``) of finite, non-negative
+    counts, not all zero; one field sign (+1 or −1) and one finite positive monitor count per spectrum, and
+    one finite positive live time if given; both field directions; ``count_time_s`` and ``beamtime_s`` (s),
+    when given, finite and ≥ 0."""
 
     def fail(problem: str):
         raise InvalidCycle(f"cycle {label} refused (the agent is unchanged): {problem}")
@@ -49,8 +51,9 @@ def checked_cycle(point: Any, n_channels: int, label) -> tuple[np.ndarray, np.nd
     if spectra.ndim != 2 or spectra.shape[0] == 0 or spectra.shape[1] != n_channels:
         fail(f"spectra must be (spectra, {n_channels} channels), got shape {spectra.shape}")
     m = spectra.shape[0]
-    for values, name in ((fields, "field signs"), (monitors, "monitor counts")):
-        if values.shape != (m,):
+    live = _array(point, "live_s", "live time of each count, s", fail) if "live_s" in point else None
+    for values, name in ((fields, "field signs"), (monitors, "monitor counts"), (live, "live times")):
+        if values is not None and values.shape != (m,):
             fail(f"{m} spectra but {values.size} {name} (shape {values.shape})")
     for k in range(m):
         row = spectra[k]
@@ -68,6 +71,8 @@ def checked_cycle(point: Any, n_channels: int, label) -> tuple[np.ndarray, np.nd
             fail(f"spectrum {k} has field sign {fields[k]:g}: it must be +1 or −1")
         if not (np.isfinite(monitors[k]) and monitors[k] > 0):
             fail(f"spectrum {k} has monitor {monitors[k]:g}: it must be a finite positive count")
+        if live is not None and not (np.isfinite(live[k]) and live[k] > 0):
+            fail(f"spectrum {k} has live time {live[k]:g} s: it must be finite and positive")
     if not ((fields > 0).any() and (fields < 0).any()):
         fail(f"a cycle needs spectra of both field directions, got signs {[int(f) for f in fields]}")
     for key in ("count_time_s", "beamtime_s"):
@@ -78,4 +83,4 @@ def checked_cycle(point: Any, n_channels: int, label) -> tuple[np.ndarray, np.nd
                 value = np.nan
             if not (np.isfinite(value) and value >= 0):
                 fail(f"{key} {plain(point[key])} is not a finite time ≥ 0 s")
-    return spectra, fields, monitors
+    return spectra, fields, monitors, live

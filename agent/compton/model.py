@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
-from agent.compton.corrections import channel_factors, escape_matrix, multiple_scattering_shape
+from agent.compton.corrections import channel_factors, escape_inverse, multiple_scattering_shape
 from agent.compton.profiles import convolve_at, fine_grid, orbital_profile, pz_from_energy, total_profile
 
 
@@ -39,7 +38,8 @@ class ComptonGeometry:
     FWHM of its broad p_z shape, a.u.; ``ms_fraction_rel_std`` its relative uncertainty; ``ms_depolarisation``
     the fraction of the magnetic part lost in double scattering).
     ``resolution_fwhm_au`` and ``resolution_rel_std``: the instrument's resolution FWHM at the Compton peak
-    (a.u.) and its relative uncertainty, the prior of Γ.
+    (a.u.) and its relative uncertainty, the prior of Γ. ``background_cps_per_kev``: the detector's flat room
+    background (counts/s/keV of live time, all elements; measured without beam), subtracted from the charge.
     """
 
     energy_kev: np.ndarray
@@ -57,6 +57,7 @@ class ComptonGeometry:
     ms_depolarisation: float = 0.0
     resolution_fwhm_au: float = 0.44
     resolution_rel_std: float = 0.0
+    background_cps_per_kev: float = 0.0
 
     @classmethod
     def from_calibration(cls, n_channels: int, offset_kev: float, slope_kev: float, **kw) -> ComptonGeometry:
@@ -125,10 +126,8 @@ class MCSModel:
         self.charge_factor = charge_factor[self.channels]
         self.magnetic_factor = magnetic_factor[self.channels]
         self.escape_inverse = self.escape_inverse_sq = None
-        if geometry.ge_thickness_mm > 0:  # sparse: escapes shift by the Ge K line energies only
-            inv = np.linalg.inv(escape_matrix(geometry.energy_kev, geometry.ge_thickness_mm))
-            inv[np.abs(inv) < 1e-14] = 0.0
-            self.escape_inverse, self.escape_inverse_sq = csr_matrix(inv), csr_matrix(inv**2)
+        if geometry.ge_thickness_mm > 0:
+            self.escape_inverse, self.escape_inverse_sq = escape_inverse(geometry.energy_kev, geometry.ge_thickness_mm)
         # Multiple scattering: norm = fraction × (charge single / charge double-shape) inside the window.
         j_tot = total_profile(element)
         gamma0 = geometry.resolution_fwhm_au if geometry.resolution_rel_std > 0 else float(np.median(self.gamma_grid))
@@ -156,11 +155,15 @@ class MCSModel:
             charge = charge + ms_norm * convolve_at(double, 0.0, self.pz)
         self.charge_area = float(self.pz_width @ charge)
 
-    def reduce(self, sum_plus, sum_minus, var_plus, var_minus):
+    def reduce(self, sum_plus, sum_minus, var_plus, var_minus, exposure_s=(0.0, 0.0)):
         """Magnetic Compton profile J_mag (μB/a.u.) and its variance from monitor- and live-time-normalised count
-        sums of the + and − field directions (full detector arrays) and their Poisson variances: escape undone,
-        charge and magnetic factors divided out, normalised by the charge area inside the window."""
+        sums of the + and − field directions (full detector arrays) and their Poisson variances: the room
+        background of ``exposure_s`` (the sums' live time per field sign, s, as scaled) subtracted, escape
+        undone, charge and magnetic factors divided out, normalised by the charge area inside the window."""
         sums = [np.asarray(x, dtype=float) for x in (sum_plus, sum_minus, var_plus, var_minus)]
+        if self.geometry.background_cps_per_kev > 0:  # flat, field-independent: it cancels in the difference
+            per_s = self.geometry.background_cps_per_kev * np.abs(np.gradient(self.geometry.energy_kev))
+            sums[0], sums[1] = sums[0] - per_s * exposure_s[0], sums[1] - per_s * exposure_s[1]
         if self.escape_inverse is not None:  # variances: the channels are independent; the map's squares
             inv, inv2 = self.escape_inverse, self.escape_inverse_sq
             sums = [inv @ sums[0], inv @ sums[1], inv2 @ sums[2], inv2 @ sums[3]]

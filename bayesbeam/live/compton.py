@@ -144,7 +144,7 @@ class LiveCompton(LiveFigure):
 
     def _draw_profile(self, agent) -> None:
         pz = agent.model.pz
-        y, var = agent.model.reduce(*agent.sums)
+        y, var = agent.reduced()
         sd = np.sqrt(var)
         fit, fit_sd = profile_band(agent)
         comps, _ = agent.fitted_profile()

@@ -139,6 +139,7 @@ class Instrument:
                 "cross_section": 1.0, "ms_fraction": self.ms_fraction, "ms_fwhm_au": self.ms_fwhm_au,
                 "ms_fraction_rel_std": self.ms_fraction_rel_std, "ms_depolarisation": self.ms_depolarisation,
                 "resolution_fwhm_au": self.resolution_fwhm_au,
+                "background_cps_per_kev": self.elements * self.room_cps_per_kev,
                 "resolution_rel_std": self.resolution_rel_std}
 
     def default_geometry(self, sample) -> ComptonGeometry:

@@ -97,7 +97,7 @@ def simulated_cycles(sample: ComptonSample, geometry, rng: np.random.Generator, 
     while True:
         cycle += 1
         spectra = np.stack([rng.poisson(means[sign][0]) for sign in FLIP_PATTERN]).astype(float)
-        yield {"_id": cycle, "spectra": spectra, "fields": FLIP_PATTERN, "monitors": live,
+        yield {"_id": cycle, "spectra": spectra, "fields": FLIP_PATTERN, "monitors": live, "live_s": live,
                "count_time_s": len(FLIP_PATTERN) * count_time_s, "beamtime_s": cycle * cycle_s}
 
 
