@@ -267,7 +267,8 @@ def test_the_kappa_calibration_reaches_the_systematic_std_not_the_stop(geometry)
     stat = total = 0
     n = 120
     for _ in range(n):
-        off = dataclasses.replace(geometry, flipping_factor=geometry.flipping_factor * (1 + rel * rng.standard_normal()))
+        kappa = geometry.flipping_factor * (1 + rel * rng.standard_normal())  # a calibration within its std
+        off = dataclasses.replace(geometry, flipping_factor=kappa)
         agent = make_agent(fe, 0.01)
         agent.configure(off)
         agent.ingest([point])
