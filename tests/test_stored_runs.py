@@ -40,17 +40,28 @@ def v0_catalog(catalog):
     return uids
 
 
-def test_v0_compton_run_reads_and_replays_into_the_same_posterior(catalog, v0_catalog):
+def test_v0_compton_run_reads_and_replays_into_the_current_analysis(catalog, v0_catalog):
+    """A release-0.1 run (no live times, no correction settings in its configuration: they read as off) replays
+    into today's agent: the same two cycles of stored spectra, monitor-normalised as then; the posterior is the
+    current model's (a structured misfit, not 0.1's noise scale), so it agrees with the stored one within its
+    std, and the stored target is reached again."""
     run = catalog[v0_catalog["compton"]]
-    assert set(run["primary"].read().data_vars) >= {"cycle_cycle", "cycle_field_sign", "ge_spectrum"}
+    primary = run["primary"].read()
+    assert set(primary.data_vars) >= {"cycle_cycle", "cycle_field_sign", "ge_spectrum"}
     fe = compton_sample("fe")
     agent = spin_moment_agent(0.02, element=fe.element, orbitals=fe.orbitals)
     replay(run, ComptonFeeder(agent, detector="ge"))
     stored = run["posterior"].read()
     assert agent.cycles == len(stored["mu_s_std"]) == 2
-    for q in ("mu_s_mean", "mu_s_std", "a3d_mean", "a4s_std"):
-        assert agent.report()[q] == pytest.approx(float(stored[q][-1]), rel=1e-9), q
-    assert agent.should_stop() == (True, run.metadata["stop"]["reason"])
+    assert agent.model.geometry.settings()["ge_thickness_mm"] == 0 and agent.exposure_s.tolist() == [0.0, 0.0]
+    spectra, sign, monitor = (np.asarray(primary[k], float) for k in ("ge_spectrum", "cycle_field_sign", "ge_monitor"))
+    scale = monitor[:4].mean() / monitor
+    assert np.allclose(agent.sums[0], scale[sign > 0] @ spectra[sign > 0])
+    rep = agent.report()
+    assert abs(rep["mu_s_mean"] - float(stored["mu_s_mean"][-1])) < float(stored["mu_s_std"][-1])
+    assert rep["mu_s_std"] == pytest.approx(float(stored["mu_s_std"][-1]), rel=0.2)
+    stop, reason = agent.should_stop()
+    assert stop and reason.startswith("target_std: std(mu_s)")
 
 
 def test_v0_xas_run_replays_into_the_same_posterior(catalog, v0_catalog):

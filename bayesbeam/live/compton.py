@@ -51,7 +51,6 @@ class LiveCompton(LiveFigure):
         self.ax_std.set_ylabel(r"posterior std ($\mu_B$)")
         self.ax_misfit.set_xlabel("valid cycles (+ − − +)")
         self.ax_misfit.set_ylabel(r"misfit size $\tau$ ($\mu_B$)")
-        self.ax_misfit.set_yscale("log")
         self._hours_axis = self.ax_std.secondary_xaxis("top", functions=(self._to_hours, self._from_hours))
         self._hours_axis.set_xlabel("beamtime (h)")
         (self.l_meas,) = self.ax_mcp.plot([], [], "o", ms=2.5, color="0.35", label="measured MCP (±1σ shaded)")
@@ -125,8 +124,8 @@ class LiveCompton(LiveFigure):
                 line.set_data(cycles, self._hist(f"{q}_std"))
             mean, std = self._hist("misfit_mean"), self._hist("misfit_std")
             self.l_misfit.remove()
-            self.l_misfit = self.ax_misfit.errorbar(cycles, mean, yerr=np.minimum(std, 0.9 * mean), fmt="o-", ms=3,
-                                                    color="C4", label="posterior mean ± std")
+            self.l_misfit = self.ax_misfit.errorbar(cycles, mean, yerr=std, fmt="o-", ms=3, color="C4",
+                                                    label="posterior mean ± std")
             self.ax_misfit.legend(fontsize=8, loc="upper left")
             for ax in (self.ax_std, self.ax_misfit):
                 ax.relim()

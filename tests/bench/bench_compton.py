@@ -81,7 +81,7 @@ def bench_update(sample: str, seed: int, n_cycles=136, repeats=3):
         return (a3 * convolve_at(j3d, g, model.pz) + a4 * convolve_at(j4s, g, model.pz) - y) / sd
 
     base_times = []
-    sums = np.zeros((4, geometry.energy_kev.size))
+    sums, exposure = np.zeros((4, geometry.energy_kev.size)), np.zeros(2)
     for p in points[: min(40, n_cycles)]:
         t = time.perf_counter()
         f = np.asarray(p["fields"])
@@ -90,7 +90,8 @@ def bench_update(sample: str, seed: int, n_cycles=136, repeats=3):
         sums[1] += scale[f < 0] @ p["spectra"][f < 0]
         sums[2] += scale[f > 0] ** 2 @ p["spectra"][f > 0]
         sums[3] += scale[f < 0] ** 2 @ p["spectra"][f < 0]
-        y, var = model.reduce(*sums)
+        exposure += (scale[f > 0] @ p["live_s"][f > 0], scale[f < 0] @ p["live_s"][f < 0])
+        y, var = model.reduce(*sums, exposure)
         least_squares(resid, x0=[2.0, 0.0, 0.45], args=(y, np.sqrt(var)), bounds=([-10, -10, 0.1], [10, 10, 1.0]))
         base_times.append(time.perf_counter() - t)
     base = np.median(base_times)
@@ -102,10 +103,12 @@ def bench_update(sample: str, seed: int, n_cycles=136, repeats=3):
           f"median {base * 1e3:.2f} ms → ratio {base / ours:.2f}× (baseline time / ours)")
 
 
-def area_baseline(model, sums):
-    """The conventional μs: Σ J_mag Δp inside the window over the in-window fraction of a free-atom 3d profile
-    (single + multiple scattering, as the model's 3d column), with its Poisson std (μB)."""
-    y, var = model.reduce(*sums)
+def area_baseline(agent):
+    """The conventional μs: Σ J_mag Δp inside the window (the same corrected profile the agent fits) over the
+    in-window fraction of a free-atom 3d profile (single + multiple scattering, as the model's 3d column),
+    with its Poisson std (μB)."""
+    model = agent.model
+    y, var = agent.reduced()
     column = model.design[np.argmin(np.abs(model.gamma_grid - model.geometry.resolution_fwhm_au)), :, 0]
     inside = float(model.pz_width @ column)  # area of a unit-moment 3d column inside the window
     return float(model.pz_width @ y) / inside, float(np.sqrt((model.pz_width**2) @ var)) / inside
@@ -128,7 +131,7 @@ def bench_coverage(sample: str, seed: int, beamtimes: int):
             h = agent.history[-1]
             hist["posterior"].append((point["beamtime_s"], h["mu_s_mean"], h["mu_s_std"], h["mu_s_lo68"],
                                       h["mu_s_hi68"], h["mu_s_lo95"], h["mu_s_hi95"]))
-            mean, sd = area_baseline(agent.model, agent.sums)
+            mean, sd = area_baseline(agent)
             hist["area"].append((point["beamtime_s"], mean, sd, mean - 0.994458 * sd, mean + 0.994458 * sd,
                                  mean - 1.959964 * sd, mean + 1.959964 * sd))
             if max(h["mu_s_std"], sd) <= TARGETS[-1]:
