@@ -51,6 +51,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "ms_depolarisation": ((int, float), False, False, "fraction of the magnetic part lost in double scattering"),
         "background_cps_per_kev": ((int, float), False, False, "flat room background of the detector, all "
                                                                "elements (counts/s/keV of live time, beam off)"),
+        "energy_offset_std_kev": ((int, float), False, False, "std of the MCA energy offset (keV): p_z calibration"),
+        "incident_std_kev": ((int, float), False, False, "std of the incident energy E1 (keV): p_z calibration"),
+        "resolution_const_kev2": ((int, float), False, False, "detector energy resolution FWHM² = c + f·E: c (keV²)"),
+        "resolution_fano_kev": ((int, float), False, False, "detector energy resolution FWHM² = c + f·E: f (keV)"),
         "resolution_fwhm_au": ((int, float), False, False, "resolution FWHM at the Compton peak (a.u.)"),
         "resolution_rel_std": ((int, float), False, False, "relative std of the resolution"),
     },

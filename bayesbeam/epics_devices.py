@@ -270,7 +270,8 @@ class ArrayEpicsSignalRO(EpicsSignalRO):
 #: The ComptonGeometry fields a beamline file's [detector] may give beyond energy, angle and κ.
 GEOMETRY_KEYS = ("flipping_factor_rel_std", "sample_thickness_mm", "incidence_deg", "ge_thickness_mm", "cross_section",
                  "ms_fraction", "ms_fwhm_au", "ms_fraction_rel_std", "ms_depolarisation", "resolution_fwhm_au",
-                 "resolution_rel_std", "background_cps_per_kev")
+                 "resolution_rel_std", "background_cps_per_kev", "energy_offset_std_kev", "incident_std_kev",
+                 "resolution_const_kev2", "resolution_fano_kev")
 
 
 class ComptonMCA(EpicsMCA):
@@ -299,6 +300,10 @@ class ComptonMCA(EpicsMCA):
     resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
     resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
     background_cps_per_kev = Cpt(Signal, value=0.0, kind=Kind.config)
+    energy_offset_std_kev = Cpt(Signal, value=0.0, kind=Kind.config)
+    incident_std_kev = Cpt(Signal, value=0.0, kind=Kind.config)
+    resolution_const_kev2 = Cpt(Signal, value=0.0, kind=Kind.config)
+    resolution_fano_kev = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, prefix, *, monitor_pv: str, timing: DeviceTiming | None = None, **kwargs):
         self._monitor_pv = monitor_pv

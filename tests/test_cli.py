@@ -97,8 +97,9 @@ def test_full_rehearsal_writes_catalog_figure_and_json(tmp_path):
                and line.endswith(f"true μ_s of the simulation {s['truth_mu_s']:.4f} μB") for line in lines)
     assert f"run uid {s['uid']}" in lines
     rows = [line for line in lines if line.startswith("│")]
-    assert len(rows) == 7 and len({len(row) for row in rows}) == 1  # one line per row: no cell wrapped
-    for key, name in (("kappa", "κ calibration"), ("multiple_scattering", "multiple scattering")):
+    assert len(rows) == 8 and len({len(row) for row in rows}) == 1  # one line per row: no cell wrapped
+    for key, name in (("kappa", "κ calibration"), ("multiple_scattering", "multiple scattering"),
+                      ("pz_calibration", "p_z calibration")):
         assert table_row(out.stdout, f"μs systematic: {name} (μB)")[2] == f"{s[f'mu_s_sys_{key}']:.4f}"
     assert s["mu_s_sys_kappa"] == pytest.approx(abs(s["mu_s_mean"]) * 0.01)  # beside, not in, the stop
     listing = subprocess.run([sys.executable, "-m", "bayesbeam.cli", "runs", "--catalog", str(cat), "--sample", "fe"],

@@ -179,3 +179,22 @@ def test_corrected_posterior_matches_brute_force_in_count_space():
     assert abs(mix.mean - mean) < 0.05 * std, (mix.mean, mean, std)
     assert mix.std == pytest.approx(std, rel=0.02)
     assert abs(mean - 2.26) < 4 * std  # and both are right about the truth
+
+
+def test_the_resolution_varies_across_the_window_and_the_convolution_follows_it():
+    """The instrument's p_z resolution grows towards low E₂ (Jacobian and Fano term); the varying-width
+    convolution equals the constant one for a constant width, and at each point the one of that point's width."""
+    from agent.compton.profiles import convolve_varying, orbital_profile
+
+    inst = instrument()
+    width = inst.resolution_au(np.array([92.0, PEAK, 116.0]))
+    assert width[0] > width[1] > width[2] and width[1] == pytest.approx(inst.resolution_fwhm_au)
+    j = orbital_profile("Fe", "3d")
+    pz = np.linspace(-8, 8, 41)
+    assert np.allclose(convolve_varying(j, 0.45, pz), convolve_at(j, 0.45, pz), atol=2e-6)
+    widths = np.linspace(0.3, 0.7, pz.size)
+    each = [convolve_at(j, w, np.array([p]))[0] for p, w in zip(pz, widths, strict=True)]
+    assert np.allclose(convolve_varying(j, widths, pz), each, atol=2e-6)
+    g = inst.default_geometry(compton_sample("fe"))
+    shape = g.resolution_shape
+    assert shape[np.argmin(np.abs(g.energy_kev - PEAK))] == pytest.approx(1.0, abs=2e-3) and shape[0] > shape[-1]

@@ -8,6 +8,7 @@ grid posterior (agent.core.linear_posterior) is recomputed from them in one vect
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -166,19 +167,39 @@ class SpinMomentAgent(BayesAgent):
         """The systematic uncertainties of μ_s (μB, 1σ), kept apart from its statistical std (``statistical``):
         ``kappa``, the scale systematic of the flipping-factor calibration on its reference, |μ_s|·σ_κ/κ;
         ``multiple_scattering``, |Δμ_s| when the fixed multiple-scattering fraction moves by its stated std
-        (the posterior refitted with that model); ``total`` in quadrature. None of it enters the stop rule."""
+        (the posterior refitted with that model); ``pz_calibration``, the quadrature of |Δμ_s| when the MCA's
+        energy offset and E₁ each move by their stated std (refitted on the shifted p_z scale); ``total`` in
+        quadrature. None of it enters the stop rule."""
         if self._post is None:
             raise RuntimeError("no data ingested yet")
         g = self.model.geometry
         mix = self._post.marginal(self.coefficients("mu_s"))
         out = {"statistical": float(mix.std), "kappa": abs(mix.mean) * g.flipping_factor_rel_std,
-               "multiple_scattering": 0.0}
+               "multiple_scattering": 0.0, "pz_calibration": 0.0}
         if g.ms_fraction > 0 and g.ms_fraction_rel_std > 0:
             shifted, solver = self._model_and_solver(g, g.ms_fraction * (1.0 + g.ms_fraction_rel_std))
             moved = solver.fit(*shifted.reduce(*self.sums, self.exposure_s)).marginal(shifted.areas).mean
             out["multiple_scattering"] = abs(moved - mix.mean)
-        out["total"] = float(np.hypot(out["kappa"], out["multiple_scattering"]))
+        shifts = []
+        for shifted_geometry in self._calibration_shifts():
+            shifted, solver = self._model_and_solver(shifted_geometry)
+            post = solver.fit(*shifted.reduce(*self.sums, self.exposure_s))
+            shifts.append(post.marginal(shifted.areas).mean - mix.mean)
+        out["pz_calibration"] = float(np.sqrt(np.sum(np.square(shifts)))) if shifts else 0.0
+        out["total"] = float(np.sqrt(out["kappa"] ** 2 + out["multiple_scattering"] ** 2 + out["pz_calibration"] ** 2))
         return out
+
+    def _calibration_shifts(self) -> list[ComptonGeometry]:
+        """The geometry with the MCA offset, then E₁, moved by their stated std (those that have one); made once
+        per configuration, so their models are shared too."""
+        g = self.model.geometry
+        if getattr(self, "_shifts_of", None) is not g:
+            self._shifts = ([replace(g, energy_kev=g.energy_kev + g.energy_offset_std_kev)]
+                            if g.energy_offset_std_kev else [])
+            if g.incident_std_kev:
+                self._shifts.append(replace(g, incident_kev=g.incident_kev + g.incident_std_kev))
+            self._shifts_of = g
+        return self._shifts
 
     def fitted_profile(self, pz=None) -> tuple[np.ndarray, np.ndarray]:
         """Posterior-mean components (k + 1, n): the orbitals, then the discrepancy's sum, and the total (n) of

@@ -104,6 +104,14 @@ def flipping_ratio_shape(e2_kev, e1_kev: float = 175.0, phi_deg: float = 178.0) 
     return spin_to_charge(e2_kev, e1_kev, phi_deg) / float(spin_to_charge(peak, e1_kev, phi_deg))
 
 
+def resolution_fwhm_au(e2_kev, e1_kev: float, phi_deg: float, const_kev2: float, fano_kev: float) -> np.ndarray:
+    """Resolution FWHM in p_z (a.u.) at each scattered energy: the detector's energy FWHM √(c + f·E₂) (keV; c the
+    noise and angular terms in keV², f = 2.355²·F·w the Fano term in keV) times |dp_z/dE₂|. It grows across the
+    window with E₂ and the Jacobian, so the resolution differs between p_z < 0 and p_z > 0."""
+    e2 = np.asarray(e2_kev, dtype=float)
+    return np.sqrt(const_kev2 + fano_kev * e2) * np.abs(pz_jacobian(e2, e1_kev, phi_deg))
+
+
 def density(element: str, density_g_cm3: float | None = None) -> float:
     """``density_g_cm3`` or xraylib's ElementDensity (g/cm³)."""
     return float(density_g_cm3) if density_g_cm3 is not None else float(xraylib.ElementDensity(element_z(element)))

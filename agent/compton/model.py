@@ -17,8 +17,16 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from agent.compton.corrections import channel_factors, escape_inverse, multiple_scattering_shape
-from agent.compton.profiles import convolve_at, fine_grid, orbital_profile, pz_from_energy, total_profile
+from agent.compton.corrections import channel_factors, escape_inverse, multiple_scattering_shape, resolution_fwhm_au
+from agent.compton.profiles import (
+    compton_peak_kev,
+    convolve_at,
+    convolve_varying,
+    fine_grid,
+    orbital_profile,
+    pz_from_energy,
+    total_profile,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +48,10 @@ class ComptonGeometry:
     ``resolution_fwhm_au`` and ``resolution_rel_std``: the instrument's resolution FWHM at the Compton peak
     (a.u.) and its relative uncertainty, the prior of Γ. ``background_cps_per_kev``: the detector's flat room
     background (counts/s/keV of live time, all elements; measured without beam), subtracted from the charge.
+    ``energy_offset_std_kev`` and ``incident_std_kev``: the std of the MCA's energy offset and of E₁ (keV), the
+    p_z calibration's uncertainty (a systematic of μs, ``SpinMomentAgent.systematics``).
+    ``resolution_const_kev2``, ``resolution_fano_kev``: the detector's energy resolution FWHM² = c + f·E₂ (keV²;
+    ``corrections.resolution_fwhm_au``): the resolution's variation across the window (both 0: constant).
     """
 
     energy_kev: np.ndarray
@@ -58,6 +70,10 @@ class ComptonGeometry:
     resolution_fwhm_au: float = 0.44
     resolution_rel_std: float = 0.0
     background_cps_per_kev: float = 0.0
+    energy_offset_std_kev: float = 0.0
+    incident_std_kev: float = 0.0
+    resolution_const_kev2: float = 0.0
+    resolution_fano_kev: float = 0.0
 
     @classmethod
     def from_calibration(cls, n_channels: int, offset_kev: float, slope_kev: float, **kw) -> ComptonGeometry:
@@ -76,6 +92,15 @@ class ComptonGeometry:
     def pz(self) -> np.ndarray:
         """Channel-centre momenta p_z (a.u.)."""
         return pz_from_energy(self.energy_kev, self.incident_kev, self.angle_deg)
+
+    @property
+    def resolution_shape(self) -> np.ndarray:
+        """Resolution FWHM at each channel relative to the Compton peak's (ones when no variation is given)."""
+        if not (self.resolution_const_kev2 > 0 or self.resolution_fano_kev > 0):
+            return np.ones_like(self.energy_kev)
+        args = (self.incident_kev, self.angle_deg, self.resolution_const_kev2, self.resolution_fano_kev)
+        return resolution_fwhm_au(self.energy_kev, *args) / float(
+            resolution_fwhm_au(compton_peak_kev(self.incident_kev, self.angle_deg), *args))
 
     @property
     def pz_width(self) -> np.ndarray:
@@ -143,9 +168,11 @@ class MCSModel:
                    for j in profiles]
         ms_cols += [ms_mag * _pair_convolved(c, np.hypot(self.misfit_fwhm_au, geometry.ms_fwhm_au), gamma0, self.pz)
                     for c in self.misfit_centres]
+        shape = geometry.resolution_shape[self.channels]  # Γ is the FWHM at the Compton peak
         self.design = np.stack(
-            [np.stack([convolve_at(j, g, self.pz) for j in profiles]
-                      + [_pair_convolved(c, self.misfit_fwhm_au, g, self.pz) for c in self.misfit_centres], axis=-1)
+            [np.stack([convolve_varying(j, g * shape, self.pz) for j in profiles]
+                      + [_pair_convolved(c, self.misfit_fwhm_au, g * shape, self.pz) for c in self.misfit_centres],
+                      axis=-1)
              for g in self.gamma_grid]
         ) + np.stack(ms_cols, axis=-1)[None]
         self.areas = np.ones(self.design.shape[-1])

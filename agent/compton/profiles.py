@@ -110,6 +110,25 @@ def convolve_at(profile_grid: np.ndarray, fwhm: float, pz) -> np.ndarray:
     return np.interp(pz, _grid(), smooth)
 
 
+def convolve_varying(profile_grid: np.ndarray, fwhm, pz) -> np.ndarray:
+    """(J ⊗ G)(p) at each ``pz`` (a.u.) with a resolution Gaussian of its own FWHM ``fwhm`` (a.u., one per point or
+    one for all): the spectrometer's resolution where each point is measured. Each kernel is normalised on the
+    fine grid (unit area), so it equals ``convolve_at`` for a constant width."""
+    pz = np.atleast_1d(np.asarray(pz, dtype=float))
+    sigma = np.broadcast_to(np.asarray(fwhm, dtype=float), pz.shape) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    if np.any(sigma <= 0):
+        raise ValueError("resolution FWHM must be positive")
+    half = int(np.ceil(6 * sigma.max() / PZ_STEP))
+    grid = _grid()
+    centre = np.rint((pz - grid[0]) / PZ_STEP).astype(int)
+    idx = centre[:, None] + np.arange(-half, half + 1)[None, :]
+    inside = (idx >= 0) & (idx < grid.size)
+    idx = np.clip(idx, 0, grid.size - 1)
+    w = np.exp(-0.5 * ((pz[:, None] - grid[idx]) / sigma[:, None]) ** 2) * inside
+    w /= np.exp(-0.5 * ((np.arange(-half, half + 1) * PZ_STEP)[None, :] / sigma[:, None]) ** 2).sum(1, keepdims=True)
+    return (profile_grid[idx] * w).sum(1)
+
+
 def orbital_profile(element: str, orbital: str, pz=None, scale: float = 1.0) -> np.ndarray:
     """Unit-area free-atom profile J_nl (per a.u.); ``scale`` > 1 broadens it in p_z as
     J(p/scale)/scale (a contracted orbital in real space). On the fine grid unless ``pz`` is given."""

@@ -61,6 +61,10 @@ class SimGeMCA(Device):
     resolution_fwhm_au = Cpt(Signal, value=0.44, kind=Kind.config)
     resolution_rel_std = Cpt(Signal, value=0.0, kind=Kind.config)
     background_cps_per_kev = Cpt(Signal, value=0.0, kind=Kind.config)
+    energy_offset_std_kev = Cpt(Signal, value=0.0, kind=Kind.config)
+    incident_std_kev = Cpt(Signal, value=0.0, kind=Kind.config)
+    resolution_const_kev2 = Cpt(Signal, value=0.0, kind=Kind.config)
+    resolution_fano_kev = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, *args, clock: SimClock, sample: ComptonSample, magnet: SimMagnet, ring: RingCurrent,
                  seed: int | None = None, monitor_rate_cps: float = 1.0e6, monitor_noise: float = 1e-6,

@@ -21,7 +21,8 @@ def result_summary(r: Rehearsal) -> dict[str, Any]:
     ``<q>_mean/_std/_lo95/_hi95`` (and 68 %) of each quantity the agent reports (``mu_s``, ``a3d``,
     ``a4s`` … in μB; ``gamma`` in a.u. FWHM; ``misfit`` τ in μB), the conventional beamtime (s), the
     simulation's true μ_s (μB), ``sample``, ``uid``, ``seed`` and the ``options``; ``mu_s_sys_kappa``,
-    ``mu_s_sys_multiple_scattering``, ``mu_s_sys_total`` (μB): the systematics beside the statistical std."""
+    ``mu_s_sys_multiple_scattering``, ``mu_s_sys_pz_calibration``, ``mu_s_sys_total`` (μB): the systematics beside
+    the statistical std."""
     rep = r.agent.history[-1]
     out: dict[str, Any] = {
         "technique": "compton", "sample": r.sample.name, "sample_description": r.sample.description,
@@ -49,7 +50,8 @@ def result_table(r: Rehearsal) -> Table:
                   f"[{s[f'{q}_lo95']:.4f}, {s[f'{q}_hi95']:.4f}]")
     t.add_row("Γ resolution (a.u. FWHM)", f"{s['gamma_mean']:.3f}", f"{s['gamma_std']:.3f}", "")
     t.add_row("misfit τ (μB)", f"{s['misfit_mean']:.4f}", f"{s['misfit_std']:.4f}", "")
-    for key, name in (("kappa", "κ calibration"), ("multiple_scattering", "multiple scattering")):
+    for key, name in (("kappa", "κ calibration"), ("multiple_scattering", "multiple scattering"),
+                      ("pz_calibration", "p_z calibration")):
         if f"mu_s_sys_{key}" in s:  # beside the statistical std, never in the stop
             t.add_row(f"μs systematic: {name} (μB)", "", f"{s[f'mu_s_sys_{key}']:.4f}", "")
     conventional = s["conventional_beamtime_s"]
