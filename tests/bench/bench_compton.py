@@ -198,7 +198,8 @@ def bench_plateau(sample: str, seed: int, runs: int):
             sys = agent.systematics()
             print(f"[systematic] after 136 cycles: μs = {h[-1]['mu_s_mean']:.4f} ± {sys['statistical']:.4f} "
                   f"(statistical) ± {sys['total']:.4f} (systematic) μB; systematic contributions: κ calibration "
-                  f"{sys['kappa']:.4f}, multiple scattering {sys['multiple_scattering']:.4f} μB; the total uncertainty "
+                  f"{sys['kappa']:.4f}, multiple scattering {sys['multiple_scattering']:.4f}, p_z calibration "
+                  f"{sys['pz_calibration']:.4f} μB; the total uncertainty "
                   f"floors at {sys['total']:.4f} μB however long one counts")
     print(f"[plateau] std(a3d) stops improving (<5 % over 5 cycles) at cycle: median {np.median(found):.0f} "
           f"[10–90 %: {np.percentile(found, 10):.0f}–{np.percentile(found, 90):.0f}] over {runs} runs "
