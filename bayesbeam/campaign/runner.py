@@ -257,6 +257,11 @@ class CampaignRunner:
         if cut:
             start = cut[-1].metadata["start"]
             load_backup(self.catalog, uids=[start["uid"]])  # what its journal has beyond the catalog's copy
+            if self.catalog[start["uid"]].metadata.get("stop"):  # it ended before its worker died: nothing to resume
+                self.echo(f"watchdog: run {start['uid'][:8]} had ended before its worker died (its journal holds "
+                          "its stop); nothing to resume")
+                self.api.queue_start()
+                return True
             held = {"temperature_k": start["sample_temperature_k"]} if "sample_temperature_k" in start else {}
             self.api.add_once(BPlan("adaptive_compton", continue_from=start["uid"], **held,  # at the same temperature
                                     md={**md, "resumed_after": "worker died"}))
