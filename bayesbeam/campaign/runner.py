@@ -222,8 +222,16 @@ class CampaignRunner:
             return False
         from bayesbeam.queue.stack import manager_status
 
-        status = manager_status(self.api)
-        return bool(status and status["worker_environment_exists"] and self.stack.worker_pid() is None)
+        def gone() -> bool:
+            status = manager_status(self.api)
+            return bool(status and status["worker_environment_exists"] and self.stack.worker_pid() is None)
+
+        # Twice, 2 s apart: while a killed manager is replaced, its processes change under the look and the new
+        # one answers from Redis before it knows its worker (a worker that lives on must not be "resumed").
+        if not gone():
+            return False
+        time.sleep(2.0)
+        return gone()
 
     def recover(self, suid: str) -> bool:
         """After the worker died during the run of ``suid``: destroy and reopen the environment, take the item

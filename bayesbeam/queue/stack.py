@@ -684,14 +684,22 @@ def _worker_pid(watchdog, control_addr: str | None) -> int | None:
         return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
                    for c in p.net_connections(kind="tcp"))
 
+    def alive(p) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:  # gone while we looked: a manager killed and being replaced
+            return False
+
     port = parse_zmq_addr(control_addr)[1] if control_addr else None
-    try:
-        children = sorted((p for p in watchdog.children() if p.status() != psutil.STATUS_ZOMBIE),
-                          key=lambda p: p.create_time())
-        workers = [p for p in children if not listens(p)] if port is not None else children[1:]
-    except psutil.Error:
-        return None
-    return workers[-1].pid if workers else None
+    for _ in range(3):  # the watchdog's children change while a dead manager is replaced: look again
+        try:
+            children = sorted((p for p in watchdog.children() if alive(p)), key=lambda p: p.create_time())
+            workers = [p for p in children if not listens(p)] if port is not None else children[1:]
+        except psutil.Error:
+            time.sleep(0.2)
+            continue
+        return workers[-1].pid if workers else None
+    return None
 
 
 def format_status(s: dict) -> str:
