@@ -267,7 +267,7 @@ def test_the_kappa_calibration_reaches_the_systematic_std_not_the_stop(geometry)
     assert rel == pytest.approx(0.01)
     point = one_cycle(fe, geometry, rng, count_time_s=60.0 * 50)  # std(μs) ≈ 0.002 μB ≪ the κ systematic
     stat = total = 0
-    n = 120
+    n = 60
     for _ in range(n):
         kappa = geometry.flipping_factor * (1 + rel * rng.standard_normal())  # a calibration within its std
         off = dataclasses.replace(geometry, flipping_factor=kappa)
