@@ -268,7 +268,7 @@ def test_the_kappa_calibration_reaches_the_systematic_std_not_the_stop(geometry)
     point = one_cycle(fe, geometry, rng, count_time_s=60.0 * 50)  # std(μs) ≈ 0.002 μB ≪ the κ systematic
     stat = total = 0
     n = 60
-    for _ in range(n):
+    for i in range(n):
         kappa = geometry.flipping_factor * (1 + rel * rng.standard_normal())  # a calibration within its std
         off = dataclasses.replace(geometry, flipping_factor=kappa)
         agent = make_agent(fe, 0.01)
@@ -277,7 +277,8 @@ def test_the_kappa_calibration_reaches_the_systematic_std_not_the_stop(geometry)
         rep = agent.history[-1]
         assert rep["mu_s_sys_std"] == pytest.approx(abs(rep["mu_s_mean"]) * rel)
         assert rep["mu_s_total_std"] == pytest.approx(np.hypot(rep["mu_s_std"], rep["mu_s_sys_std"]))
-        assert agent.systematics()["kappa"] == pytest.approx(rep["mu_s_sys_std"])
+        if i == 0:  # the whole budget refits shifted models: once is enough here
+            assert agent.systematics()["kappa"] == pytest.approx(rep["mu_s_sys_std"])
         assert rep["mu_s_std"] <= 0.01 and agent.should_stop()[0]  # the stop reads the statistical std only
         err = abs(rep["mu_s_mean"] - fe.spin_moment_mub)
         stat += err <= 1.96 * rep["mu_s_std"]
