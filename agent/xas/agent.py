@@ -1,5 +1,7 @@
 """The XAS agent: picks each next energy and dwell by cost-aware A-optimal design, adapts the edge
-step, a rigid edge shift and the prior scale to the data, and stops on the predicted RMSE (DESIGN §3, §4.2).
+step, a rigid edge shift and the prior scale to the data, and stops on the predicted RMSE (DESIGN §3, §4.2)
+or, given a ``quantity`` (``agent.xas.quantities``: valence, edge position, pre-edge, fractions), designs
+for the posterior variance of that quantity per second and stops on its std.
 
 Suggestions: ``{"energy": eV, "dwell": s, "_id": k}``; outcomes: ``{"_id", "energy", "i0", "it"[, "dwell"]}``.
 """
@@ -15,11 +17,14 @@ import numpy as np
 from scipy import linalg, optimize
 
 from agent.core.protocol import BayesAgent
-from agent.core.stopping import Budget, History, StopRule, _positive, any_of
+from agent.core.stopping import Budget, History, StopRule, TargetStd, _positive, any_of, leaf_rules
 from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
 from agent.xas.prior import PRIORS, GaussianPrior, SpectraLibrary, rebuild_prior
+from agent.xas.quantities import Quantity, make_quantity
 
 MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
+JACOBIAN_DRAWS = 7  # posterior draws whose Jacobians join the mean's in a nonlinear quantity's design
+CHECK_DRAWS = 256  # posterior draws that check a nonlinear quantity's delta-method std near the target
 
 
 @dataclass(frozen=True)
@@ -51,15 +56,23 @@ class XASAgent(BayesAgent):
     ``dwell_options`` (s) are the dwell times it may choose; ``energy_limits`` (eV) restrict the
     candidates (e.g. to the monochromator range); ``adapt`` re-estimates amplitude, edge shift and
     prior scale (relinearising the model) on a geometric schedule of point counts. ``target`` is the
-    spectrum whose error the design reduces and the stop rule judges (``agent.xas.design.TARGETS``)."""
-
-    quantities = ("rmse",)
+    spectrum whose error the design reduces and the stop rule judges (``agent.xas.design.TARGETS``).
+    ``quantity`` (``agent.xas.quantities.Quantity`` on the prior's grid): the design reduces the posterior
+    variance of that quantity instead (linearised at the current posterior mean, re-linearised each
+    sweep), and ``report`` gives ``<name>_mean``, ``_std`` (with the quantity's floor), ``_lower``/``_upper``
+    (95 %), per component for fractions (``fraction_<component>_...``, ``fractions_std`` the largest)."""
 
     def __init__(self, prior: GaussianPrior, stop_rule: StopRule, nuisance: Nuisance | None = None,
                  noise: CountingNoise | None = None, cost: MoveCost | None = None,
                  dwell_options=(2.0, 4.0), energy_limits: tuple[float, float] | None = None,
                  adapt: bool = True, scale_prior_sd: float = 1.0, strategy: str = "sweep",
-                 sweep_points: int = 96, target: str = "absorbance", checkpoint_path=None):
+                 sweep_points: int = 96, target: str = "absorbance", quantity: Quantity | None = None,
+                 checkpoint_path=None):
+        self.quantity = quantity
+        self.quantities = ("rmse",) + ((quantity.name,) if quantity is not None else ())
+        if quantity is not None and np.shape(quantity.energy) != np.shape(prior.energy):
+            raise ValueError(f"the {quantity.name} quantity is on {np.size(quantity.energy)} energies, the prior on "
+                             f"{np.size(prior.energy)}")
         super().__init__(stop_rule, checkpoint_path)
         if strategy not in ("sweep", "greedy"):
             raise ValueError(f"strategy must be 'sweep' or 'greedy', got {strategy!r}")
@@ -96,7 +109,15 @@ class XASAgent(BayesAgent):
                 "noise": dataclasses.asdict(self.noise), "cost": dataclasses.asdict(self.cost),
                 "dwell_options": self.dwell_options.tolist(), "energy_limits": list(self.energy_limits),
                 "adapt": bool(self.adapt), "scale_prior_sd": float(self.scale_prior_sd), "strategy": self.strategy,
-                "sweep_points": self.sweep_points, "target": self.target}
+                "sweep_points": self.sweep_points, "target": self.target, "quantity": self.quantity_spec()}
+
+    def quantity_spec(self) -> dict[str, Any] | None:
+        """The quantity as JSON values (name, components, axis calibration eV): ``make_quantity`` rebuilds it."""
+        q = self.quantity
+        if q is None:
+            return None
+        return {"name": q.name, "components": list(q.labels) if q.name == "fractions" else None,
+                "calibration_eV": float(q.calibration_eV)}
 
     @classmethod
     def from_config(cls, stop_rule: StopRule, config: Mapping[str, Any]) -> XASAgent:
@@ -106,7 +127,13 @@ class XASAgent(BayesAgent):
         if source is None:
             raise ValueError("the agent's prior was not made by library_prior or reference_prior: it cannot be "
                              "rebuilt")
-        return cls(rebuild_prior(source), stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})),
+        prior = rebuild_prior(source)
+        spec = config.pop("quantity", None)
+        if spec:
+            lib = SpectraLibrary.from_csv()  # the valence predictor learns from the prior's own standards
+            config["quantity"] = make_quantity(spec["name"], prior.energy, lib, spec.get("components"),
+                                               spec.get("calibration_eV"), training=lib.only(source["standards"]))
+        return cls(prior, stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})),
                    noise=CountingNoise(**config.pop("noise", {})), cost=MoveCost(**config.pop("cost", {})),
                    energy_limits=tuple(config.pop("energy_limits")) if config.get("energy_limits") else None,
                    **config)
@@ -132,14 +159,42 @@ class XASAgent(BayesAgent):
         self._last = {"next_energy": out[0]["energy"], "next_dwell": out[0]["dwell"], "next_score": 0.0}
         return out
 
+    def posterior_samples(self, k: int, seed: int = 0) -> np.ndarray:
+        """``k`` draws (k, n) of normalised μ on the grid from the posterior (a fixed ``seed``: the same
+        posterior gives the same draws, so a decision can be re-derived)."""
+        p = self.post
+        s = 0.5 * (p.S + p.S.T)
+        chol = np.linalg.cholesky(s + np.eye(len(s)) * 1e-12 * np.trace(s) / len(s))
+        x = p.x[:, None] + chol @ np.random.default_rng(seed).standard_normal((len(s), k))
+        return (p.m[:, None] + x[: p.n] - p.dm[:, None] * x[p.n][None, :]).T
+
+    def quantity_weights(self) -> np.ndarray | None:
+        """The design's weights: the quantity's Jacobian (q, n) at the posterior mean of μ, and for a
+        nonlinear quantity also at ``JACOBIAN_DRAWS`` posterior draws (rows scaled so the criterion is
+        their average: a point that decides between two candidate edges counts). None for the
+        whole-spectrum design, or while no draw has the quantity defined (no edge found)."""
+        q = self.quantity
+        if q is None:
+            return None
+        draws = [] if q.linear else list(self.posterior_samples(JACOBIAN_DRAWS, len(self.post.data_e)))
+        mus = [self.post.mean] + draws
+        jacs = []
+        for mu in mus:
+            try:
+                jacs.append(q.evaluate(mu)[1])
+            except ValueError:
+                pass
+        return np.vstack(jacs) / np.sqrt(len(jacs)) if jacs else None
+
     def _plan_sweep(self) -> None:
         post = self.post.copy()
+        weights = self.quantity_weights()
         move = np.full(post.n, self.cost.settle_s)  # travel is shared by the sweep; a repeat needs no settle
         picks = []
         n_sweep = int(np.clip(len(self.post.data_e) // 2, min(MIN_SWEEP, self.sweep_points), self.sweep_points))
         for _ in range(n_sweep):
             j, dwell, score = choose_next(post, self.noise, self.cost, None, self.dwell_options, self.candidates,
-                                          move)
+                                          move, weights)
             picks.append((float(post.energy[j]), dwell, score))
             post.fantasise(post.energy[j], float(self.noise.var(post.y_pred()[j], dwell)))
             move[j] = 0.0
@@ -153,8 +208,10 @@ class XASAgent(BayesAgent):
 
     def _suggest_greedy(self, num_points: int) -> list[dict[str, Any]]:
         post, cur, out = self.post, self.current_eV, []
+        weights = self.quantity_weights()
         for i in range(int(num_points)):
-            j, dwell, score = choose_next(post, self.noise, self.cost, cur, self.dwell_options, self.candidates)
+            j, dwell, score = choose_next(post, self.noise, self.cost, cur, self.dwell_options, self.candidates,
+                                          weights=weights)
             energy = float(post.energy[j])
             out.append({"energy": energy, "dwell": dwell, "_id": self._next_id})
             self._next_id += 1
@@ -221,7 +278,53 @@ class XASAgent(BayesAgent):
                 "shift_mean": shift[0], "shift_std": shift[1], "kernel_scale": self.post.kernel_scale,
                 "last_energy": np.nan if self.current_eV is None else self.current_eV,
                 "next_energy": self._last.get("next_energy", np.nan),
-                "next_dwell": self._last.get("next_dwell", np.nan)}
+                "next_dwell": self._last.get("next_dwell", np.nan), **self.quantity_report()}
+
+    def quantity_moments(self, draws: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(value, std) of the quantity per component, std with its floor; NaN while it is undefined.
+        The delta method at the posterior mean, checked against ``CHECK_DRAWS`` posterior draws (the
+        larger std is kept, the value is the draws' median) whenever the delta-method std is within
+        the stop target (``draws=None``) or ``draws`` is true: a nonlinear quantity (which maximum is the
+        first inflection) can be decided wrongly at the mean while its linearisation looks precise. A
+        draw where the quantity is undefined makes the std NaN (not converged)."""
+        q = self.quantity
+        nan = np.full(len(q.labels), np.nan)
+        try:
+            value, std = q.moments(self.post.mean, lambda jac: self.post.functional_moments(jac)[1])
+        except ValueError:
+            return nan, nan
+        if draws is None:
+            target = self.quantity_target()
+            draws = not q.linear and target is not None and bool(np.max(std) <= target)
+        if draws:
+            v = q.values(self.posterior_samples(CHECK_DRAWS, 10**6 + len(self.post.data_e)))
+            if not np.all(np.isfinite(v)):
+                return np.nanmedian(v, 0) if np.isfinite(v).any() else value, nan
+            value = np.median(v, 0)
+            std = np.maximum(std, np.sqrt(v.var(0) + q.floor_std**2))
+        return value, std
+
+    def quantity_target(self) -> float | None:
+        """The stop rule's target std of the quantity, if it has one."""
+        targets = [r.target for r in leaf_rules(self.stop_rule)
+                   if isinstance(r, TargetStd) and self.quantity is not None and r.quantity == self.quantity.name]
+        return min(targets) if targets else None
+
+    def quantity_report(self) -> dict[str, float]:
+        """The quantity's report keys (see the class doc); empty without a quantity."""
+        q = self.quantity
+        if q is None:
+            return {}
+        value, std = self.quantity_moments()
+        z = 1.959964
+        if q.name == "fractions":
+            out = {}
+            for label, v, s in zip(q.labels, value, std, strict=True):
+                out.update({f"fraction_{label}_mean": v, f"fraction_{label}_std": s})
+            worst = float(np.max(std)) if np.all(np.isfinite(std)) else np.nan
+            return {**out, "fractions_mean": float(value[0]), "fractions_std": worst}
+        v, s = float(value[0]), float(std[0])
+        return {f"{q.name}_mean": v, f"{q.name}_std": s, f"{q.name}_lower": v - z * s, f"{q.name}_upper": v + z * s}
 
     def get_best_points(self) -> list[dict[str, Any]]:
         return [{"rmse_pred": self.post.rmse_pred, "amplitude": self.post.amplitude[0],
@@ -259,17 +362,43 @@ class XASAgent(BayesAgent):
 
 def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | None = None,
               stop_rule: StopRule | None = None, exclude: str | None = None, max_points: int = 2000,
+              quantity: str | Quantity | None = None, target_std: float | None = None, components=None,
               **kwargs) -> XASAgent:
     """Build an ``XASAgent``. ``prior``: a ``GaussianPrior``, or the name of a construction (``library``, the
     default, or ``reference``: ``agent.xas.prior.PRIORS``) from the Fe K standards minus ``exclude``.
-    Stops on ``TargetRMSE(target_rmse)`` or ``stop_rule`` (combined with any_of), and at ``max_points``."""
+    ``quantity``: a ``Quantity`` or its name (``agent.xas.quantities.QUANTITY_HELP``; ``spectrum``, the
+    default, designs for the whole spectrum), ``components`` the standards of ``fractions``; the valence
+    predictor learns from the library minus ``exclude``. Stops on ``TargetStd(quantity, target_std)``
+    (for ``spectrum``: the predicted RMSE), ``TargetRMSE(target_rmse)`` or ``stop_rule`` (combined with
+    any_of), and at ``max_points``. ``ValueError`` (one line) for a target the quantity cannot reach:
+    at or below the floor of its std (the valence predictor's own error)."""
+    lib = None
     if prior is None or isinstance(prior, str):
         name = prior or "library"
         if name not in PRIORS:
             raise ValueError(f"unknown prior {name!r}; choose from {', '.join(PRIORS)}")
         lib = SpectraLibrary.from_csv()
         prior = PRIORS[name](lib.without(exclude) if exclude else lib)
-    rules = [r for r in (TargetRMSE(target_rmse) if target_rmse is not None else None, stop_rule)
+    if quantity is not None and not isinstance(quantity, Quantity):
+        lib = lib or SpectraLibrary.from_csv()
+        quantity = make_quantity(quantity, prior.energy, lib, components,
+                                 training=lib.without(exclude) if exclude else lib)
+    elif components:
+        raise ValueError("components are for the fractions quantity")
+    if target_std is not None:
+        _positive("target std", target_std)
+        if quantity is None:
+            if target_rmse is not None:
+                raise ValueError("give target_std or target_rmse for the spectrum, not both")
+            target_rmse = target_std
+        else:
+            floor = float(np.max(quantity.floor_std))
+            if target_std <= floor:
+                raise ValueError(f"target std {target_std:g} of {quantity.name} is not above its floor {floor:.3g} "
+                                 f"(the predictor's own leave-one-out error): no measurement reaches it")
+    rules = [r for r in (TargetRMSE(target_rmse) if target_rmse is not None else None,
+                         TargetStd(quantity.name, target_std) if quantity is not None and target_std is not None
+                         else None, stop_rule)
              if r is not None]
     rules.append(Budget(points=max_points))
-    return XASAgent(prior, any_of(*rules), **kwargs)
+    return XASAgent(prior, any_of(*rules), quantity=quantity, **kwargs)

@@ -197,6 +197,35 @@ class XASPosterior:
         post_var = prior_var - np.einsum("ik,ki->i", lsh, linalg.cho_solve(c, lsh.T))
         return float(np.sqrt(np.clip(post_var, 0, None).mean()))
 
+    def mu_weights(self, weights: np.ndarray) -> np.ndarray:
+        """State-space weights w (q, n+p) of the linear functionals ``weights`` (q, n) of normalised μ on
+        the grid: W μ = W m + w x (μ = m + r − m' δ)."""
+        wts = np.atleast_2d(np.asarray(weights, float))
+        return np.hstack([wts, -(wts @ self.dm)[:, None], np.zeros((wts.shape[0], N_NUISANCE - 1))])
+
+    def functional_moments(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (q,), cov (q, q)) of W μ under the posterior, ``weights`` W (q, n) on the grid."""
+        wts = np.atleast_2d(np.asarray(weights, float))
+        w = self.mu_weights(wts)
+        return wts @ self.mean, w @ self.S @ w.T
+
+    def functional_gain(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For every grid candidate j: (Σ_k (w_k S h_j)², h_jᵀ S h_j), so that a measurement of noise
+        variance v at j reduces trace Cov(W μ) by num_j / (s_j + v_j). O(q n²)."""
+        c = self.S @ self.mu_weights(weights).T  # (n+p, q)
+        hc = self.amp_lin * c[: self.n] + self.theta @ c[self.n:]
+        _, s = self.gain_terms()
+        return np.einsum("jk,jk->j", hc, hc), s
+
+    def design_functional_cov(self, weights: np.ndarray, energies, var) -> np.ndarray:
+        """Cov(W μ) (q, q) after a design of ``energies`` (eV) with noise variances ``var``, from the prior
+        alone (the stored data ignored) at the current linearisation: what a fixed scan would give."""
+        w = self.mu_weights(weights)
+        _, sh, ck, cn = self.data_terms(energies, np.broadcast_to(var, np.shape(energies)))
+        wsh = w @ sh
+        c = linalg.cho_factor(ck + cn, lower=True)
+        return w @ self.prior_cov() @ w.T - wsh @ linalg.cho_solve(c, wsh.T)
+
     def resolve(self, full: bool = True) -> None:
         """Condition the prior on all stored data at once (from scratch); ``full=False`` updates
         only the mean x (the covariances are then stale until the next full solve)."""
@@ -306,44 +335,49 @@ class XASPosterior:
         return np.clip(q, 0, None), np.clip(s, 0, None)
 
 
-def expected_reduction(post: XASPosterior, noise: CountingNoise, dwell_s: np.ndarray) -> np.ndarray:
-    """Expected reduction of trace(Cov mu) for each (dwell, grid candidate); shape (len(dwell), n)."""
-    q, s = post.gain_terms()
+def expected_reduction(post: XASPosterior, noise: CountingNoise, dwell_s: np.ndarray,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+    """Expected reduction, for each (dwell, grid candidate), of the trace of the design target's
+    covariance, or with ``weights`` W (q, n) of trace Cov(W μ) (a quantity's linearisation); shape
+    (len(dwell), n)."""
+    q, s = post.gain_terms() if weights is None else post.functional_gain(weights)
     v = noise.var(post.y_pred()[None, :], np.asarray(dwell_s, float)[:, None])
     return q[None, :] / (s[None, :] + v)
 
 
 def choose_next(post: XASPosterior, noise: CountingNoise, cost: MoveCost, current_eV: float | None,
-                dwell_s=(1.0,), candidates: np.ndarray | None = None, move_s: np.ndarray | None = None
-                ) -> tuple[int, float, float]:
-    """Best (grid index, dwell s, score) by expected trace reduction per second of beamtime
-    (dwell + move from ``current_eV``, or ``move_s`` per grid energy when given). ``candidates``:
-    boolean mask over the grid (default all)."""
+                dwell_s=(1.0,), candidates: np.ndarray | None = None, move_s: np.ndarray | None = None,
+                weights: np.ndarray | None = None) -> tuple[int, float, float]:
+    """Best (grid index, dwell s, score) by expected trace reduction (``expected_reduction``: of the
+    design target, or of Cov(W μ) with ``weights``) per second of beamtime (dwell + move from
+    ``current_eV``, or ``move_s`` per grid energy when given). ``candidates``: boolean mask over the
+    grid (default all)."""
     dwell = np.asarray(dwell_s, float)
     move = cost.time(current_eV, post.energy) if move_s is None else np.asarray(move_s, float)
-    score = expected_reduction(post, noise, dwell) / (dwell[:, None] + move[None, :])
+    score = expected_reduction(post, noise, dwell, weights) / (dwell[:, None] + move[None, :])
     if candidates is not None:
         score = np.where(candidates[None, :], score, -np.inf)
     k, j = np.unravel_index(int(np.argmax(score)), score.shape)
     return int(j), float(dwell[k]), float(score[k, j])
 
 
-def greedy_batch(post: XASPosterior, noise: CountingNoise, n_points: int, dwell_s: float = 1.0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def greedy_batch(post: XASPosterior, noise: CountingNoise, n_points: int, dwell_s: float = 1.0,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Offline Ito-style greedy A-optimal design: ``n_points`` energies (eV, in selection order) that
-    each maximise the trace reduction, noise from the prior-mean absorbance; returns (energies,
-    predicted RMSE after each point). ``post`` is not modified."""
+    each maximise the trace reduction (of the design target, or of Cov(W μ) with ``weights`` W fixed
+    before the run), noise from the prior-mean absorbance; returns (energies, predicted RMSE of the
+    target, or the root of trace Cov(W μ), after each point). ``post`` is not modified."""
     if int(n_points) < 1:
         raise ValueError(f"n_points must be >= 1, got {n_points!r}")
     p = post.copy()
     v_all = noise.var(p.y_pred(), dwell_s)
     chosen, rmse = [], []
     for _ in range(int(n_points)):
-        q, s = p.gain_terms()
+        q, s = p.gain_terms() if weights is None else p.functional_gain(weights)
         j = int(np.argmax(q / (s + v_all)))
         p.fantasise(p.energy[j], float(v_all[j]))
         chosen.append(p.energy[j])
-        rmse.append(p.rmse_pred)
+        rmse.append(p.rmse_pred if weights is None else float(np.sqrt(np.trace(p.functional_moments(weights)[1]))))
     return np.array(chosen), np.array(rmse)
 
 
