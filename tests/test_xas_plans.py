@@ -61,7 +61,7 @@ def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog, tmp_path):
     assert fresh.report()["points"] == n
     assert fresh.report()["rmse_pred"] == pytest.approx(float(post["rmse_pred"][-1]), rel=1e-9)
     assert r.beamtime_s == pytest.approx(fresh.report()["beamtime_s"], rel=1e-9)
-    assert r.conventional["region grid"][1] > 0 and r.trajectory.shape == (n, 3)
+    assert r.conventional["region 2/0.25/1 eV"][1] > 0 and r.trajectory.shape == (n, 3)
 
 
 def test_energies_outside_the_mono_range_fail_before_motion():
@@ -138,7 +138,8 @@ def test_xas_json_matches_the_printed_summary_and_the_catalog(tmp_path, catalog,
     assert f"amplitude {s['amplitude_mean']:.3f} ± {s['amplitude_std']:.3f}" in lines[2]
     assert f"edge shift {s['shift_mean']:+.2f} ± {s['shift_std']:.2f} eV" in lines[2]
     for name, c in s["conventional"].items():
-        assert f"conventional {name}: {c['beamtime_s']:.0f} s ({c['dwell_s']:.2f} s per point)" in result.stdout
+        assert f"{name}: {c['beamtime_s']:.0f} s (dwell x{c['dwell_scale']:.2f}) for the same predicted RMSE" \
+            in result.stdout
     assert "energies in the order chosen (eV): " + " ".join(f"{e:.1f}" for e in s["energies_eV"]) in lines
     run = catalog[s["uid"]]
     assert run.metadata["stop"]["reason"] == s["stop_reason"] and run.metadata["start"]["sample"] == "Fe-foil"

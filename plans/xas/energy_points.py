@@ -77,7 +77,9 @@ def _set_dwell(detectors, dwell_s: float):
 
 def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "mono", agent: XASAgent | None = None,
                  *, target_rmse: float | None = None, max_points: int | None = None, prior: str | None = None,
-                 exclude: str | None = None, target: str | None = None, beamtime: Readable | None = "beamtime",
+                 exclude: str | None = None, target: str | None = None, quantity: str | None = None,
+                 target_std: float | None = None, components: list[str] | None = None,
+                 beamtime: Readable | None = "beamtime",
                  ring: Readable | None = "ring", beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0,
                  energy_tolerance_ev: float = 0.1, max_consecutive_failures: int = 3,
                  continue_from: str | None = None, md: dict[str, Any] | None = None):
@@ -91,7 +93,10 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     ``mu``) reaches ``target_rmse`` (edge-step units, default none: the budget decides) or after
     ``max_points`` (default 2000), with the ``prior`` construction (``library``, the default, or
     ``reference``) from the Fe K standards minus ``exclude`` (the sample's own, if it is one)
-    (``agent.xas_agent``); or, with ``continue_from`` and neither, the stored run's agent rebuilt from the
+    (``agent.xas_agent``); or the design and the stop aimed at a ``quantity`` (``edge_position``,
+    ``pre_edge_centroid``, ``pre_edge_area``, ``fractions`` of ``components`` (standards' names),
+    ``valence``; ``agent.xas.quantities``) until its posterior std reaches ``target_std`` (its unit);
+    or, with ``continue_from`` and neither, the stored run's agent rebuilt from the
     catalog. ``continue_from``: uid of a stored run this one continues (recorded in the start document;
     an agent passed in carries that run's state).
     ``beamtime``: readable of elapsed beamtime (s), stored in ``primary`` as beamtime since
@@ -109,7 +114,8 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     detectors, mono = detectors_then_motor(detectors, mono, "adaptive_xas")
     detectors, mono, ring, beamtime = plan_devices("adaptive_xas", detectors, mono, ring, beamtime)
     params = {"target_rmse": target_rmse, "max_points": max_points, "prior": prior, "exclude": exclude,
-              "target": target}
+              "target": target, "quantity": quantity, "target_std": target_std,
+              "components": list(components) if components is not None else None}
     agent, continue_from = plan_agent("adaptive_xas", agent, continue_from, xas_agent, params)
     if len(detectors) != 2:
         raise ValueError(f"adaptive_xas needs [i0, it], got {len(detectors)} detectors")

@@ -12,7 +12,7 @@ from bayesbeam.rehearsal.common import (
     run_options,
     run_progress,
 )
-from bayesbeam.rehearsal.xas.options import PRIORS, TARGET_LABEL, XASOptions
+from bayesbeam.rehearsal.xas.options import PRIORS, QUANTITY_UNIT, TARGET_LABEL, XASOptions
 
 D = XASOptions()  # the defaults of every option
 
@@ -20,29 +20,40 @@ D = XASOptions()  # the defaults of every option
 @click.command("xas")
 @click.option("--sample", default=D.sample,
               help="Fe K-edge standard to measure, any case (its own spectrum is left out of the prior).")
+@click.option("--quantity", type=click.Choice(sorted(QUANTITY_UNIT), case_sensitive=False), default=D.quantity,
+              help="What the design and the stop aim at: the whole spectrum, edge_position (eV, Fe foil 7112.0), "
+                   "pre_edge_centroid (eV) or pre_edge_area over 7108-7118 eV, fractions of --components, valence.")
+@click.option("--target-std", type=float, default=None,
+              help="Stop when the posterior std of --quantity reaches this (its unit: eV, fraction, valence units; "
+                   "for the spectrum: the predicted RMSE, as --target-rmse).")
+@click.option("--components", default=None, help="fractions: library standards, comma-separated (Fe-foil,a-Fe2O3).")
 @click.option("--target-rmse", type=float, default=D.target_rmse,
-              help="Stop when the predicted RMSE of the target spectrum (edge-step units) reaches this.")
-@click.option("--target", type=click.Choice(sorted(TARGET_LABEL), case_sensitive=False), default=D.target,
-              help="Spectrum the design and the stop judge: the measured μt / edge step, or normalised μ "
-                   "(which keeps the ~0.5 % edge-step uncertainty of a 105 eV window).")
+              help="The spectrum: stop when the predicted RMSE of --spectrum (edge-step units) reaches this.")
+@click.option("--spectrum", "--target", "target", type=click.Choice(sorted(TARGET_LABEL), case_sensitive=False),
+              default=D.target,
+              help="The spectrum the whole-spectrum design judges: the measured μt / edge step, or normalised μ "
+                   "(which keeps the ~0.5 % edge-step uncertainty of a 105 eV window). --target is its old name.")
 @click.option("--prior", type=click.Choice(sorted(PRIORS), case_sensitive=False), default=D.prior,
               help="Prior construction.")
 @click.option("--max-points", type=int, default=D.max_points, help="Budget: stop after this many points.")
 @run_options(D.time_scale)
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xas.png", help="Figure (PNG).")
 @progress_option
-def rehearse_xas(sample, target_rmse, target, prior, max_points, seed, time_scale, catalog, json_path, figure,
-                 progress):
-    """Adaptive XAS (Bayesian choice of each energy) on the simulated beamline."""
-    options = checked(XASOptions(sample, target_rmse, target, prior, max_points, seed=seed, time_scale=time_scale))
+def rehearse_xas(sample, quantity, target_std, components, target_rmse, target, prior, max_points, seed, time_scale,
+                 catalog, json_path, figure, progress):
+    """Adaptive XAS (Bayesian choice of each energy and dwell) on the simulated beamline."""
+    options = checked(XASOptions(sample, target_rmse, target, prior, max_points, quantity.lower(), target_std,
+                                 components, seed=seed, time_scale=time_scale))
+    key = "fractions" if options.quantity == "fractions" else options.quantity
+    line = (f"predicted RMSE {{d[rmse_pred]:.4f}} (target {target_std or target_rmse})" if key == "spectrum"
+            else f"std({key}) {{d[{key}_std]:.4f}} (target {target_std})")
     from bayesbeam.rehearsal.xas import report
     from bayesbeam.rehearsal.xas.rehearse import rehearse_xas_run
 
     RE, location = open_run_engine(catalog)
     with command_line_interrupts(RE):
         with run_progress(RE, progress, None, lambda d: (
-                f"point {d['points']}: predicted RMSE {d['rmse_pred']:.4f} (target {target_rmse}), "
-                f"{d['beamtime_s']:.0f} s of beamtime")):
+                f"point {d['points']}: " + line.format(d=d) + f", {d['beamtime_s']:.0f} s of beamtime")):
             r = rehearse_xas_run(RE, options)
         s = report.summary(r)
         click.echo(report.summary_text(s))

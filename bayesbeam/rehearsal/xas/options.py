@@ -15,15 +15,20 @@ if TYPE_CHECKING:  # the agent loads when a rehearsal is built, not for --help
 
 PRIORS = ("library", "reference")  # agent.xas.prior.library_prior, reference_prior
 TARGET_LABEL = {"absorbance": "μt / edge step", "mu": "normalised μ"}  # agent.xas.design.TARGETS
+QUANTITY_UNIT = {"spectrum": "edge-step units (RMSE)", "edge_position": "eV", "pre_edge_centroid": "eV",
+                 "pre_edge_area": "eV x edge step", "fractions": "fraction", "valence": ""}  # agent.xas.quantities
 
 
 @dataclass(frozen=True)
 class XASOptions(RehearsalOptions):
     """One adaptive XAS rehearsal of an Fe K-edge standard.
 
-    ``sample``: the standard measured, in any case (its own spectrum is left out of the prior). Stop when the
-    predicted RMSE of the ``target`` spectrum (``absorbance``: μt / edge step; ``mu``: normalised μ)
-    reaches ``target_rmse`` (edge-step units), or after ``max_points`` points. ``prior``: ``library``
+    ``sample``: the standard measured, in any case (its own spectrum is left out of the prior and of the
+    valence predictor). ``quantity`` (``QUANTITY_UNIT``; ``agent.xas.quantities``): what the design and the
+    stop aim at; ``spectrum`` (the default): stop when the predicted RMSE of the ``target`` spectrum
+    (``absorbance``: μt / edge step; ``mu``: normalised μ) reaches ``target_rmse`` (edge-step units);
+    any other: stop when its posterior std reaches ``target_std`` (its unit); ``components``: the
+    standards of ``fractions`` (comma-separated). Or after ``max_points`` points. ``prior``: ``library``
     or ``reference`` construction. Keyword-only: ``seed`` of the simulation (None: fresh),
     ``time_scale`` (simulated seconds per wall-clock second).
     """
@@ -33,11 +38,21 @@ class XASOptions(RehearsalOptions):
     target: str = "absorbance"
     prior: str = "library"
     max_points: int = 2000
+    quantity: str = "spectrum"
+    target_std: float | None = None
+    components: str | None = None
 
     def agent(self) -> XASAgent:
         require(whole(self.max_points, 1), f"max_points must be an integer >= 1, got {plain(self.max_points)}")
         self.check_run_settings()
-        return make_agent(self.sample, self.target_rmse, self.prior, self.max_points, target=self.target)
+        spectrum = self.quantity in (None, "spectrum")
+        require(spectrum or self.target_std is not None,
+                f"the {self.quantity} quantity needs a target std (--target-std, "
+                f"in {QUANTITY_UNIT.get(self.quantity)})")
+        rmse = (self.target_std if self.target_std is not None else self.target_rmse) if spectrum else None
+        return make_agent(self.sample, rmse, self.prior, self.max_points, target=self.target,
+                          quantity=None if spectrum else self.quantity,
+                          target_std=None if spectrum else self.target_std, components=self.components)
 
 
 def build_prior(name: str, library: SpectraLibrary) -> GaussianPrior:

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from agent.xas.agent import XASAgent
+from agent.xas.baselines import beamtime_to, fly_scan, offline_design, step_scans
 from agent.xas.design import CountingNoise, MoveCost, XASPosterior, greedy_batch, scan_time
-from agent.xas.prior import SpectraLibrary, default_grid, region_grid
+from agent.xas.prior import SpectraLibrary
 from bayesbeam.rehearsal.common import options_from, run_plan, stream_subscriber
 from bayesbeam.rehearsal.xas.options import PRIORS, TARGET_LABEL, XASOptions, build_prior, make_agent
 from plans.xas.energy_points import adaptive_xas
@@ -23,7 +24,7 @@ from sim_devices.xas.ion_chambers import SharedDwell, ion_chambers
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
-__all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional_time", "design_points", "design_scan",
+__all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional", "design_points", "design_scan",
            "make_agent", "make_xas_beamline", "rehearse_xas_run"]
 
 
@@ -52,26 +53,26 @@ class XASRehearsal:
     beamtime_s: float
     uid: str | None
     trajectory: np.ndarray  # (beamtime s, predicted RMSE, actual RMSE) after each point
-    conventional: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (dwell s, beamtime s)
+    conventional: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (dwell scale, beamtime s)
     options: XASOptions = field(default_factory=XASOptions)
     live: object = None  # the run's bayesbeam.live.LiveXAS (headless): the figure
 
 
-def conventional_time(agent: XASAgent, energies: np.ndarray, target_rmse: float) -> tuple[float, float]:
-    """(dwell s, beamtime s) for a step scan over ``energies`` to reach ``target_rmse`` predicted by the
-    agent's final model (its amplitude, shift, scale and noise), found by bisection on the dwell."""
-    p, energies = agent.post, np.asarray(energies, float)
-    y = np.interp(energies, p.energy, p.y_pred())
-
-    def rmse(dwell):
-        return p.design_rmse(energies, agent.noise.var(y, dwell))
-
-    lo, hi = np.log(0.02), np.log(500.0)
-    for _ in range(11):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if rmse(np.exp(mid)) > target_rmse else (lo, mid)
-    dwell = float(np.exp(hi))
-    return dwell, scan_time(energies, dwell, agent.cost)
+def conventional(agent: XASAgent, prior_post: XASPosterior, prior_weights) -> dict[str, tuple[float, float]]:
+    """name: (dwell scale, beamtime s) of each baseline scan (``agent.xas.baselines``) to reach what the
+    run reached (the predicted RMSE of its spectrum, or the std of its quantity), judged by the agent's
+    final model; the offline designs are computed from ``prior_post`` (the agent's posterior before the
+    run; ``prior_weights``: the quantity's design weights then) with 200 dwells of 1 s."""
+    q = agent.quantity
+    weights = None if q is None else q.evaluate(agent.post.mean)[1]
+    rep = agent.report()
+    reached = rep["rmse_pred"] if q is None else rep[f"{q.name}_std"]
+    floor = 0.0 if q is None else float(np.max(q.floor_std))
+    scans = step_scans(agent.post.energy) + [fly_scan(agent.post.energy),
+                                             offline_design(prior_post, agent.noise, 200, "offline design (spectrum)")]
+    if q is not None:
+        scans.append(offline_design(prior_post, agent.noise, 200, f"offline design ({q.name})", prior_weights))
+    return {sc.name: beamtime_to(agent.post, agent.noise, agent.cost, sc, reached, weights, floor) for sc in scans}
 
 
 def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = None, **legacy) -> XASRehearsal:
@@ -81,6 +82,7 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
     agent = options.agent()
     bl = make_xas_beamline(options.sample, time_scale=options.time_scale, seed=options.seed, cost=agent.cost)
     options = replace(options, sample=bl.sample.name)  # the library's spelling (fe3o4 is Fe3O4)
+    prior_post, prior_weights = agent.post.copy(), agent.quantity_weights()
     traj: list[tuple[float, float, float]] = []
     token = RE.subscribe(stream_subscriber("posterior", lambda d: traj.append(
         (d["beamtime_s"], d["rmse_pred"], bl.sample.target_rmse(agent.post)))))
@@ -92,17 +94,15 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
         uid, interruption = run_plan(RE, adaptive_xas(
             [bl.i0, bl.it], bl.mono, agent, beamtime=bl.beamtime,
             md={"sample": options.sample, "purpose": "rehearsal", "target_rmse": options.target_rmse,
-                "target": options.target, "prior": options.prior, "seed": options.seed, **(md or {})}))
+                "target": options.target, "prior": options.prior, "seed": options.seed,
+                "quantity": options.quantity, "target_std": options.target_std, **(md or {})}))
     finally:
         RE.unsubscribe(token)
         RE.unsubscribe(live_token)
     _, reason = agent.should_stop()
     reason = f"aborted: {interruption}" if interruption else reason
-    final = agent.report()["rmse_pred"]
-    conv = {"uniform 0.1 eV": conventional_time(agent, default_grid(), final),
-            "region grid": conventional_time(agent, region_grid(), final)}
     return XASRehearsal(agent, bl.sample, reason or "", bl.clock.now, uid,
-                        np.array(traj), conv, options, live)
+                        np.array(traj), conventional(agent, prior_post, prior_weights), options, live)
 
 
 def design_points(points: int, dwell_s: float = 1.0, prior: str = "library", exclude: str | None = None

@@ -7,7 +7,32 @@ from typing import Any
 
 import numpy as np
 
+from bayesbeam.rehearsal.xas.options import QUANTITY_UNIT
 from bayesbeam.rehearsal.xas.rehearse import TARGET_LABEL, XASRehearsal
+
+
+def quantity_summary(r: XASRehearsal) -> dict[str, Any]:
+    """The quantity's keys of ``summary`` (none for the whole spectrum): ``quantity``, its ``unit``,
+    per component (``labels``) ``mean``, ``std``, ``lower``/``upper`` (95 %) and ``truth`` (of the true
+    spectrum; valence: the standard's label, None if it has none), ``definition``."""
+    q = r.agent.quantity
+    if q is None:
+        return {}
+    from agent.xas.quantities import QUANTITY_HELP
+
+    value, std = r.agent.quantity_moments(draws=not q.linear)
+    truth = q.values(r.sample.mu(r.agent.post.energy)[None, :])[0]
+    if q.name == "valence":
+        from agent.xas.valence import load_labels
+
+        label = load_labels().get(r.sample.name)
+        truth = np.array([label["valence"] if label else np.nan])
+    z = 1.959964
+    return {"quantity": q.name, "quantity_unit": QUANTITY_UNIT[q.name], "quantity_definition": QUANTITY_HELP[q.name],
+            "quantity_labels": list(q.labels), "quantity_mean": value.tolist(), "quantity_std": std.tolist(),
+            "quantity_lower": (value - z * std).tolist(), "quantity_upper": (value + z * std).tolist(),
+            "quantity_truth": [None if not np.isfinite(t) else float(t) for t in truth],
+            "calibration_eV": float(q.calibration_eV)}
 
 
 def summary(r: XASRehearsal) -> dict[str, Any]:
@@ -29,9 +54,9 @@ def summary(r: XASRehearsal) -> dict[str, Any]:
         "band95_coverage": float(np.mean(np.abs(post["mean"] - truth) <= post["upper"] - post["mean"])),
         "amplitude_mean": rep["amplitude_mean"], "amplitude_std": rep["amplitude_std"],
         "shift_mean": rep["shift_mean"], "shift_std": rep["shift_std"],
-        "conventional": {name: {"dwell_s": d, "beamtime_s": bt, "adaptive_fraction": rep["beamtime_s"] / bt}
+        "conventional": {name: {"dwell_scale": d, "beamtime_s": bt, "adaptive_fraction": rep["beamtime_s"] / bt}
                          for name, (d, bt) in r.conventional.items()},
-        "energies_eV": list(r.agent.post.data_e)}
+        "energies_eV": list(r.agent.post.data_e), **quantity_summary(r)}
 
 
 def summary_text(s: dict[str, Any]) -> str:
@@ -43,8 +68,17 @@ def summary_text(s: dict[str, Any]) -> str:
              f"normalised μ: actual {s['mu_rmse_actual']:.4f}, its 95 % band covers {100 * s['band95_coverage']:.0f} "
              f"% of the grid; amplitude {s['amplitude_mean']:.3f} ± {s['amplitude_std']:.3f}, edge shift "
              f"{s['shift_mean']:+.2f} ± {s['shift_std']:.2f} eV"]
-    lines += [f"conventional {name}: {c['beamtime_s']:.0f} s ({c['dwell_s']:.2f} s per point) for the same predicted "
-              f"RMSE -> adaptive needs {100 * c['adaptive_fraction']:.0f} %" for name, c in s["conventional"].items()]
+    same = "predicted RMSE"
+    if s.get("quantity"):
+        unit = s["quantity_unit"]
+        for label, m, sd, lo, hi, t in zip(s["quantity_labels"], s["quantity_mean"], s["quantity_std"],
+                                          s["quantity_lower"], s["quantity_upper"], s["quantity_truth"], strict=True):
+            lines.append(f"{label}: {m:.4f} ± {sd:.4f} {unit} (95 % {lo:.4f} to {hi:.4f})"
+                         + (f", truth {t:.4f}" if t is not None else ""))
+        lines.append(f"({s['quantity_definition']}; energies calibrated by {s['calibration_eV']:+.2f} eV)")
+        same = f"std of {s['quantity']}"
+    lines += [f"{name}: {c['beamtime_s']:.0f} s (dwell x{c['dwell_scale']:.2f}) for the same {same} -> adaptive needs "
+              f"{100 * c['adaptive_fraction']:.0f} %" for name, c in s["conventional"].items()]
     lines.append("energies in the order chosen (eV): " + " ".join(f"{e:.1f}" for e in s["energies_eV"]))
     return "\n".join(lines)
 
