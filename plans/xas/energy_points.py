@@ -115,7 +115,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     detectors, mono, ring, beamtime = plan_devices("adaptive_xas", detectors, mono, ring, beamtime)
     params = {"target_rmse": target_rmse, "max_points": max_points, "prior": prior, "exclude": exclude,
               "target": target, "quantity": quantity, "target_std": target_std,
-              "components": list(components) if components is not None else None}
+              "components": components if components is None or isinstance(components, str) else list(components)}
     agent, continue_from = plan_agent("adaptive_xas", agent, continue_from, xas_agent, params)
     if len(detectors) != 2:
         raise ValueError(f"adaptive_xas needs [i0, it], got {len(detectors)} detectors")
