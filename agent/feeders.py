@@ -414,19 +414,23 @@ class XASFeeder(CallbackBase):
     monochromator readback ``energy_key`` (eV), the I0/It counts, and the plan's bookkeeping
     (``suggestion_id``, ``dwell_s`` in s). A point is ingested only if ``xas_point_problem`` finds its
     stored readings prove it (runs without a ``validity`` entry: counts finite and positive);
-    otherwise it is registered as a failure with the reason."""
+    otherwise it is registered as a failure with the reason. The reference-foil chamber's count
+    (``iref_key``, default the validity's ``reference`` when the run has one) goes in as ``iref``."""
 
-    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str):
+    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str, iref_key: str | None = None):
         super().__init__()
         self.agent = agent
         self.keys = (energy_key, i0_key, it_key)
+        self.iref_key = iref_key
         self.prefix = ""
         self.spec: Mapping[str, Any] | None = None
+        self._iref: str | None = iref_key
         self._streams: dict[str, str] = {}
 
     def start(self, doc):
         _RUN_AGENTS[doc["uid"]] = self.agent
         self.spec = _spec(doc, XAS_RULE)
+        self._iref = self.iref_key or (self.spec or {}).get("reference")
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
@@ -440,6 +444,8 @@ class XASFeeder(CallbackBase):
         energy, i0, it = (float(d[k]) for k in self.keys)
         outcome = {"_id": int(d[f"{self.prefix}suggestion_id"]), "energy": energy, "i0": i0, "it": it,
                    "dwell": float(d[f"{self.prefix}dwell_s"])}
+        if self._iref:
+            outcome["iref"] = _number(d, self._iref)
         if self.spec is not None:
             problem = xas_point_problem(d, self.spec)
         else:

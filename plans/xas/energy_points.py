@@ -1,7 +1,8 @@
 """XAS plans: the adaptive energy-point run the agent steers and stops, and the conventional grid scan.
 
-Streams of ``adaptive_xas``: ``primary`` (one event per point: monochromator readback, I0, It, the
-requested energy and the readback before and after the count (``energy_requested_ev``,
+Streams of ``adaptive_xas``: ``primary`` (one event per point: monochromator readback, I0, It (and Iref,
+the chamber behind a reference foil, when given), the requested energy and the readback before and
+after the count (``energy_requested_ev``,
 ``energy_before_ev``, ``energy_after_ev``), the ring's minimum over the count (mA, with a ring), the
 run's beamtime (s) and the plan's bookkeeping), ``posterior`` (the agent's report after each point:
 predicted RMSE, amplitude, edge shift, beamtime, the next energy and dwell, why the point was not used
@@ -85,7 +86,9 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
                  continue_from: str | None = None, md: dict[str, Any] | None = None):
     """Move, count, ingest, ask, repeat until the agent stops the run.
 
-    ``detectors``: ``[i0, it]`` (incident, transmitted); their first hinted field is the count.
+    ``detectors``: ``[i0, it]`` (incident, transmitted) or ``[i0, it, iref]`` (and the chamber behind a
+    reference foil, counted in the same gate: stored, listed in the validity counts, passed to the agent
+    as ``iref``); their first hinted field is the count.
     ``mono``: the monochromator energy (eV). Devices or their names (``plans.registry``; the defaults are
     the profiles' names). The agent: ``agent``, an ``XASAgent`` object (an IPython session's; its
     candidate range must lie inside the monochromator limits); or, as a queued plan gives it, its
@@ -117,16 +120,17 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
               "target": target, "quantity": quantity, "target_std": target_std,
               "components": components if components is None or isinstance(components, str) else list(components)}
     agent, continue_from = plan_agent("adaptive_xas", agent, continue_from, xas_agent, params)
-    if len(detectors) != 2:
-        raise ValueError(f"adaptive_xas needs [i0, it], got {len(detectors)} detectors")
+    if len(detectors) not in (2, 3):
+        raise ValueError(f"adaptive_xas needs [i0, it] or [i0, it, iref], got {len(detectors)} detectors")
     _check_range(mono, agent.energy_limits)
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
     if not energy_tolerance_ev > 0:
         raise ValueError(f"energy tolerance must be > 0 eV, got {energy_tolerance_ev!r}")
     check_ring(ring)
-    i0, it = detectors
+    i0, it = detectors[:2]
     f0, ft = _count_field(i0), _count_field(it)
+    fref = _count_field(detectors[2]) if len(detectors) == 3 else None
     mono_field = _count_field(mono)
     plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent), **params,
                  "beamtime": repr(beamtime) if beamtime is not None else None,
@@ -134,7 +138,8 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
                  "beam_poll_s": beam_poll_s, "energy_tolerance_ev": energy_tolerance_ev,
                  "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
     run_bt = RunBeamtime(beamtime) if beamtime is not None else None
-    spec = {"rule": XAS_RULE, "detectors": [i0.name, it.name], "counts": [f0, ft], "requested": "energy_requested_ev",
+    spec = {"rule": XAS_RULE, "detectors": [d.name for d in detectors], "counts": [f0, ft] + ([fref] if fref else []),
+            **({"reference": fref} if fref else {}), "requested": "energy_requested_ev",
             "before": "energy_before_ev", "after": "energy_after_ev", "tolerance": float(energy_tolerance_ev),
             "unit": "eV", "label": "monochromator readback", "dwell": "dwell_s", **ring_spec(ring, beam_floor_ma)}
     _md = start_md("adaptive_xas", detectors, [mono], plan_args, [mono_field], agent=agent,
@@ -171,7 +176,8 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
                 problem = xas_point_problem({k: v["value"] for k, v in reading.items()}, spec)  # as XASFeeder
             except DEVICE_FAULTS as exc:  # no event: the agent hears of the lost point here
                 problem = f"device fault at {energy:.2f} eV ({type(exc).__name__}: {exc})"
-                agent.register_failures([{**suggestion, "i0": np.nan, "it": np.nan, "reason": problem}])
+                lost = {"i0": np.nan, "it": np.nan, **({"iref": np.nan} if fref else {})}
+                agent.register_failures([{**suggestion, **lost, "reason": problem}])
             valid = not problem
             failures = 0 if valid else failures + 1
             stop, reason = agent.should_stop()
@@ -187,7 +193,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
         yield from bps.close_run(exit_status="success", reason=reason)
         return reason
 
-    return (yield from bpp.subs_wrapper(run(), XASFeeder(agent, mono_field, f0, ft)))
+    return (yield from bpp.subs_wrapper(run(), XASFeeder(agent, mono_field, f0, ft, fref)))
 
 
 def grid_xas(detectors: Sequence[Readable], mono: Movable, energies: list[float], *, dwell_s: float = 1.0,

@@ -1,13 +1,17 @@
-"""A simulated XAS end station on a given clock and ring: monochromator, ion chambers I0/It, sample."""
+"""A simulated XAS end station on a given clock and ring: monochromator, ion chambers I0/It (and Iref
+after a reference foil), sample."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sim_devices.core.clock import SimClock
+from sim_devices.xas.beam import BeamModel
 from sim_devices.xas.ion_chambers import SharedDwell, SimIonChamber, ion_chambers
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
+
+REFERENCE_FOIL = "Fe-foil"
 
 
 @dataclass
@@ -17,17 +21,37 @@ class XASEndStation:
     i0: SimIonChamber
     it: SimIonChamber
     dwell: SharedDwell
+    iref: SimIonChamber | None = None
+    foil: XASSample | None = None
+
+    @property
+    def detectors(self) -> list[SimIonChamber]:
+        """[i0, it] or [i0, it, iref]: the plan's detectors."""
+        return [self.i0, self.it] + ([self.iref] if self.iref is not None else [])
 
 
-def make_xas_endstation(sample: str, clock: SimClock, ring=None, seed: int | None = None,
+def make_xas_endstation(sample: str | XASSample, clock: SimClock, ring=None, seed: int | None = None,
                         settle_s: float = 0.3, speed_eV_s: float = 20.0, backlash_eV: float = 0.0,
-                        dwell_s: float = 1.0) -> XASEndStation:
-    """The XAS devices for the Fe K-edge standard ``sample`` (``ValueError`` if unknown) on ``clock``;
-    counts follow ``ring`` (mA) when given. The monochromator range is the tabulated truth (eV), it
-    starts at its low end and moves in ``settle_s`` + |ΔE|/``speed_eV_s`` seconds of beamtime."""
-    s = XASSample(sample, seed=seed)
+                        dwell_s: float = 1.0, *, reference_foil: bool = False, foil_amplitude: float = 1.0,
+                        foil_offset: float = 0.2, foil_mut_3e: float = 0.0, beam: BeamModel | None = None,
+                        calibration_offset_eV: float = 0.0, calibration_drift_eV_h: float = 0.0,
+                        lash_eV: float = 0.0) -> XASEndStation:
+    """The XAS devices for the Fe K-edge standard ``sample`` (a name, ``ValueError`` if unknown, or an
+    ``XASSample``) on ``clock``; counts follow ``ring`` (mA) when given. The monochromator range is the
+    tabulated truth (eV), it starts at its low end and moves in ``settle_s`` + |ΔE|/``speed_eV_s`` seconds
+    of beamtime. Truth options (all off by default): ``beam`` (``BeamModel``: flux slope, glitches,
+    harmonics), the monochromator's hidden ``calibration_offset_eV`` (eV), ``calibration_drift_eV_h``
+    (eV/h) and ``lash_eV`` (eV, ``SimMonochromator``). ``reference_foil``: a third chamber ``iref`` behind
+    the Fe-foil standard (μt = ``foil_amplitude``·μ_foil + ``foil_offset``, ``foil_mut_3e`` at 3E) in
+    the same scaler gate."""
+    s = sample if isinstance(sample, XASSample) else XASSample(sample, seed=seed)
     lo, hi = s.energy_range
     mono = SimMonochromator(name="mono", clock=clock, limits_eV=(lo, hi), start_eV=lo, settle_time_s=settle_s,
-                            speed_eV_s=speed_eV_s, backlash_eV=backlash_eV)
-    i0, it = ion_chambers(clock, mono, s, ring=ring, dwell_s=dwell_s)
-    return XASEndStation(s, mono, i0, it, SharedDwell([i0, it], name="dwell"))
+                            speed_eV_s=speed_eV_s, backlash_eV=backlash_eV, lash_eV=lash_eV,
+                            calibration_offset_eV=calibration_offset_eV,
+                            calibration_drift_eV_h=calibration_drift_eV_h)
+    foil = XASSample(REFERENCE_FOIL, amplitude=foil_amplitude, offset=foil_offset) if reference_foil else None
+    chambers = ion_chambers(clock, mono, s, ring=ring, dwell_s=dwell_s, beam=beam, foil=foil,
+                            foil_mut_3e=foil_mut_3e)
+    return XASEndStation(s, mono, chambers[0], chambers[1], SharedDwell(list(chambers), name="dwell"),
+                         chambers[2] if foil is not None else None, foil)

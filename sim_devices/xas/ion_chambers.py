@@ -1,7 +1,12 @@
-"""Simulated ion chambers I0 (incident) and It (transmitted) for XAS in transmission (DESIGN §5).
+"""Simulated ion chambers I0 (incident), It (transmitted) and Iref (after a reference foil) for XAS in
+transmission (DESIGN §5).
 
-Each trigger counts for ``dwell_s`` seconds of beamtime at the monochromator's energy:
-I0 ~ Poisson(rate * dwell * current/100 mA), It ~ Poisson(same * exp(-mu*t(E))), mu*t from the sample.
+Each trigger counts for ``dwell_s`` seconds of beamtime at the photons' energy E (the monochromator's
+``photon_energy`` at the middle of the gate window: its readback unless a calibration offset or lag is set):
+I0 ~ Poisson(N0), N0 = rate * dwell * current/100 mA, It ~ Poisson(N0 * exp(-mu*t(E))), mu*t from the
+sample; Iref ~ Poisson(N0 * exp(-mu*t(E)) * exp(-mu_foil*t(E))), the foil an ``XASSample`` (its
+amplitude a_f and offset b_f). With a ``BeamModel`` (``sim_devices.xas.beam``), N0 also carries the flux
+spectrum and the glitches, and the transmitted chambers its harmonic and glitch terms.
 Chambers sharing a ``ScalerGate`` count in the same gate window when triggered together (as scaler
 channels do), so I0 and It of one point take one dwell of beamtime, not two.
 """
@@ -19,6 +24,7 @@ from agent.core.words import plain
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
 from sim_devices.core.signals import CountsSignal, ElapsedSignal
+from sim_devices.xas.beam import BeamModel
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
@@ -75,7 +81,9 @@ class ScalerGate:
 
 
 class SimIonChamber(Device):
-    """Ion chamber + scaler. ``transmitted`` False: I0 (before the sample); True: It (after it).
+    """Ion chamber + scaler. ``transmitted`` False: I0 (before the sample); True: It (after it), or,
+    with a ``foil`` (an ``XASSample``: the reference foil, its μt(3E) ``foil_mut_3e``), Iref after the
+    sample and the foil. ``beam``: the incident ``BeamModel`` (None: flat flux, no glitch, no harmonic).
     ``fail_next(mode)``: ``"nan"`` (a corrupted reading), ``"timeout"`` (the count ends reporting a
     failure) or ``"hang"`` (this chamber's count never ends: its status fails by its timeout).
     ``elapsed_s`` (read as ``<name>_elapsed_s``) is the count's own elapsed time (s), as a scaler's ``.T``."""
@@ -85,9 +93,13 @@ class SimIonChamber(Device):
     dwell_s = Cpt(Signal, value=1.0, kind=Kind.config)
 
     def __init__(self, *args, clock: SimClock, mono: SimMonochromator, sample: XASSample,
-                 transmitted: bool, ring=None, gate: ScalerGate | None = None, **kwargs):
+                 transmitted: bool, ring=None, gate: ScalerGate | None = None, beam: BeamModel | None = None,
+                 foil: XASSample | None = None, foil_mut_3e: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.clock, self.mono, self.sample, self.ring = clock, mono, sample, ring
+        self.beam, self.foil, self.foil_mut_3e = beam, foil, float(foil_mut_3e)
+        if foil is not None and not transmitted:
+            raise ValueError(f"{self.name}: a chamber behind a reference foil is a transmitted chamber")
         self.gate = gate or ScalerGate(clock)
         self.transmitted = bool(transmitted)
         self._faults = FaultQueue("ion chamber", ("nan", "timeout", "hang"))
@@ -98,15 +110,27 @@ class SimIonChamber(Device):
         self._faults.add(mode, n, after)
 
     def expected_counts(self, energy_eV: float, dwell_s: float, current_ma: float = REFERENCE_CURRENT_MA) -> float:
+        """Mean counts at the photons' energy ``energy_eV`` (eV) in ``dwell_s`` s at ``current_ma`` mA."""
         lam = self.sample.i0_rate * dwell_s * current_ma / REFERENCE_CURRENT_MA
-        return float(lam * np.exp(-self.sample.mut(energy_eV))) if self.transmitted else float(lam)
+        if self.beam is None and self.foil is None:  # the original truth, bit for bit
+            return float(lam * np.exp(-self.sample.mut(energy_eV, hold=True))) if self.transmitted else float(lam)
+        beam = self.beam or BeamModel()
+        lam = lam * float(beam.flux(energy_eV))
+        if not self.transmitted:
+            return lam
+        mut = self.sample.mut(energy_eV, hold=True)
+        mut_3e = 0.0
+        if self.foil is not None:
+            mut, mut_3e = mut + self.foil.mut(energy_eV, hold=True), self.foil_mut_3e
+        return float(lam * beam.transmitted(mut, mut_3e, energy_eV))
 
     def trigger(self):
         dwell = float(self.dwell_s.get())
         if not (np.isfinite(dwell) and dwell > 0):
             return refused(self, "count", f"{self.name}: dwell time {dwell:g} s is not positive; refused before "
                                           "counting")
-        energy = self.mono.position
+        energy = self.mono.position  # the readback: the gate's key
+        lag = getattr(self.mono, "lag_eV", 0.0)  # the crystals' lag as the count starts
         failure = self._faults.pop()
         self.elapsed_s.put(0.0)
         if failure == "hang":  # this chamber never reports; it joins no gate window
@@ -116,7 +140,9 @@ class SimIonChamber(Device):
             if failure == "timeout":
                 raise TimeoutError(f"{self.name}: scaler did not report the end of the count")
             current = self.ring.mean_current(t0, t1) if self.ring is not None else REFERENCE_CURRENT_MA
-            value = float(self.sample.rng.poisson(self.expected_counts(energy, dwell, current)))
+            photon = self.mono.photon_energy(0.5 * (t0 + t1), energy, lag) if hasattr(self.mono, "photon_energy") \
+                else energy  # at the middle of the gate's window (a chamber may join it after it ended)
+            value = float(self.sample.rng.poisson(self.expected_counts(photon, dwell, current)))
             self.counts.put(np.nan if failure == "nan" else value)
             self.elapsed_s.put(t1 - t0)
 
@@ -124,14 +150,19 @@ class SimIonChamber(Device):
 
 
 def ion_chambers(clock: SimClock, mono: SimMonochromator, sample: XASSample, ring=None,
-                 dwell_s: float = 1.0) -> tuple[SimIonChamber, SimIonChamber]:
-    """The (i0, it) pair on one sample and monochromator, gated together."""
+                 dwell_s: float = 1.0, beam: BeamModel | None = None, foil: XASSample | None = None,
+                 foil_mut_3e: float = 0.0) -> tuple[SimIonChamber, ...]:
+    """The (i0, it) pair on one sample and monochromator, gated together; with a ``foil`` (the
+    reference foil, an ``XASSample``) the triple (i0, it, iref), all in one scaler gate."""
     gate = ScalerGate(clock)
-    i0 = SimIonChamber(name="i0", clock=clock, mono=mono, sample=sample, transmitted=False, ring=ring, gate=gate)
-    it = SimIonChamber(name="it", clock=clock, mono=mono, sample=sample, transmitted=True, ring=ring, gate=gate)
-    for d in (i0, it):
+    common = {"clock": clock, "mono": mono, "sample": sample, "ring": ring, "gate": gate, "beam": beam}
+    chambers = [SimIonChamber(name="i0", transmitted=False, **common),
+                SimIonChamber(name="it", transmitted=True, **common)]
+    if foil is not None:
+        chambers.append(SimIonChamber(name="iref", transmitted=True, foil=foil, foil_mut_3e=foil_mut_3e, **common))
+    for d in chambers:
         d.dwell_s.put(float(dwell_s))
-    return i0, it
+    return tuple(chambers)
 
 
 class SharedDwell(Signal):

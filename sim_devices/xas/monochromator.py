@@ -14,7 +14,16 @@ from sim_devices.core.clock import SimClock
 class SimMonochromator(Device):
     """Energy positioner (eV). ``set(E)`` takes settle + |dE|/speed seconds of beamtime; with
     ``backlash_eV`` > 0 every move ends approaching from below, so a move down travels an extra
-    2*backlash. Energies outside [low_limit_eV, high_limit_eV] raise ``LimitError`` before any motion."""
+    2*backlash. Energies outside [low_limit_eV, high_limit_eV] raise ``LimitError`` before any motion.
+
+    Hidden truth (off by default; plain attributes, never read out or stored): the photons' energy
+    ``photon_energy(t)`` = readback + lag + ``calibration_offset_eV`` + ``calibration_drift_eV_h`` · t/3600
+    (t: beamtime s). ``lash_eV``: mechanical play between the encoder (the readback: the commanded
+    angle) and the crystals. After approaching from below the lag is 0; a move down drags the crystals
+    only once the play is taken up, so after a reversal the photons stay up to ``lash_eV`` above the
+    readback (lag = clip of the crystal position into [E, E + lash] at each waypoint of the move), until
+    a move up takes the lash up again. An anti-backlash approach (``backlash_eV`` ≥ ``lash_eV``) removes it.
+    """
 
     energy = Cpt(Signal, value=7100.0, kind=Kind.hinted)
     setpoint = Cpt(Signal, value=7100.0, kind=Kind.normal)
@@ -25,10 +34,13 @@ class SimMonochromator(Device):
     backlash_eV = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, *args, clock: SimClock, limits_eV=(4500.0, 30000.0), start_eV: float | None = None,
-                 settle_time_s: float = 0.3, speed_eV_s: float = 20.0, backlash_eV: float = 0.0, **kwargs):
+                 settle_time_s: float = 0.3, speed_eV_s: float = 20.0, backlash_eV: float = 0.0,
+                 lash_eV: float = 0.0, calibration_offset_eV: float = 0.0, calibration_drift_eV_h: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         lo, hi = map(float, limits_eV)
-        if not (lo < hi and speed_eV_s > 0 and settle_time_s >= 0 and backlash_eV >= 0):
+        if not (lo < hi and speed_eV_s > 0 and settle_time_s >= 0 and backlash_eV >= 0 and lash_eV >= 0
+                and np.isfinite(calibration_offset_eV) and np.isfinite(calibration_drift_eV_h)):
             raise ValueError(f"invalid monochromator settings: limits {limits_eV}, speed {speed_eV_s}, "
                              f"settle {settle_time_s}, backlash {backlash_eV}")
         self.clock = clock
@@ -43,6 +55,35 @@ class SimMonochromator(Device):
         self.setpoint.put(start)
         self.moves = 0
         self.move_time_s = 0.0
+        self.lash_eV = float(lash_eV)
+        self.calibration_offset_eV = float(calibration_offset_eV)
+        self.calibration_drift_eV_h = float(calibration_drift_eV_h)
+        self.lag_eV = 0.0  # crystal position - readback (eV), in [0, lash_eV]
+
+    def photon_energy(self, t_s: float | None = None, readback: float | None = None, lag: float | None = None
+                      ) -> float:
+        """The photons' energy (eV) at beamtime ``t_s`` (default now): the readback, lag, calibration
+        offset and drift (class docstring); ``readback``, ``lag``: as they were (eV; default now). Equal
+        to the readback when those are off."""
+        e = self.position if readback is None else float(readback)
+        lag = self.lag_eV if lag is None else float(lag)
+        if not (lag or self.calibration_offset_eV or self.calibration_drift_eV_h):
+            return e
+        t = self.clock.now if t_s is None else float(t_s)
+        return e + lag + self.calibration_offset_eV + self.calibration_drift_eV_h * t / 3600.0
+
+    def _arrive(self, value: float) -> None:
+        """At the end of a move to ``value``: the readback, and the crystals dragged through the play
+        along the move's waypoints (the anti-backlash overshoot first on a move down)."""
+        start = self.position
+        if self.lash_eV > 0:
+            crystal = start + self.lag_eV
+            waypoints = [value - self.backlash_eV.get(), value] if value < start and self.backlash_eV.get() > 0 \
+                else [value]
+            for w in waypoints:
+                crystal = min(max(crystal, w), w + self.lash_eV)
+            self.lag_eV = crystal - value
+        self.energy.put(value)
 
     @property
     def position(self) -> float:
@@ -75,5 +116,5 @@ class SimMonochromator(Device):
         duration = self.move_time(value)
         self.moves += duration > 0
         self.move_time_s += duration
-        return self.clock.action(duration, on_done=lambda t0, t1: self.energy.put(value), obj=self,
+        return self.clock.action(duration, on_done=lambda t0, t1: self._arrive(value), obj=self,
                                  what=f"move to {value:.2f} eV")

@@ -1,7 +1,8 @@
 """Simulated XAS samples: measured Fe K-edge standards as truths (DESIGN §4.2, §5).
 
-Transmission physics: mu*t(E) = amplitude * mu(E - shift) + offset; I0 ~ Poisson(rate * dwell),
-It ~ Poisson(rate * dwell * exp(-mu*t)).
+Transmission physics: mu*t(E) = amplitude * mu(E - shift) + offset + c3 (E_ref/E)^3 + c4 (E_ref/E)^4
+(E_ref = 7110.8 eV, the analysis model's background terms; c3 = c4 = 0 by default);
+I0 ~ Poisson(rate * dwell), It ~ Poisson(rate * dwell * exp(-mu*t)).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from agent.core.words import one_of
-from agent.xas.prior import SpectraLibrary
+from agent.xas.prior import E_REF_EV, SpectraLibrary
 
 
 @lru_cache(maxsize=4)
@@ -25,13 +26,16 @@ def load_standards(directory: str | None = None) -> SpectraLibrary:
 class XASSample:
     """A standard measured in transmission: ``name`` in any case (kept in the library's spelling),
     ``amplitude`` (edge step in mu*t), ``offset`` (mu*t), ``shift_eV`` (rigid edge shift, eV),
-    ``i0_rate`` (I0 counts per second)."""
+    ``i0_rate`` (I0 counts per second), ``c3``, ``c4`` (mu*t background c3 (E_ref/E)^3 + c4 (E_ref/E)^4,
+    E_ref = 7110.8 eV; a nuisance: ``target_rmse``'s truth is amplitude*mu + offset without it)."""
 
     name: str
     amplitude: float = 1.75
     offset: float = 0.45
     shift_eV: float = 0.0
     i0_rate: float = 23760.0
+    c3: float = 0.0
+    c4: float = 0.0
     directory: str | None = None
     seed: int | None = None
     rng: np.random.Generator = field(init=False, repr=False)
@@ -50,11 +54,13 @@ class XASSample:
         """Energies (eV) where the truth is tabulated."""
         return float(self._energy[0] + abs(self.shift_eV)), float(self._energy[-1] - abs(self.shift_eV))
 
-    def mu(self, energy_eV) -> np.ndarray:
-        """Normalised mu at ``energy_eV`` (the truth, shifted by ``shift_eV``)."""
+    def mu(self, energy_eV, hold: bool = False) -> np.ndarray:
+        """Normalised mu at ``energy_eV`` (the truth, shifted by ``shift_eV``). Outside the table:
+        ``ValueError``, or with ``hold`` the end values (photons off the readback by a calibration
+        offset or lag may fall just outside it)."""
         e = np.asarray(energy_eV, float)
         lo, hi = self._energy[0], self._energy[-1]
-        if np.any(e - self.shift_eV < lo) or np.any(e - self.shift_eV > hi):
+        if not hold and (np.any(e - self.shift_eV < lo) or np.any(e - self.shift_eV > hi)):
             raise ValueError(f"energy outside the tabulated truth {lo:.2f}-{hi:.2f} eV")
         return np.interp(e - self.shift_eV, self._energy, self._mu)
 
@@ -65,8 +71,13 @@ class XASSample:
         v = post.target_mean if values is None else values
         return float(np.sqrt(np.mean((v - truth) ** 2)))
 
-    def mut(self, energy_eV) -> np.ndarray:
-        return self.amplitude * self.mu(energy_eV) + self.offset
+    def mut(self, energy_eV, hold: bool = False) -> np.ndarray:
+        """mu*t at ``energy_eV`` (eV), background included (``hold``: see ``mu``)."""
+        mut = self.amplitude * self.mu(energy_eV, hold) + self.offset
+        if self.c3 or self.c4:
+            u = E_REF_EV / np.asarray(energy_eV, float)
+            mut = mut + self.c3 * u ** 3 + self.c4 * u ** 4
+        return mut
 
     def counts(self, energy_eV, dwell_s) -> tuple[np.ndarray, np.ndarray]:
         """Poisson (I0, It) counts at ``energy_eV`` after ``dwell_s`` seconds."""

@@ -20,8 +20,8 @@ from bayesbeam.rehearsal.common import options_from, run_plan, stream_subscriber
 from bayesbeam.rehearsal.xas.options import PRIORS, TARGET_LABEL, XASOptions, build_prior, make_agent
 from plans.xas.energy_points import adaptive_xas
 from sim_devices.core.clock import BeamtimeSignal, SimClock
-from sim_devices.xas.ion_chambers import SharedDwell, ion_chambers
-from sim_devices.xas.monochromator import SimMonochromator
+from sim_devices.xas.beam import BeamModel
+from sim_devices.xas.endstation import make_xas_endstation
 from sim_devices.xas.samples import XASSample
 
 __all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional", "design_points", "design_scan",
@@ -30,17 +30,24 @@ __all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional
 
 def make_xas_beamline(sample: str, time_scale: float = 1e4, seed: int | None = None, amplitude: float = 1.75,
                       offset: float = 0.45, shift_eV: float = 0.0, i0_rate: float = 23760.0,
-                      cost: MoveCost | None = None) -> SimpleNamespace:
-    """Clock, sample, monochromator (limits = the tabulated truth), ion chambers, shared dwell, beamtime."""
+                      cost: MoveCost | None = None, *, reference_foil: bool = False, beam: BeamModel | None = None,
+                      c3: float = 0.0, c4: float = 0.0, calibration_offset_eV: float = 0.0,
+                      calibration_drift_eV_h: float = 0.0, lash_eV: float = 0.0, **foil) -> SimpleNamespace:
+    """Clock, sample, monochromator (limits = the tabulated truth), ion chambers, shared dwell, beamtime.
+    Truth options (off by default; ``sim_devices.xas.make_xas_endstation``): ``reference_foil`` (a third
+    chamber ``iref`` behind the Fe foil; ``foil_amplitude``, ``foil_offset``, ``foil_mut_3e`` in ``foil``),
+    ``beam`` (``BeamModel``), the μt background ``c3``, ``c4``, the monochromator's hidden
+    ``calibration_offset_eV`` (eV), ``calibration_drift_eV_h`` (eV/h) and ``lash_eV`` (eV).
+    ``detectors``: [i0, it] or [i0, it, iref], as ``adaptive_xas`` takes them."""
     cost = cost or MoveCost()
     clock = SimClock(time_scale)
-    s = XASSample(sample, amplitude=amplitude, offset=offset, shift_eV=shift_eV, i0_rate=i0_rate, seed=seed)
-    lo, hi = s.energy_range
-    mono = SimMonochromator(name="mono", clock=clock, limits_eV=(lo, hi), start_eV=lo,
-                            settle_time_s=cost.settle_s, speed_eV_s=cost.speed_eV_s, backlash_eV=cost.backlash_eV)
-    i0, it = ion_chambers(clock, mono, s)
-    return SimpleNamespace(clock=clock, sample=s, mono=mono, i0=i0, it=it,
-                           dwell=SharedDwell([i0, it], name="dwell"), beamtime=BeamtimeSignal(clock, name="beamtime"))
+    s = XASSample(sample, amplitude=amplitude, offset=offset, shift_eV=shift_eV, i0_rate=i0_rate, c3=c3, c4=c4,
+                  seed=seed)
+    x = make_xas_endstation(s, clock, settle_s=cost.settle_s, speed_eV_s=cost.speed_eV_s, backlash_eV=cost.backlash_eV,
+                            reference_foil=reference_foil, beam=beam, calibration_offset_eV=calibration_offset_eV,
+                            calibration_drift_eV_h=calibration_drift_eV_h, lash_eV=lash_eV, **foil)
+    return SimpleNamespace(clock=clock, sample=s, mono=x.mono, i0=x.i0, it=x.it, iref=x.iref, foil=x.foil,
+                           detectors=x.detectors, dwell=x.dwell, beamtime=BeamtimeSignal(clock, name="beamtime"))
 
 
 @dataclass
