@@ -135,3 +135,28 @@ def test_bad_quantities_fail_in_one_line_before_anything_moves(kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
         RunEngine()(adaptive_xas([es.i0, es.it], es.mono, exclude="Fe3O4", beamtime=None, ring=None, **kwargs))
     assert "\n" not in str(err.value) and es.mono.position == start and es.mono.moves == 0
+
+
+def test_the_reference_foil_calibrates_the_edge_position_against_an_imposed_monochromator_offset(RE, catalog):
+    """Photons at readback + 0.7 eV: with the foil channel the stored run recovers the offset and the edge
+    position covers the truth; the same run without the foil misses the truth by about the offset."""
+    from plans.xas.energy_points import adaptive_xas
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xas import make_xas_endstation
+
+    got = {}
+    for foil in (True, False):
+        es = make_xas_endstation("Fe3O4", SimClock(1e7), seed=5, reference_foil=foil, calibration_offset_eV=0.7)
+        agent = xas_agent(exclude="Fe3O4", quantity="edge_position", target_std=0.08)
+        (uid,) = RE(adaptive_xas([es.i0, es.it] + ([es.iref] if foil else []), es.mono, agent, beamtime=None,
+                                 ring=None))
+        truth = agent.quantity.values(es.sample.mu(agent.post.energy)[None, :])[0, 0]
+        got[foil] = (agent.report(), truth, catalog[uid])
+    rep, truth, run = got[True]
+    assert rep["mono_offset_mean"] == pytest.approx(0.7, abs=3 * rep["mono_offset_std"])
+    assert rep["mono_offset_std"] < 0.1
+    assert abs(rep["edge_position_mean"] - truth) <= 3 * rep["edge_position_std"] <= 0.25
+    assert float(run["posterior"]["mono_offset_mean"].read()[-1]) == pytest.approx(rep["mono_offset_mean"])
+    assert "iref_counts" in run["primary"].read()
+    rep, truth, _ = got[False]
+    assert truth - rep["edge_position_mean"] > 0.7 - 3 * rep["edge_position_std"] > 0.3  # blind to the offset

@@ -21,6 +21,7 @@ from agent.core.stopping import Budget, History, StopRule, TargetStd, _positive,
 from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
 from agent.xas.prior import PRIORS, GaussianPrior, SpectraLibrary, rebuild_prior
 from agent.xas.quantities import Quantity, make_quantity
+from agent.xas.reference_foil import ReferenceFoil
 
 MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
 JACOBIAN_DRAWS = 7  # posterior draws whose Jacobians join the mean's in a nonlinear quantity's design
@@ -100,6 +101,7 @@ class XASAgent(BayesAgent):
         self._next_id = 0
         self._next_refit = 6
         self._last: dict[str, float] = {}
+        self.foil: ReferenceFoil | None = None  # the reference-foil channel's posterior, from the first iref
 
     # -- protocol ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -186,16 +188,31 @@ class XASAgent(BayesAgent):
                 pass
         return np.vstack(jacs) / np.sqrt(len(jacs)) if jacs else None
 
+    def _foil_value(self) -> ReferenceFoil | None:
+        """The foil posterior whose var(ε) the design also reduces: the edge position is read on the
+        foil-calibrated axis, so a point near the foil's edge is worth its reduction of var(ε) (eV²)."""
+        q = self.quantity
+        return self.foil.copy() if self.foil is not None and q is not None and q.name == "edge_position" else None
+
+    def _foil_extra(self, foil: ReferenceFoil | None, post: XASPosterior) -> np.ndarray | None:
+        if foil is None:
+            return None
+        y = post.y_pred()
+        return np.stack([foil.variance_reduction(post.energy, d, self.noise.i0_rate, y) for d in self.dwell_options])
+
     def _plan_sweep(self) -> None:
         post = self.post.copy()
         weights = self.quantity_weights()
+        foil = self._foil_value()
         move = np.full(post.n, self.cost.settle_s)  # travel is shared by the sweep; a repeat needs no settle
         picks = []
         n_sweep = int(np.clip(len(self.post.data_e) // 2, min(MIN_SWEEP, self.sweep_points), self.sweep_points))
         for _ in range(n_sweep):
             j, dwell, score = choose_next(post, self.noise, self.cost, None, self.dwell_options, self.candidates,
-                                          move, weights)
+                                          move, weights, self._foil_extra(foil, post))
             picks.append((float(post.energy[j]), dwell, score))
+            if foil is not None:
+                foil.fantasise(post.energy[j], dwell, self.noise.i0_rate, float(post.y_pred()[j]))
             post.fantasise(post.energy[j], float(self.noise.var(post.y_pred()[j], dwell)))
             move[j] = 0.0
         merged: dict[float, tuple[float, float, float]] = {}
@@ -208,10 +225,10 @@ class XASAgent(BayesAgent):
 
     def _suggest_greedy(self, num_points: int) -> list[dict[str, Any]]:
         post, cur, out = self.post, self.current_eV, []
-        weights = self.quantity_weights()
+        weights, foil = self.quantity_weights(), self._foil_value()
         for i in range(int(num_points)):
             j, dwell, score = choose_next(post, self.noise, self.cost, cur, self.dwell_options, self.candidates,
-                                          weights=weights)
+                                          weights=weights, extra=self._foil_extra(foil, post))
             energy = float(post.energy[j])
             out.append({"energy": energy, "dwell": dwell, "_id": self._next_id})
             self._next_id += 1
@@ -219,6 +236,8 @@ class XASAgent(BayesAgent):
                 self._last = {"next_energy": energy, "next_dwell": dwell, "next_score": score}
             if i + 1 < num_points:
                 post = post.copy() if post is self.post else post
+                if foil is not None:
+                    foil.fantasise(energy, dwell, self.noise.i0_rate, float(post.y_pred()[j]))
                 post.fantasise(energy, float(self.noise.var(post.y_pred()[j], dwell)))
                 cur = energy
         return out
@@ -234,6 +253,11 @@ class XASAgent(BayesAgent):
         self.beamtime_s += dwell + float(self.cost.time(self.current_eV, energy))
         self.current_eV = energy
         self.post.update(energy, y, var)
+        iref = point.get("iref")
+        if iref is not None and np.isfinite(float(iref)) and float(iref) > 0:
+            if self.foil is None:
+                self.foil = ReferenceFoil.from_library(SpectraLibrary.from_csv())
+            self.foil.update(energy, float(point["it"]), float(iref))
         self.dwells.append(dwell)
         planned = self._suggested.pop(point.get("_id"), None)
         if planned is None and self._queue and abs(self._queue[0][0] - energy) < 1e-6:
@@ -278,7 +302,15 @@ class XASAgent(BayesAgent):
                 "shift_mean": shift[0], "shift_std": shift[1], "kernel_scale": self.post.kernel_scale,
                 "last_energy": np.nan if self.current_eV is None else self.current_eV,
                 "next_energy": self._last.get("next_energy", np.nan),
-                "next_dwell": self._last.get("next_dwell", np.nan), **self.quantity_report()}
+                "next_dwell": self._last.get("next_dwell", np.nan), **self.quantity_report(), **self.foil_report()}
+
+    def foil_report(self) -> dict[str, float]:
+        """``mono_offset_mean``/``_std`` (eV): the monochromator offset ε the foil channel measures (photons at
+        readback + ε on the library's axis); empty without a foil channel."""
+        if self.foil is None:
+            return {}
+        eps, sd = self.foil.offset
+        return {"mono_offset_mean": eps, "mono_offset_std": sd}
 
     def quantity_moments(self, draws: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(value, std) of the quantity per component, std with its floor; NaN while it is undefined.
@@ -302,6 +334,9 @@ class XASAgent(BayesAgent):
                 return np.nanmedian(v, 0) if np.isfinite(v).any() else value, nan
             value = np.median(v, 0)
             std = np.maximum(std, np.sqrt(v.var(0) + q.floor_std**2))
+        if q.name == "edge_position" and self.foil is not None:  # photons at readback + ε: E* moves with ε
+            eps, eps_sd = self.foil.offset
+            value, std = value + eps, np.sqrt(std**2 + eps_sd**2)
         return value, std
 
     def quantity_target(self) -> float | None:
@@ -345,6 +380,8 @@ class XASAgent(BayesAgent):
         arrays = {"data_e": np.asarray(p.data_e), "data_y": np.asarray(p.data_y),
                   "data_var": np.asarray(p.data_var), "dwells": np.asarray(self.dwells),
                   "queue": np.asarray(self._queue, float).reshape(-1, 3)}
+        if self.foil is not None:
+            arrays.update(foil_e=self.foil.data_e, foil_y=self.foil.data_y, foil_var=self.foil.data_var)
         meta = {"shift_lin": p.shift_lin, "amp_lin": p.amp_lin, "kernel_scale": p.kernel_scale,
                 "beamtime_s": self.beamtime_s, "current_eV": self.current_eV, "next_id": self._next_id,
                 "next_refit": self._next_refit}
@@ -357,6 +394,9 @@ class XASAgent(BayesAgent):
         self.beamtime_s, self.current_eV = float(meta["beamtime_s"]), meta["current_eV"]
         self._next_id, self._next_refit = int(meta["next_id"]), int(meta["next_refit"])
         self._queue = [tuple(map(float, q)) for q in arrays["queue"]]
+        if "foil_e" in arrays and len(arrays["foil_e"]):
+            self.foil = ReferenceFoil.from_library(SpectraLibrary.from_csv())
+            self.foil.load(arrays["foil_e"], arrays["foil_y"], arrays["foil_var"])
         p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"])
 
 

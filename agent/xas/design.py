@@ -347,14 +347,15 @@ def expected_reduction(post: XASPosterior, noise: CountingNoise, dwell_s: np.nda
 
 def choose_next(post: XASPosterior, noise: CountingNoise, cost: MoveCost, current_eV: float | None,
                 dwell_s=(1.0,), candidates: np.ndarray | None = None, move_s: np.ndarray | None = None,
-                weights: np.ndarray | None = None) -> tuple[int, float, float]:
+                weights: np.ndarray | None = None, extra: np.ndarray | None = None) -> tuple[int, float, float]:
     """Best (grid index, dwell s, score) by expected trace reduction (``expected_reduction``: of the
-    design target, or of Cov(W μ) with ``weights``) per second of beamtime (dwell + move from
-    ``current_eV``, or ``move_s`` per grid energy when given). ``candidates``: boolean mask over the
-    grid (default all)."""
+    design target, or of Cov(W μ) with ``weights``; plus ``extra`` (dwell, n), another channel's
+    reduction in the same units) per second of beamtime (dwell + move from ``current_eV``, or
+    ``move_s`` per grid energy when given). ``candidates``: boolean mask over the grid (default all)."""
     dwell = np.asarray(dwell_s, float)
     move = cost.time(current_eV, post.energy) if move_s is None else np.asarray(move_s, float)
-    score = expected_reduction(post, noise, dwell, weights) / (dwell[:, None] + move[None, :])
+    gain = expected_reduction(post, noise, dwell, weights)
+    score = (gain if extra is None else gain + extra) / (dwell[:, None] + move[None, :])
     if candidates is not None:
         score = np.where(candidates[None, :], score, -np.inf)
     k, j = np.unravel_index(int(np.argmax(score)), score.shape)

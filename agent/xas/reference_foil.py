@@ -11,36 +11,15 @@ observed counts), the MAP by a profile grid over ε (a_f, b_f solved linearly at
 damped Gauss-Newton, and the Laplace covariance at the MAP. The It counts enter both ln(I0/It) (the
 sample) and ln(It/Iref) (the foil): their noises correlate, cov = −1/It (``noise_correlation``). This
 module does not model it: the foil posterior is fitted on its own and the sample's is not told about ε;
-a joint fit of the sample's edge shift with ε would have to. ``first_inflection``: the foil's E0.
+a joint fit of the sample's edge shift with ε would have to. The foil's E0 is its first inflection
+(``agent.xas.quantities.first_inflection``, the same definition as the sample's edge position).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
-E0_WINDOW_EV = (7105.0, 7135.0)
-
-
-def first_inflection(energy, mu, sigma_eV: float = 0.5, window_eV: tuple[float, float] = E0_WINDOW_EV) -> float:
-    """The first inflection point (eV) of ``mu`` on ``energy``: the lowest-energy local maximum of dμ/dE
-    (μ Gaussian-smoothed with σ = ``sigma_eV`` eV on a uniform grid of the finest step) in ``window_eV``
-    that reaches half the largest derivative there, refined by a parabola through its three samples."""
-    e, m = np.asarray(energy, float), np.asarray(mu, float)
-    step = float(np.min(np.diff(e)))
-    grid = np.arange(e[0], e[-1] + 0.5 * step, step)
-    d = np.gradient(gaussian_filter1d(np.interp(grid, e, m), sigma_eV / step, mode="nearest"), step)
-    inside = np.flatnonzero((grid >= window_eV[0]) & (grid <= window_eV[1]))
-    if inside.size < 3:
-        raise ValueError(f"no samples in {window_eV} eV")
-    i = inside[1:-1]
-    peaks = i[(d[i] >= d[i - 1]) & (d[i] > d[i + 1]) & (d[i] >= 0.5 * d[inside].max())]
-    if peaks.size == 0:
-        raise ValueError("no local maximum of the derivative in the window")
-    k = int(peaks[0])
-    denom = d[k - 1] - 2 * d[k] + d[k + 1]
-    frac = 0.5 * (d[k - 1] - d[k + 1]) / denom if denom != 0 else 0.0
-    return float(grid[k] + frac * step)
+from agent.xas.quantities import first_inflection
 
 
 def noise_correlation(i0, it, iref) -> np.ndarray:
@@ -116,6 +95,11 @@ class ReferenceFoil:
         self.data_var = np.concatenate([self.data_var, 1.0 / it[ok] + 1.0 / iref[ok]])
         self._fit()
 
+    def load(self, energy_eV, y, var) -> None:
+        """Set the stored points (readbacks eV, ln(It/Iref), variances) at once, as a checkpoint holds them."""
+        self.data_e, self.data_y, self.data_var = (np.asarray(x, float).copy() for x in (energy_eV, y, var))
+        self._fit()
+
     def _fit(self, iterations: int = 20) -> None:
         span = 4 * self.eps_sd
         best = None
@@ -162,7 +146,7 @@ class ReferenceFoil:
         first inflection (``first_inflection``) is ``e0_foil_eV``: E_true = readback + c,
         c = ε + e0_foil_eV − E0(library foil)."""
         eps, sd = self.offset
-        return eps + e0_foil_eV - first_inflection(self.energy, self.mu, sigma_eV), sd
+        return eps + e0_foil_eV - first_inflection(self.energy, self.mu, sigma_eV)[0], sd
 
     def expected_information(self, energy_eV, dwell_s, i0_rate, sample_mut=0.0) -> np.ndarray:
         """Fisher information on ε (1/eV²) one point at each readback ``energy_eV`` would add to the
@@ -179,3 +163,24 @@ class ReferenceFoil:
         quad = np.einsum("ij,ij->i", sj, j)
         post_var = self.cov[0, 0] - sj[:, 0] ** 2 / (var + quad)
         return 1.0 / post_var - 1.0 / self.cov[0, 0]
+
+    def variance_reduction(self, energy_eV, dwell_s, i0_rate, sample_mut=0.0) -> np.ndarray:
+        """Expected reduction of var(ε) (eV²) by one point at each readback ``energy_eV`` (see
+        ``expected_information``): what the foil channel adds to a sample point's value."""
+        info = self.expected_information(energy_eV, dwell_s, i0_rate, sample_mut)
+        v = self.cov[0, 0]
+        return v - 1.0 / (1.0 / v + info)
+
+    def fantasise(self, energy_eV: float, dwell_s: float, i0_rate: float, sample_mut: float = 0.0) -> None:
+        """Covariance-only update for a point not yet measured (the design's look-ahead)."""
+        j = self.jacobian(energy_eV)[0]
+        n_it = i0_rate * dwell_s * np.exp(-sample_mut)
+        var = 1.0 / n_it + 1.0 / (n_it * np.exp(-float(self.predict(energy_eV))))
+        sj = self.cov @ j
+        self.cov = self.cov - np.outer(sj, sj) / (var + j @ sj)
+
+    def copy(self) -> ReferenceFoil:
+        new = object.__new__(ReferenceFoil)
+        new.__dict__.update(self.__dict__)
+        new.mean, new.cov = self.mean.copy(), self.cov.copy()
+        return new
