@@ -20,7 +20,7 @@ from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, History, StopRule, TargetStd, _positive, any_of, leaf_rules
 from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
 from agent.xas.prior import PRIORS, GaussianPrior, SpectraLibrary, rebuild_prior
-from agent.xas.quantities import Quantity, make_quantity
+from agent.xas.quantities import Quantity, make_quantity, shift_matrix
 from agent.xas.reference_foil import ReferenceFoil
 
 MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
@@ -88,7 +88,12 @@ class XASAgent(BayesAgent):
         self.noise, self.cost = noise or CountingNoise(), cost or MoveCost()
         self.adapt, self.scale_prior_sd = adapt, scale_prior_sd
         self.prior_source, self.target = prior.source, target
-        self.post = XASPosterior(prior, nuisance or Nuisance(), target=target)
+        if hasattr(prior, "phi_sp"):  # a low-rank BasisPrior (the EXAFS range): memory O(n r), not n²
+            from agent.xas.basis import BasisPosterior
+
+            self.post = BasisPosterior(prior, nuisance or Nuisance(), target=target)
+        else:
+            self.post = XASPosterior(prior, nuisance or Nuisance(), target=target)
         e = self.post.energy
         lo, hi = energy_limits if energy_limits is not None else (e[0], e[-1])
         self.candidates = (e >= lo - 1e-9) & (e <= hi + 1e-9)
@@ -133,6 +138,10 @@ class XASAgent(BayesAgent):
         spec = config.pop("quantity", None)
         if spec:
             lib = SpectraLibrary.from_csv()  # the valence predictor learns from the prior's own standards
+            if prior.energy[-1] > lib.energy[-1]:
+                from agent.xas.exafs import extended_library
+
+                lib = extended_library(lib, stop_eV=float(prior.energy[-1]))
             config["quantity"] = make_quantity(spec["name"], prior.energy, lib, spec.get("components"),
                                                spec.get("calibration_eV"), training=lib.only(source["standards"]))
         return cls(prior, stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})),
@@ -164,11 +173,7 @@ class XASAgent(BayesAgent):
     def posterior_samples(self, k: int, seed: int = 0) -> np.ndarray:
         """``k`` draws (k, n) of normalised μ on the grid from the posterior (a fixed ``seed``: the same
         posterior gives the same draws, so a decision can be re-derived)."""
-        p = self.post
-        s = 0.5 * (p.S + p.S.T)
-        chol = np.linalg.cholesky(s + np.eye(len(s)) * 1e-12 * np.trace(s) / len(s))
-        x = p.x[:, None] + chol @ np.random.default_rng(seed).standard_normal((len(s), k))
-        return (p.m[:, None] + x[: p.n] - p.dm[:, None] * x[p.n][None, :]).T
+        return self.post.sample_mu(k, np.random.default_rng(seed))
 
     def quantity_weights(self) -> np.ndarray | None:
         """The design's weights: the quantity's Jacobian (q, n) at the posterior mean of μ, and for a
@@ -178,27 +183,51 @@ class XASAgent(BayesAgent):
         q = self.quantity
         if q is None:
             return None
+        align, chain, _ = self._alignment()
         draws = [] if q.linear else list(self.posterior_samples(JACOBIAN_DRAWS, len(self.post.data_e)))
-        mus = [self.post.mean] + draws
+        mus = align(np.vstack([self.post.mean] + draws))
         jacs = []
         for mu in mus:
             try:
-                jacs.append(q.evaluate(mu)[1])
+                jacs.append(chain(q.evaluate(mu)[1]))
             except ValueError:
                 pass
         return np.vstack(jacs) / np.sqrt(len(jacs)) if jacs else None
 
+    def _alignment(self):
+        """(align, chain, var_ε): with the reference foil's offset ε (photons at readback + ε), the spectrum
+        on the calibrated axis is μ(E − ε) of the readback spectrum: ``align`` maps rows of readback spectra
+        (k, n) onto it (linear interpolation, J), ``chain`` a Jacobian on the calibrated axis back to the
+        readback grid (W J), var_ε the offset's variance (eV²). Without a foil: identities and 0."""
+        if self.foil is None or not self.foil.points:
+            return (lambda m: np.atleast_2d(m)), (lambda jac: jac), 0.0
+        eps, sd = self.foil.offset
+        j = shift_matrix(self.post.energy, eps)
+        return (lambda m: (j @ np.atleast_2d(m).T).T), (lambda jac: np.asarray((j.T @ np.atleast_2d(jac).T).T)), sd**2
+
     def _foil_value(self) -> ReferenceFoil | None:
-        """The foil posterior whose var(ε) the design also reduces: the edge position is read on the
-        foil-calibrated axis, so a point near the foil's edge is worth its reduction of var(ε) (eV²)."""
-        q = self.quantity
-        return self.foil.copy() if self.foil is not None and q is not None and q.name == "edge_position" else None
+        """The foil posterior whose var(ε) the design also reduces: an energy (edge position, pre-edge
+        centroid) is read on the foil-calibrated axis, so a point near the foil's edge is worth its
+        reduction of var(ε) (eV²)."""
+        return self.foil.copy() if self.foil is not None and self.foil.points and self.quantity is not None else None
 
     def _foil_extra(self, foil: ReferenceFoil | None, post: XASPosterior) -> np.ndarray | None:
+        """(dwell, n): each candidate's reduction of the quantity's variance through var(ε): |dq/dε|² Δvar(ε)."""
         if foil is None:
             return None
+        try:
+            dq = self._quantity_eps_slope()
+        except ValueError:
+            return None
         y = post.y_pred()
-        return np.stack([foil.variance_reduction(post.energy, d, self.noise.i0_rate, y) for d in self.dwell_options])
+        return float(dq @ dq) * np.stack([foil.variance_reduction(post.energy, d, self.noise.i0_rate, y)
+                                          for d in self.dwell_options])
+
+    def _quantity_eps_slope(self) -> np.ndarray:
+        """dq/dε (q,) at the posterior mean: q of μ(E − ε) moves by −J_q · dμ/dE."""
+        align, _, _ = self._alignment()
+        mu = align(self.post.mean)[0]
+        return -self.quantity.evaluate(mu)[1] @ np.gradient(mu, self.post.energy)
 
     def _plan_sweep(self) -> None:
         post = self.post.copy()
@@ -321,22 +350,22 @@ class XASAgent(BayesAgent):
         draw where the quantity is undefined makes the std NaN (not converged)."""
         q = self.quantity
         nan = np.full(len(q.labels), np.nan)
+        align, chain, var_eps = self._alignment()
         try:
-            value, std = q.moments(self.post.mean, lambda jac: self.post.functional_moments(jac)[1])
+            dq = self._quantity_eps_slope() if var_eps else np.zeros(len(q.labels))
+            value, std = q.moments(align(self.post.mean)[0], lambda jac: self.post.functional_moments(chain(jac))[1]
+                                   + var_eps * np.outer(dq, dq))
         except ValueError:
             return nan, nan
         if draws is None:
             target = self.quantity_target()
             draws = not q.linear and target is not None and bool(np.max(std) <= target)
         if draws:
-            v = q.values(self.posterior_samples(CHECK_DRAWS, 10**6 + len(self.post.data_e)))
+            v = q.values(align(self.posterior_samples(CHECK_DRAWS, 10**6 + len(self.post.data_e))))
             if not np.all(np.isfinite(v)):
                 return np.nanmedian(v, 0) if np.isfinite(v).any() else value, nan
             value = np.median(v, 0)
-            std = np.maximum(std, np.sqrt(v.var(0) + q.floor_std**2))
-        if q.name == "edge_position" and self.foil is not None:  # photons at readback + ε: E* moves with ε
-            eps, eps_sd = self.foil.offset
-            value, std = value + eps, np.sqrt(std**2 + eps_sd**2)
+            std = np.maximum(std, np.sqrt(v.var(0) + q.floor_std**2 + var_eps * dq**2))
         return value, std
 
     def quantity_target(self) -> float | None:
@@ -421,6 +450,10 @@ def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | Non
         prior = PRIORS[name](lib.without(exclude) if exclude else lib)
     if quantity is not None and not isinstance(quantity, Quantity):
         lib = lib or SpectraLibrary.from_csv()
+        if prior.energy[-1] > lib.energy[-1]:  # the EXAFS range: the components continued as the prior's are
+            from agent.xas.exafs import extended_library
+
+            lib = extended_library(lib, stop_eV=float(prior.energy[-1]))
         quantity = make_quantity(quantity, prior.energy, lib, components,
                                  training=lib.without(exclude) if exclude else lib)
     elif components:

@@ -34,7 +34,7 @@ from scipy import linalg, sparse
 from scipy.interpolate import BSpline
 from scipy.linalg import blas
 
-from agent.xas.design import N_NUISANCE, TARGETS, Nuisance
+from agent.xas.design import N_NUISANCE, TARGETS, Nuisance, XASPosterior, draw_states
 from agent.xas.exafs import E0_EV, energy_of, k_of
 from agent.xas.prior import (
     E_REF_EV,
@@ -74,6 +74,7 @@ class BasisPrior:
     phi_sp: sparse.csr_matrix
     kind: str = "basis"
     info: dict = field(default_factory=dict, compare=False)
+    source: dict | None = field(default=None, compare=False)  # as GaussianPrior.source: how to build it again
 
     def __post_init__(self):
         n = np.asarray(self.energy).size
@@ -169,6 +170,27 @@ def basis_prior(library: SpectraLibrary, grid: np.ndarray | None = None, pc_frac
             "dk": [dk_coarse, dk_fine], "synthetic_from_eV": float(synthetic),
             "note": f"SYNTHETIC above {synthetic:.2f} eV (agent.xas.exafs)" if grid[-1] > synthetic else ""}
     return BasisPrior(grid, mean, np.ascontiguousarray(phi_pc), sparse.hstack(fams, format="csr"), "basis", info)
+
+
+EXAFS_STOP_EV = 7660.0  # k = 12 1/Å above E0 = 7112 eV
+
+
+def exafs_prior(library: SpectraLibrary, grid: np.ndarray | None = None, stop_eV: float = EXAFS_STOP_EV,
+                step_eV: float = 0.1, **options) -> BasisPrior:
+    """The basis prior over the EXAFS range: ``library`` extended SYNTHETICALLY to ``stop_eV``
+    (``agent.xas.exafs.extended_library``), on ``grid`` (default: 7076.2 eV to ``stop_eV`` in ``step_eV``
+    steps, 5839 candidates at 0.1 eV); ``options`` as ``basis_prior``. Its ``source`` rebuilds it
+    (``agent.xas.prior.rebuild_prior``)."""
+    from agent.xas.exafs import extended_library
+
+    lo = float(default_grid()[0])
+    grid = np.round(lo + step_eV * np.arange(int(round((stop_eV - lo) / step_eV)) + 1), 6) if grid is None \
+        else np.asarray(grid, float)
+    prior = basis_prior(extended_library(library, stop_eV=max(stop_eV, float(grid[-1]))), grid, **options)
+    source = {"construction": "exafs", "standards": list(library.names), "grid": None,
+              "options": {"stop_eV": float(stop_eV), "step_eV": float(step_eV),
+                          **{k: float(v) for k, v in options.items()}}}
+    return BasisPrior(prior.energy, prior.mean, prior.phi_pc, prior.phi_sp, "exafs", prior.info, source)
 
 
 def residual_error(prior: BasisPrior, library: SpectraLibrary, below_eV: float = np.inf) -> dict[str, float]:
@@ -336,6 +358,12 @@ class BasisPosterior:
         """Covariance-only update (the mean does not change the design of a Gaussian model)."""
         self._rank1(self.rows([energy_eV])[0], None, var)
 
+    def sample_mu(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """``k`` posterior draws (k, n) of normalised μ on the grid (O(n r k))."""
+        x = draw_states(self.x, self.S, k, rng)
+        mu = self.m[:, None] + self._times(x, np.zeros((self.n, N_NUISANCE))) - self.dm[:, None] * x[self.r][None, :]
+        return mu.T
+
     def copy(self) -> BasisPosterior:
         new = object.__new__(BasisPosterior)
         new.__dict__.update(self.__dict__)
@@ -432,6 +460,9 @@ class BasisPosterior:
         """(mean (q,), cov (q, q)) of W μ for weights W (q, n) (dense or sparse) on the grid of normalised μ."""
         w = self._w_state(weights)
         return np.asarray(self._weights(weights) @ self.m).ravel() + w @ self.x, w @ self.S @ w.T
+
+    mu_weights = _w_state
+    design_functional_cov = XASPosterior.design_functional_cov  # the same algebra on this state
 
     def functional_gain(self, weights) -> tuple[np.ndarray, np.ndarray]:
         """For every grid candidate j: (Σ_k (w_k S h_j)², h_jᵀ S h_j); a measurement of noise variance v at j

@@ -99,6 +99,13 @@ class Nuisance:
             raise ValueError(f"invalid nuisance prior {self!r}")
 
 
+def draw_states(mean: np.ndarray, cov: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` draws (p, k) of a Gaussian state (Cholesky with a 1e-12 relative jitter: S is PSD to rounding)."""
+    s = 0.5 * (cov + cov.T)
+    chol = np.linalg.cholesky(s + np.eye(len(s)) * 1e-12 * np.trace(s) / len(s))
+    return mean[:, None] + chol @ rng.standard_normal((len(s), k))
+
+
 class XASPosterior:
     """Linear-Gaussian posterior of mu on the prior's grid, with rank-1 updates (see module doc).
     ``target`` (see ``TARGETS``) is the spectrum whose summed posterior variance the design reduces
@@ -265,6 +272,11 @@ class XASPosterior:
     def fantasise(self, energy_eV: float, var: float) -> None:
         """Covariance-only update (the mean does not change the design of a Gaussian model)."""
         self._rank1(self.rows([energy_eV])[0], None, var)
+
+    def sample_mu(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """``k`` posterior draws (k, n) of normalised μ on the grid."""
+        x = draw_states(self.x, self.S, k, rng)
+        return (self.m[:, None] + x[: self.n] - self.dm[:, None] * x[self.n][None, :]).T
 
     def copy(self) -> XASPosterior:
         new = object.__new__(XASPosterior)

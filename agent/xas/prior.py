@@ -261,8 +261,15 @@ def _source(construction: str, library: SpectraLibrary, grid: np.ndarray, **opti
             "grid": None if same else [float(e) for e in grid], "options": {k: float(v) for k, v in options.items()}}
 
 
+def _exafs_prior(library: SpectraLibrary, grid: np.ndarray | None = None, **options):
+    """``agent.xas.basis.exafs_prior``: the low-rank prior over the (SYNTHETIC) EXAFS range."""
+    from agent.xas.basis import exafs_prior
+
+    return exafs_prior(library, grid, **options)
+
+
 #: The prior constructions by name (``kind``).
-PRIORS = {"library": library_prior, "reference": reference_prior}
+PRIORS = {"library": library_prior, "reference": reference_prior, "exafs": _exafs_prior}
 
 
 def rebuild_prior(source: dict, library: SpectraLibrary | None = None) -> GaussianPrior:

@@ -6,12 +6,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim_devices.core.clock import SimClock
-from sim_devices.xas.beam import BeamModel
+from sim_devices.xas.beam import BeamModel, Glitch
 from sim_devices.xas.ion_chambers import SharedDwell, SimIonChamber, ion_chambers
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
 REFERENCE_FOIL = "Fe-foil"
+
+#: The realistic truth of a rehearsal (``bayesbeam rehearse xas --realistic``), keyword arguments of
+#: ``make_xas_endstation``: I0 falling 5 %/100 eV with curvature, two crystal glitches (0.3-0.4 eV FWHM,
+#: 20-30 % of the flux, 1-1.5 % of the step left in ln(I0/It)), 0.5 % third harmonic, a μt background,
+#: a monochromator 0.4 eV off drifting 0.2 eV/h, 0.1 eV of lash on reversals, and the reference foil.
+REALISTIC_TRUTH = {
+    "beam": BeamModel(slope=-0.05, curvature=0.02, glitches=(Glitch(7141.3, 0.3, 0.3, 0.01),
+                                                             Glitch(7168.9, 0.4, 0.2, 0.015)),
+                      harmonic_fraction=0.005),
+    "calibration_offset_eV": 0.4, "calibration_drift_eV_h": 0.2, "lash_eV": 0.1, "reference_foil": True,
+}
+REALISTIC_BACKGROUND = {"c3": 0.04, "c4": -0.02}  # μt background (E_ref/E)^3, ^4 on the sample
 
 
 @dataclass

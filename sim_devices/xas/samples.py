@@ -27,7 +27,9 @@ class XASSample:
     """A standard measured in transmission: ``name`` in any case (kept in the library's spelling),
     ``amplitude`` (edge step in mu*t), ``offset`` (mu*t), ``shift_eV`` (rigid edge shift, eV),
     ``i0_rate`` (I0 counts per second), ``c3``, ``c4`` (mu*t background c3 (E_ref/E)^3 + c4 (E_ref/E)^4,
-    E_ref = 7110.8 eV; a nuisance: ``target_rmse``'s truth is amplitude*mu + offset without it)."""
+    E_ref = 7110.8 eV; a nuisance: ``target_rmse``'s truth is amplitude*mu + offset without it).
+    ``extended_to_eV``: the truth continued SYNTHETICALLY past the measured 7196.85 eV to this energy
+    (``agent.xas.exafs``: a few-shell EXAFS model), for rehearsals over the EXAFS range."""
 
     name: str
     amplitude: float = 1.75
@@ -38,10 +40,15 @@ class XASSample:
     c4: float = 0.0
     directory: str | None = None
     seed: int | None = None
+    extended_to_eV: float | None = None
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
         lib = load_standards(self.directory)
+        if self.extended_to_eV is not None:
+            from agent.xas.exafs import extended_library
+
+            lib = extended_library(lib, stop_eV=float(self.extended_to_eV))
         energy, names, spectra = lib.energy, lib.names, lib.spectra
         self.name = one_of(self.name, names, "sample")  # the library's spelling: fe3o4 is Fe3O4
         if not (self.amplitude > 0 and self.i0_rate > 0):

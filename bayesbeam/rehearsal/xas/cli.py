@@ -36,14 +36,16 @@ D = XASOptions()  # the defaults of every option
 @click.option("--prior", type=click.Choice(sorted(PRIORS), case_sensitive=False), default=D.prior,
               help="Prior construction.")
 @click.option("--max-points", type=int, default=D.max_points, help="Budget: stop after this many points.")
+@click.option("--realistic", is_flag=True, help="A realistic truth: I0(E), glitches, harmonic, background, a "
+              "monochromator 0.4 eV off and drifting, lash; the reference foil measured alongside (iref).")
 @run_options(D.time_scale)
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xas.png", help="Figure (PNG).")
 @progress_option
-def rehearse_xas(sample, quantity, target_std, components, target_rmse, target, prior, max_points, seed, time_scale,
-                 catalog, json_path, figure, progress):
+def rehearse_xas(sample, quantity, target_std, components, target_rmse, target, prior, max_points, realistic, seed,
+                 time_scale, catalog, json_path, figure, progress):
     """Adaptive XAS (Bayesian choice of each energy and dwell) on the simulated beamline."""
     options = checked(XASOptions(sample, target_rmse, target, prior, max_points, quantity.lower(), target_std,
-                                 components, seed=seed, time_scale=time_scale))
+                                 components, realistic, seed=seed, time_scale=time_scale))
     key = "fractions" if options.quantity == "fractions" else options.quantity
     line = (f"predicted RMSE {{d[rmse_pred]:.4f}} (target {target_std or target_rmse})" if key == "spectrum"
             else f"std({key}) {{d[{key}_std]:.4f}} (target {target_std})")

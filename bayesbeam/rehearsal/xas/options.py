@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the agent loads when a rehearsal is built, not for --help
     from agent.xas.design import MoveCost
     from agent.xas.prior import GaussianPrior, SpectraLibrary
 
-PRIORS = ("library", "reference")  # agent.xas.prior.library_prior, reference_prior
+PRIORS = ("library", "reference", "exafs")  # agent.xas.prior.PRIORS; exafs: SYNTHETIC range to 7660 eV
 TARGET_LABEL = {"absorbance": "μt / edge step", "mu": "normalised μ"}  # agent.xas.design.TARGETS
 QUANTITY_UNIT = {"spectrum": "edge-step units (RMSE)", "edge_position": "eV", "pre_edge_centroid": "eV",
                  "pre_edge_area": "eV x edge step", "fractions": "fraction", "valence": ""}  # agent.xas.quantities
@@ -28,8 +28,11 @@ class XASOptions(RehearsalOptions):
     stop aim at; ``spectrum`` (the default): stop when the predicted RMSE of the ``target`` spectrum
     (``absorbance``: μt / edge step; ``mu``: normalised μ) reaches ``target_rmse`` (edge-step units);
     any other: stop when its posterior std reaches ``target_std`` (its unit); ``components``: the
-    standards of ``fractions`` (comma-separated). Or after ``max_points`` points. ``prior``: ``library``
-    or ``reference`` construction. Keyword-only: ``seed`` of the simulation (None: fresh),
+    standards of ``fractions`` (comma-separated). Or after ``max_points`` points. ``realistic``: the
+    simulated truth of ``sim_devices.xas.endstation.REALISTIC_TRUTH`` (I0(E), glitches, harmonic,
+    background, a monochromator offset with drift, lash) with the reference foil measured alongside.
+    ``prior``: ``library``, ``reference`` or ``exafs`` (the low-rank prior over the SYNTHETIC EXAFS range).
+    Keyword-only: ``seed`` of the simulation (None: fresh),
     ``time_scale`` (simulated seconds per wall-clock second).
     """
 
@@ -41,6 +44,7 @@ class XASOptions(RehearsalOptions):
     quantity: str = "spectrum"
     target_std: float | None = None
     components: str | None = None
+    realistic: bool = False
 
     def agent(self) -> XASAgent:
         require(whole(self.max_points, 1), f"max_points must be an integer >= 1, got {plain(self.max_points)}")

@@ -21,7 +21,7 @@ from bayesbeam.rehearsal.xas.options import PRIORS, TARGET_LABEL, XASOptions, bu
 from plans.xas.energy_points import adaptive_xas
 from sim_devices.core.clock import BeamtimeSignal, SimClock
 from sim_devices.xas.beam import BeamModel
-from sim_devices.xas.endstation import make_xas_endstation
+from sim_devices.xas.endstation import REALISTIC_BACKGROUND, REALISTIC_TRUTH, make_xas_endstation
 from sim_devices.xas.samples import XASSample
 
 __all__ = ["PRIORS", "TARGET_LABEL", "XASOptions", "XASRehearsal", "conventional", "design_points", "design_scan",
@@ -32,17 +32,19 @@ def make_xas_beamline(sample: str, time_scale: float = 1e4, seed: int | None = N
                       offset: float = 0.45, shift_eV: float = 0.0, i0_rate: float = 23760.0,
                       cost: MoveCost | None = None, *, reference_foil: bool = False, beam: BeamModel | None = None,
                       c3: float = 0.0, c4: float = 0.0, calibration_offset_eV: float = 0.0,
-                      calibration_drift_eV_h: float = 0.0, lash_eV: float = 0.0, **foil) -> SimpleNamespace:
+                      calibration_drift_eV_h: float = 0.0, lash_eV: float = 0.0, extended_to_eV: float | None = None,
+                      **foil) -> SimpleNamespace:
     """Clock, sample, monochromator (limits = the tabulated truth), ion chambers, shared dwell, beamtime.
     Truth options (off by default; ``sim_devices.xas.make_xas_endstation``): ``reference_foil`` (a third
     chamber ``iref`` behind the Fe foil; ``foil_amplitude``, ``foil_offset``, ``foil_mut_3e`` in ``foil``),
     ``beam`` (``BeamModel``), the μt background ``c3``, ``c4``, the monochromator's hidden
     ``calibration_offset_eV`` (eV), ``calibration_drift_eV_h`` (eV/h) and ``lash_eV`` (eV).
+    ``extended_to_eV``: the truth continued SYNTHETICALLY to this energy (the EXAFS range).
     ``detectors``: [i0, it] or [i0, it, iref], as ``adaptive_xas`` takes them."""
     cost = cost or MoveCost()
     clock = SimClock(time_scale)
     s = XASSample(sample, amplitude=amplitude, offset=offset, shift_eV=shift_eV, i0_rate=i0_rate, c3=c3, c4=c4,
-                  seed=seed)
+                  seed=seed, extended_to_eV=extended_to_eV)
     x = make_xas_endstation(s, clock, settle_s=cost.settle_s, speed_eV_s=cost.speed_eV_s, backlash_eV=cost.backlash_eV,
                             reference_foil=reference_foil, beam=beam, calibration_offset_eV=calibration_offset_eV,
                             calibration_drift_eV_h=calibration_drift_eV_h, lash_eV=lash_eV, **foil)
@@ -87,7 +89,9 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
     The options are checked before anything moves."""
     options = options_from(XASOptions, options, legacy, "rehearse_xas_run")
     agent = options.agent()
-    bl = make_xas_beamline(options.sample, time_scale=options.time_scale, seed=options.seed, cost=agent.cost)
+    truth = {**REALISTIC_TRUTH, **REALISTIC_BACKGROUND} if options.realistic else {}
+    bl = make_xas_beamline(options.sample, time_scale=options.time_scale, seed=options.seed, cost=agent.cost,
+                           extended_to_eV=float(agent.post.energy[-1]) if options.prior == "exafs" else None, **truth)
     options = replace(options, sample=bl.sample.name)  # the library's spelling (fe3o4 is Fe3O4)
     prior_post, prior_weights = agent.post.copy(), agent.quantity_weights()
     traj: list[tuple[float, float, float]] = []
@@ -99,10 +103,11 @@ def rehearse_xas_run(RE, options: XASOptions | None = None, md: dict | None = No
     live_token = RE.subscribe(live)
     try:
         uid, interruption = run_plan(RE, adaptive_xas(
-            [bl.i0, bl.it], bl.mono, agent, beamtime=bl.beamtime,
+            bl.detectors, bl.mono, agent, beamtime=bl.beamtime,
             md={"sample": options.sample, "purpose": "rehearsal", "target_rmse": options.target_rmse,
                 "target": options.target, "prior": options.prior, "seed": options.seed,
-                "quantity": options.quantity, "target_std": options.target_std, **(md or {})}))
+                "quantity": options.quantity, "target_std": options.target_std, "realistic": options.realistic,
+                **(md or {})}))
     finally:
         RE.unsubscribe(token)
         RE.unsubscribe(live_token)

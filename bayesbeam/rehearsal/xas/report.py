@@ -32,7 +32,7 @@ def quantity_summary(r: XASRehearsal) -> dict[str, Any]:
             "quantity_labels": list(q.labels), "quantity_mean": value.tolist(), "quantity_std": std.tolist(),
             "quantity_lower": (value - z * std).tolist(), "quantity_upper": (value + z * std).tolist(),
             "quantity_truth": [None if not np.isfinite(t) else float(t) for t in truth],
-            "calibration_eV": float(q.calibration_eV)}
+            "calibration_eV": float(q.calibration_eV), **r.agent.foil_report()}
 
 
 def summary(r: XASRehearsal) -> dict[str, Any]:
@@ -75,7 +75,9 @@ def summary_text(s: dict[str, Any]) -> str:
                                           s["quantity_lower"], s["quantity_upper"], s["quantity_truth"], strict=True):
             lines.append(f"{label}: {m:.4f} ± {sd:.4f} {unit} (95 % {lo:.4f} to {hi:.4f})"
                          + (f", truth {t:.4f}" if t is not None else ""))
-        lines.append(f"({s['quantity_definition']}; energies calibrated by {s['calibration_eV']:+.2f} eV)")
+        foil = (f" and the reference foil's monochromator offset {s['mono_offset_mean']:+.3f} ± "
+                f"{s['mono_offset_std']:.3f} eV" if "mono_offset_mean" in s else "")
+        lines.append(f"({s['quantity_definition']}; energies calibrated by {s['calibration_eV']:+.2f} eV{foil})")
         same = f"std of {s['quantity']}"
     lines += [f"{name}: {c['beamtime_s']:.0f} s (dwell x{c['dwell_scale']:.2f}) for the same {same} -> adaptive needs "
               f"{100 * c['adaptive_fraction']:.0f} %" for name, c in s["conventional"].items()]
