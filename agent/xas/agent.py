@@ -54,7 +54,8 @@ class XASAgent(BayesAgent):
     second of dwell + settle on a fantasised posterior, then measures them in one monotonic sweep
     of the monochromator (travel shared by the batch), re-planning from the real posterior after
     each sweep or model refit (a point picked twice in a sweep is counted once, for the summed dwell).
-    ``dwell_options`` (s) are the dwell times it may choose; ``energy_limits`` (eV) restrict the
+    ``dwell_options`` (s) are the dwell times it may choose; ``avoid_eV``: energy windows [lo, hi] (eV)
+    never chosen (the monochromator's mapped glitches); ``energy_limits`` (eV) restrict the
     candidates (e.g. to the monochromator range); ``adapt`` re-estimates amplitude, edge shift and
     prior scale (relinearising the model) on a geometric schedule of point counts. ``target`` is the
     spectrum whose error the design reduces and the stop rule judges (``agent.xas.design.TARGETS``).
@@ -66,6 +67,7 @@ class XASAgent(BayesAgent):
     def __init__(self, prior: GaussianPrior, stop_rule: StopRule, nuisance: Nuisance | None = None,
                  noise: CountingNoise | None = None, cost: MoveCost | None = None,
                  dwell_options=(2.0, 4.0), energy_limits: tuple[float, float] | None = None,
+                 avoid_eV=(),
                  adapt: bool = True, scale_prior_sd: float = 1.0, strategy: str = "sweep",
                  sweep_points: int = 96, target: str = "absorbance", quantity: Quantity | None = None,
                  checkpoint_path=None):
@@ -97,6 +99,9 @@ class XASAgent(BayesAgent):
         e = self.post.energy
         lo, hi = energy_limits if energy_limits is not None else (e[0], e[-1])
         self.candidates = (e >= lo - 1e-9) & (e <= hi + 1e-9)
+        self.avoid_eV = [[float(a), float(b)] for a, b in avoid_eV]
+        for a, b in self.avoid_eV:  # the monochromator's mapped glitches: never chosen
+            self.candidates &= ~((e >= a) & (e <= b))
         if not self.candidates.any():
             raise ValueError(f"energy limits {lo}-{hi} eV exclude the whole grid {e[0]:.1f}-{e[-1]:.1f} eV")
         self.energy_limits = (float(lo), float(hi))
@@ -115,6 +120,7 @@ class XASAgent(BayesAgent):
         return {"prior": self.prior_source, "nuisance": dataclasses.asdict(self.post.nuisance),
                 "noise": dataclasses.asdict(self.noise), "cost": dataclasses.asdict(self.cost),
                 "dwell_options": self.dwell_options.tolist(), "energy_limits": list(self.energy_limits),
+                "avoid_eV": self.avoid_eV,
                 "adapt": bool(self.adapt), "scale_prior_sd": float(self.scale_prior_sd), "strategy": self.strategy,
                 "sweep_points": self.sweep_points, "target": self.target, "quantity": self.quantity_spec()}
 
@@ -193,6 +199,15 @@ class XASAgent(BayesAgent):
             except ValueError:
                 pass
         return np.vstack(jacs) / np.sqrt(len(jacs)) if jacs else None
+
+    def quantity_jacobian(self) -> np.ndarray | None:
+        """The quantity's Jacobian (q, n) with respect to the readback spectrum at the posterior mean (on
+        the foil-calibrated axis): how a fixed scan's std of it is predicted. None if undefined there."""
+        align, chain, _ = self._alignment()
+        try:
+            return chain(self.quantity.evaluate(align(self.post.mean)[0])[1])
+        except ValueError:
+            return None
 
     def _alignment(self):
         """(align, chain, var_ε): with the reference foil's offset ε (photons at readback + ε), the spectrum

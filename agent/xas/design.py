@@ -100,10 +100,15 @@ class Nuisance:
 
 
 def draw_states(mean: np.ndarray, cov: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` draws (p, k) of a Gaussian state (Cholesky with a 1e-12 relative jitter: S is PSD to rounding)."""
+    """``k`` draws (p, k) of a Gaussian state: Cholesky with a 1e-12 relative jitter, or, where rank-1
+    downdates have left S indefinite by rounding, its eigen-decomposition with the negative part clipped."""
     s = 0.5 * (cov + cov.T)
-    chol = np.linalg.cholesky(s + np.eye(len(s)) * 1e-12 * np.trace(s) / len(s))
-    return mean[:, None] + chol @ rng.standard_normal((len(s), k))
+    try:
+        root = np.linalg.cholesky(s + np.eye(len(s)) * 1e-12 * np.trace(s) / len(s))
+    except np.linalg.LinAlgError:
+        lam, vec = np.linalg.eigh(s)
+        root = vec * np.sqrt(np.clip(lam, 0, None))
+    return mean[:, None] + root @ rng.standard_normal((len(s), k))
 
 
 class XASPosterior:

@@ -17,6 +17,7 @@ REFERENCE_FOIL = "Fe-foil"
 #: ``make_xas_endstation``: I0 falling 5 %/100 eV with curvature, two crystal glitches (0.3-0.4 eV FWHM,
 #: 20-30 % of the flux, 1-1.5 % of the step left in ln(I0/It)), 0.5 % third harmonic, a μt background,
 #: a monochromator 0.4 eV off drifting 0.2 eV/h, 0.1 eV of lash on reversals, and the reference foil.
+#: What a beamline does about them: ``REALISTIC_PRACTICE``.
 REALISTIC_TRUTH = {
     "beam": BeamModel(slope=-0.05, curvature=0.02, glitches=(Glitch(7141.3, 0.3, 0.3, 0.01),
                                                              Glitch(7168.9, 0.4, 0.2, 0.015)),
@@ -24,6 +25,12 @@ REALISTIC_TRUTH = {
     "calibration_offset_eV": 0.4, "calibration_drift_eV_h": 0.2, "lash_eV": 0.1, "reference_foil": True,
 }
 REALISTIC_BACKGROUND = {"c3": 0.04, "c4": -0.02}  # μt background (E_ref/E)^3, ^4 on the sample
+#: The beamline's answers to that truth: an anti-backlash approach from below (eV of overshoot, more
+#: than the lash; the monochromator's and the agent's move cost) and the glitch map (eV windows the
+#: agent never chooses, ± 2 FWHM about each glitch).
+REALISTIC_PRACTICE = {"backlash_eV": 0.2,
+                      "avoid_eV": [[g.energy_eV - 2 * g.width_eV, g.energy_eV + 2 * g.width_eV]
+                                   for g in REALISTIC_TRUTH["beam"].glitches]}
 
 
 @dataclass

@@ -54,9 +54,16 @@ class XASOptions(RehearsalOptions):
                 f"the {self.quantity} quantity needs a target std (--target-std, "
                 f"in {QUANTITY_UNIT.get(self.quantity)})")
         rmse = (self.target_std if self.target_std is not None else self.target_rmse) if spectrum else None
+        practice = {}
+        if self.realistic:  # the beamline's anti-backlash approach and glitch map
+            from agent.xas.design import MoveCost
+            from sim_devices.xas.endstation import REALISTIC_PRACTICE
+
+            practice = {"cost": MoveCost(backlash_eV=REALISTIC_PRACTICE["backlash_eV"]),
+                        "avoid_eV": REALISTIC_PRACTICE["avoid_eV"]}
         return make_agent(self.sample, rmse, self.prior, self.max_points, target=self.target,
                           quantity=None if spectrum else self.quantity,
-                          target_std=None if spectrum else self.target_std, components=self.components)
+                          target_std=None if spectrum else self.target_std, components=self.components, **practice)
 
 
 def build_prior(name: str, library: SpectraLibrary) -> GaussianPrior:

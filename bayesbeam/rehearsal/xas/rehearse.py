@@ -73,7 +73,9 @@ def conventional(agent: XASAgent, prior_post: XASPosterior, prior_weights) -> di
     final model; the offline designs are computed from ``prior_post`` (the agent's posterior before the
     run; ``prior_weights``: the quantity's design weights then) with 200 dwells of 1 s."""
     q = agent.quantity
-    weights = None if q is None else q.evaluate(agent.post.mean)[1]
+    weights = None if q is None else agent.quantity_jacobian()
+    if q is not None and weights is None:
+        return {}  # the quantity is undefined at the posterior mean: no scan reaches a std of it
     rep = agent.report()
     reached = rep["rmse_pred"] if q is None else rep[f"{q.name}_std"]
     floor = 0.0 if q is None else float(np.max(q.floor_std))

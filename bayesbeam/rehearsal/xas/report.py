@@ -23,10 +23,10 @@ def quantity_summary(r: XASRehearsal) -> dict[str, Any]:
     value, std = r.agent.quantity_moments(draws=not q.linear)
     truth = q.values(r.sample.mu(r.agent.post.energy)[None, :])[0]
     if q.name == "valence":
-        from agent.xas.valence import load_labels
+        from agent.xas.valence import load_valence_labels
 
-        label = load_labels().get(r.sample.name)
-        truth = np.array([label["valence"] if label else np.nan])
+        label = load_valence_labels().get(r.sample.name)
+        truth = np.array([label.valence if label else np.nan])
     z = 1.959964
     return {"quantity": q.name, "quantity_unit": QUANTITY_UNIT[q.name], "quantity_definition": QUANTITY_HELP[q.name],
             "quantity_labels": list(q.labels), "quantity_mean": value.tolist(), "quantity_std": std.tolist(),
