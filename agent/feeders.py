@@ -455,3 +455,66 @@ class XASFeeder(CallbackBase):
             self.agent.ingest([outcome])
         else:
             self.agent.register_failures([{**outcome, "reason": problem}])
+
+
+FLY_XAS_RULE = "xas-fly-bin-proof/1"
+
+
+def fly_bin_problems(data: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+    """Why each bin of one stored fly sweep (a ``primary`` event's ``data`` of ``adaptive_fly_xas``) is not
+    proven, ``""`` for a bin that is: its encoder readback ``spec["energies"]`` within ``spec["tolerance"]`` (eV)
+    of its requested centre ``spec["requested"]``, I0 and It (``spec["counts"]``) finite and positive, a finite
+    positive gate time ``spec["dwell"]`` (s). Arrays of different lengths: every bin unproven."""
+    req = np.atleast_1d(np.asarray(data.get(spec["requested"], np.nan), dtype=float))
+    got = np.atleast_1d(np.asarray(data.get(spec["energies"], np.nan), dtype=float))
+    counts = [np.atleast_1d(np.asarray(data.get(k, np.nan), dtype=float)) for k in spec["counts"]]
+    dwell = np.atleast_1d(np.asarray(data.get(spec["dwell"], np.nan), dtype=float))
+    if not all(a.shape == req.shape for a in (got, dwell, *counts)):
+        return ["stored arrays of different lengths"] * req.size
+    tol = float(spec["tolerance"])
+    out = []
+    for k in range(req.size):
+        if not abs(got[k] - req[k]) <= tol:
+            out.append(f"readback {got[k]:.6g} eV not within {tol:g} eV of the bin centre {req[k]:.6g} eV")
+        elif not all(np.isfinite(c[k]) and c[k] > 0 for c in counts):
+            out.append(f"counts {', '.join(f'{c[k]:.6g}' for c in counts)} not finite positive numbers")
+        elif not (np.isfinite(dwell[k]) and dwell[k] > 0):
+            out.append(f"gate time {dwell[k]:.6g} s not positive")
+        else:
+            out.append("")
+    return out
+
+
+class FlyXASFeeder(CallbackBase):
+    """Feed a ``FlyXASAgent`` from the ``primary`` events of ``adaptive_fly_xas``: one per sweep with array
+    fields (keys in the start document's ``validity``) and the plan's ``sweep_id``. The whole sweep is ingested
+    (``energies`` = the readbacks, eV) with ``problems``: the bins ``fly_bin_problems`` does not prove are not
+    used, and the agent registers them as failures with their reason, live and in replay alike."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.agent = agent
+        self.spec: Mapping[str, Any] | None = None
+        self._streams: dict[str, str] = {}
+
+    def start(self, doc):
+        _RUN_AGENTS[doc["uid"]] = self.agent
+        self.spec = _spec(doc, FLY_XAS_RULE)
+        if self.spec is None:
+            raise ValueError(f"run {doc['uid'][:8]} has no {FLY_XAS_RULE} validity entry: not an adaptive_fly_xas run")
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc["name"]
+
+    def event(self, doc):
+        if self._streams.get(doc["descriptor"]) != "primary":
+            return
+        d, s = doc["data"], self.spec
+        problems = fly_bin_problems(d, s)
+        good = np.array([not p for p in problems], bool)
+        arrays = {key: np.atleast_1d(np.asarray(d[name], dtype=float)) for key, name in
+                  (("energies", s["energies"]), ("i0", s["counts"][0]), ("it", s["counts"][1]), ("dwell", s["dwell"]))}
+        if good.size != arrays["energies"].size:
+            problems = ["stored arrays of different lengths"] * arrays["energies"].size
+        # every bin goes in (its time was spent); the agent skips and registers the unproven ones with their reason
+        self.agent.ingest([{"_id": int(d["sweep_id"]), **arrays, "problems": problems}])

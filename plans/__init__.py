@@ -5,7 +5,7 @@ from agent.core.names import alias_moved_modules, lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["adaptive_compton", "flip_cycle", "FLIP_PATTERN"], "plans.compton"),
-    **dict.fromkeys(["adaptive_xas", "grid_xas"], "plans.xas"),
+    **dict.fromkeys(["adaptive_xas", "adaptive_fly_xas", "grid_xas"], "plans.xas"),
     "adaptive_xps": "plans.xps",
 }
 __all__ = sorted(_EXPORTS)
