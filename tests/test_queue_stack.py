@@ -133,8 +133,10 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
     items = [BPlan("adaptive_compton", target_std=1e-6, max_cycles=2,
                    md={"sample": "fe", "agent_suggestion_uid": "s1"}),
              BPlan("adaptive_compton", target_std=1e-6, max_cycles=3, md={"sample": "fe"}),
-             BPlan("adaptive_xas", target_rmse=1e-6, max_points=5, exclude="Fe3O4", md={"sample": "Fe3O4"}),
+             BPlan("adaptive_xas", quantity="fractions", components=["Fe-foil", "a-Fe2O3"], target_std=1e-6,
+                   max_points=5, exclude="Fe3O4", md={"sample": "Fe3O4"}),
              BPlan("adaptive_xps", max_sweeps=1, md={"sample": "la2o3"}),
+             BPlan("adaptive_fly_xas", quantity="edge_position", target_std=1e-6, max_sweeps=1, exclude="Fe3O4"),
              BPlan("adaptive_compton", agent="spin_moment_agent")]
     api = stack.stack.api(user_group=AGENTS_GROUP, user="test agent")
     try:
@@ -151,21 +153,25 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
         api.close()
     assert [item["kwargs"].get("agent") for item in left] in ([], ["spin_moment_agent"])
     results = [item["result"] for item in done]
-    assert [r["exit_status"] for r in results] == ["completed"] * 4 + ["failed"], results
-    assert "agent must be an agent object" in results[4]["msg"] and not results[4]["run_uids"]
+    assert [r["exit_status"] for r in results] == ["completed"] * 5 + ["failed"], results
+    assert "agent must be an agent object" in results[5]["msg"] and not results[5]["run_uids"]
     catalog = open_catalog(stack.catalog)
-    runs = [catalog[r["run_uids"][0]] for r in results[:4]]
+    runs = [catalog[r["run_uids"][0]] for r in results[:5]]
     stops = [run.metadata["stop"]["reason"] for run in runs]
     assert stops[:3] == ["budget: cycles = 2 reached the limit 2", "budget: cycles = 3 reached the limit 3",
                          "budget: points = 5 reached the limit 5"]
     assert stops[3].startswith(("budget", "model_decided"))  # one sweep may decide la2o3's model
-    assert [run["posterior"].read().sizes["time"] for run in runs] == [2, 3, 5, 1]
+    assert [run["posterior"].read().sizes["time"] for run in runs] == [2, 3, 5, 1, 1]
+    assert stops[4].startswith("budget: cycles = 1") and "edge_position_std" in runs[4]["posterior"].read()
     first, second, xas = (run.metadata["start"] for run in runs[:3])
     assert first["agent_suggestion_uid"] == "s1" and first["detectors"] == ["ge"] and first["motors"] == ["magnet"]
     assert first["plan_args"]["target_std"] == 1e-6 and first["agent_config"]["element"] == "Fe"
     assert first["validity"]["ring_minimum"] == "ring_minimum"  # the profile's ring, by its default name
     assert list(runs[1]["posterior"].read()["cycles"].values) == [1, 2, 3]  # a new agent, not the first one's
     assert xas["detectors"] == ["i0", "it"] and "Fe3O4" not in xas["agent_config"]["prior"]["standards"]
+    assert xas["agent_config"]["quantity"] == {"name": "fractions", "components": ["Fe-foil", "a-Fe2O3"],
+                                               "calibration_eV": pytest.approx(2.477, abs=0.01)}
+    assert "fraction_a-Fe2O3_std" in runs[2]["posterior"].read()
 
 
 @needs_redis

@@ -10,6 +10,7 @@ import os
 
 from plans.registry import register_devices
 from sim_devices import BeamtimeSignal, make_compton_beamline, make_xas_endstation
+from sim_devices.xas.fly import fly_scaler
 from sim_devices.xps import SimElectronAnalyser, xps_sample
 
 sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
@@ -20,7 +21,8 @@ sample_temp = sim.sample_temp  # K: Fe's mu_s(T, B) in the simulator (None for a
 beamtime = BeamtimeSignal(sim.clock, name="beamtime")
 xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring)
 mono, i0, it, xas_sample = xas.mono, xas.i0, xas.it, xas.sample
+fly = fly_scaler(xas)  # counts I0/It per energy bin of a continuous sweep (adaptive_fly_xas)
 xps = xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE", "la2o3"))
 analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps)
 register_devices({k: v for k, v in dict(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, sample_temp=sample_temp,
-                                        mono=mono, i0=i0, it=it, analyser=analyser).items() if v is not None})
+                                        mono=mono, i0=i0, it=it, fly=fly, analyser=analyser).items() if v is not None})
