@@ -277,3 +277,21 @@ def pg_tiled_server(pg_cluster, tmp_path_factory):
     its clients need (the API key)."""
     server = pg_cluster.tiled_server(tmp_path_factory.mktemp("pg_tiled"), "shared")
     return {"uri": server.uri, "env": server.env, "server": server}
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """Rank-1 updates are memory bound: extra BLAS threads only contend on a shared machine (the XAS tests
+    use it: ``pytestmark = pytest.mark.usefixtures("one_blas_thread")``)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def lib():
+    """The 61 Fe K-edge standards (``agent.xas.prior.SpectraLibrary``)."""
+    from agent.xas.prior import SpectraLibrary
+
+    return SpectraLibrary.from_csv()

@@ -10,15 +10,11 @@ import caioc
 import numpy as np
 import pytest
 from ophyd.utils import LimitError
-from threadpoolctl import threadpool_limits
 
 XAS_SAMPLE = "Fe3O4"  # what `bayesbeam ioc` serves on its XAS end station by default
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

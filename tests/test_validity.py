@@ -10,7 +10,6 @@ import pytest
 from bluesky.utils import RunEngineInterrupted
 from ophyd import Signal
 from stored_counts import stored_sums
-from threadpoolctl import threadpool_limits
 
 from agent import spin_moment_agent, xas_agent
 from agent.feeders import ComptonFeeder, XASFeeder
@@ -24,10 +23,7 @@ from sim_devices.xas.ion_chambers import SimIonChamber
 FIELD_T, TOL_T, FLOOR_MA = 2.0, 0.05, 10.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 def budget_agent(bl, cycles):

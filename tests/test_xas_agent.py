@@ -2,24 +2,13 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from agent.core.stopping import Budget
 from agent.xas.agent import TargetRMSE, XASAgent, xas_agent
-from agent.xas.prior import SpectraLibrary, library_prior
+from agent.xas.prior import library_prior
 from sim_devices.xas.samples import XASSample
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    """Rank-1 updates are memory bound: extra BLAS threads only contend on a shared machine."""
-    with threadpool_limits(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return SpectraLibrary.from_csv()
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 def run(agent, sample, max_points=400):

@@ -4,27 +4,18 @@ extension joins the measured library without a step or a kink."""
 import numpy as np
 import pytest
 from scipy import sparse
-from threadpoolctl import threadpool_limits
 
 import agent.xas.basis as basis_mod
 import agent.xas.exafs as exafs_mod
 from agent.xas.basis import BasisPosterior, basis_prior
 from agent.xas.design import CountingNoise, MoveCost, XASPosterior, choose_next
 from agent.xas.exafs import extended_library, extension, k_of
-from agent.xas.prior import LIBRARY_PRIOR_DEFAULTS, SpectraLibrary, se_kernel
+from agent.xas.prior import LIBRARY_PRIOR_DEFAULTS, se_kernel
 
 GRID = np.linspace(7076.2, 7181.2, 200)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return SpectraLibrary.from_csv()
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from agent.xas.design import (
     CountingNoise,
@@ -15,11 +14,7 @@ from agent.xas.design import (
 )
 from agent.xas.prior import SpectraLibrary, default_grid, library_prior
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ does not prove it, and bad input failing before motion."""
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from threadpoolctl import threadpool_limits
 
 from agent.feeders import FlyXASFeeder
 from agent.xas.fly import FlyXASAgent, design_sweep, fly_bins, fly_profile, fly_xas_agent, profile_trace
@@ -15,11 +14,7 @@ from sim_devices.core.clock import SimClock
 from sim_devices.xas import make_xas_endstation
 from sim_devices.xas.fly import fly_scaler
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 def _brute_force_var(post, noise, weights, centres, dwell):

@@ -8,7 +8,6 @@ from bluesky_adaptive.plans import optimize_in_run
 from bluesky_adaptive.protocols import OptimizationProblem
 from cli_output import read_json
 from click.testing import CliRunner
-from threadpoolctl import threadpool_limits
 
 from agent.core.stopping import Budget
 from agent.feeders import XASFeeder
@@ -19,11 +18,7 @@ from bayesbeam.cli import main
 from bayesbeam.rehearsal.xas.rehearse import XASOptions, make_agent, make_xas_beamline, rehearse_xas_run
 from plans.xas.energy_points import adaptive_xas, grid_xas
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog, tmp_path):

@@ -16,11 +16,6 @@ from agent.xas.prior import (
 )
 
 
-@pytest.fixture(scope="module")
-def lib():
-    return SpectraLibrary.from_csv()
-
-
 def test_library_has_the_61_standards(lib):
     assert len(lib) == 61 and lib.spectra.shape == (2537, 61)
     assert "Fe-foil" in lib.names and lib.energy[0] == pytest.approx(7070.05)

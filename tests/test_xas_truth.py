@@ -7,11 +7,10 @@ import pytest
 import xraylib
 from bluesky import RunEngine
 from scipy.special import erf
-from threadpoolctl import threadpool_limits
 
 from agent.core.stopping import Budget
 from agent.xas.agent import XASAgent
-from agent.xas.prior import SpectraLibrary, library_prior
+from agent.xas.prior import library_prior
 from agent.xas.quantities import first_inflection
 from agent.xas.reference_foil import ReferenceFoil, noise_correlation
 from plans.xas.energy_points import adaptive_xas, grid_xas
@@ -23,15 +22,7 @@ from sim_devices.xas.monochromator import SimMonochromator
 E_REF = 7110.8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return SpectraLibrary.from_csv()
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 def table_mu(lib, name, energy):

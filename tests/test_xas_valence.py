@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize
 
 from agent.xas import ValencePredictor, load_valence_labels
-from agent.xas.prior import SpectraLibrary, default_grid
+from agent.xas.prior import default_grid
 from agent.xas.valence import (
     DEFAULT_METHOD,
     SMOOTH_METHODS,
@@ -18,11 +18,6 @@ from agent.xas.valence import (
     training_names,
     window_grid,
 )
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return SpectraLibrary.from_csv()
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,9 @@ from scipy import linalg, sparse
 from scipy.interpolate import BSpline
 from scipy.linalg import blas
 
-from agent.xas.design import N_NUISANCE, TARGETS, Nuisance, XASPosterior, draw_states
+from agent.xas.design import N_NUISANCE, Nuisance, XASPosterior, draw_states
 from agent.xas.exafs import E0_EV, energy_of, k_of
 from agent.xas.prior import (
-    E_REF_EV,
     LIBRARY_PRIOR_DEFAULTS,
     GaussianPrior,
     SpectraLibrary,
@@ -213,17 +212,10 @@ class BasisPosterior:
 
     def __init__(self, prior_basis: BasisPrior, nuisance: Nuisance | None = None, shift_lin_eV: float = 0.0,
                  amp_lin: float | None = None, kernel_scale: float = 1.0, target: str = "absorbance"):
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         nuisance = nuisance if nuisance is not None else Nuisance()
-        self.prior0, self.nuisance, self.target = prior_basis, nuisance, target
-        self.energy = np.asarray(prior_basis.energy, float)
-        self.n, self.r, self.r_pc = self.energy.size, prior_basis.r, prior_basis.r_pc
+        XASPosterior._start(self, prior_basis, nuisance, target)
+        self.r, self.r_pc = prior_basis.r, prior_basis.r_pc
         self.p = self.r + N_NUISANCE
-        self.u = E_REF_EV / self.energy
-        self.data_e: list[float] = []
-        self.data_y: list[float] = []
-        self.data_var: list[float] = []
         self.set_linearisation(shift_lin_eV, nuisance.amp_mean if amp_lin is None else amp_lin, kernel_scale)
 
     # -- model pieces --------------------------------------------------------------------------
@@ -280,15 +272,7 @@ class BasisPosterior:
         h[:, r:] = self.theta[j] * (1 - w)[:, None] + self.theta[j + 1] * w[:, None]
         return h
 
-    def _locate(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = self.energy
-        tol = 1e-6 + 0.5 * (g[1] - g[0])
-        if np.any(e < g[0] - tol) or np.any(e > g[-1] + tol):
-            raise ValueError(f"energy {e.min():.2f}-{e.max():.2f} eV outside the model grid "
-                             f"{g[0]:.2f}-{g[-1]:.2f} eV")
-        e = np.clip(e, g[0], g[-1])
-        j = np.clip(np.searchsorted(g, e) - 1, 0, self.n - 2)
-        return j, (e - g[j]) / (g[j + 1] - g[j])
+    _locate = XASPosterior._locate  # the same grid lookup
 
     def _recompute(self) -> None:
         """M = H S Cᵀ, q, s and the predicted y exactly from S and x (O(n r²) flops with the sparse block)."""

@@ -118,6 +118,11 @@ class XASPosterior:
 
     def __init__(self, prior: GaussianPrior, nuisance: Nuisance = Nuisance(), shift_lin_eV: float = 0.0,
                  amp_lin: float | None = None, kernel_scale: float = 1.0, target: str = "absorbance"):
+        self._start(prior, nuisance, target)
+        self.set_linearisation(shift_lin_eV, nuisance.amp_mean if amp_lin is None else amp_lin, kernel_scale)
+
+    def _start(self, prior, nuisance: Nuisance, target: str) -> None:
+        """The parts every posterior of μ on a grid shares (this one and ``agent.xas.basis.BasisPosterior``)."""
         if target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         self.prior0, self.nuisance, self.target = prior, nuisance, target
@@ -127,7 +132,6 @@ class XASPosterior:
         self.data_e: list[float] = []
         self.data_y: list[float] = []
         self.data_var: list[float] = []
-        self.set_linearisation(shift_lin_eV, nuisance.amp_mean if amp_lin is None else amp_lin, kernel_scale)
 
     # -- model pieces --------------------------------------------------------------------------
     def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True) -> None:

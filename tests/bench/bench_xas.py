@@ -31,9 +31,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import time  # noqa: E402
-from multiprocessing import Pool  # noqa: E402
 
 import numpy as np  # noqa: E402
+from parallel import pool_map  # noqa: E402  (tests/bench/parallel.py: the script's folder is on the path)
 
 from agent.core.stopping import Budget  # noqa: E402
 from agent.xas.agent import xas_agent  # noqa: E402
@@ -190,15 +190,10 @@ def main():
               + ", ".join(f"{t:.0f} ms at {k} pts ({t / med:.0f}x)" for k, t in scratch))
 
     names = lib.names[: args.standards]
-    t0 = time.perf_counter()
     work = [(n, args.prior, args.target, i) for i, n in enumerate(names)]
-    if args.jobs > 1:
-        with Pool(args.jobs) as pool:
-            res = pool.map(one_standard, work)
-    else:
-        res = [one_standard(w) for w in work]
+    res, wall = pool_map(one_standard, work, args.jobs)
     print(f"\nleave-one-out beamtime, {len(res)} standards, prior={args.prior}, target={args.target} "
-          f"[{time.perf_counter() - t0:.0f} s]; conventional step scans at {CONV_DWELL_S:g} s/point, moves "
+          f"[{wall:.0f} s]; conventional step scans at {CONV_DWELL_S:g} s/point, moves "
           f"included; adaptive beamtime / conventional beamtime to reach the same RMSE, median (IQR); not "
           f"reached within {BUDGET:g}x the uniform scan = inf:")
     lat = np.concatenate([r["lat"] for r in res])

@@ -23,9 +23,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import time  # noqa: E402
-from multiprocessing import Pool  # noqa: E402
 
 import numpy as np  # noqa: E402
+from parallel import pool_map  # noqa: E402  (tests/bench/parallel.py: the script's folder is on the path)
 
 from agent.xas.baselines import beamtime_to, fly_scan  # noqa: E402
 from agent.xas.fly import fly_xas_agent  # noqa: E402
@@ -76,13 +76,8 @@ def main():
     args = ap.parse_args()
     names = SpectraLibrary.from_csv().names[: args.standards]
     work = [(n, args.seed + i) for i, n in enumerate(names)]
-    t0 = time.perf_counter()
-    if args.jobs > 1:
-        with Pool(args.jobs) as pool:
-            res = pool.map(one, work)
-    else:
-        res = [one(w) for w in work]
-    print(f"{len(work)} standards in {time.perf_counter() - t0:.0f} s wall, seed {args.seed}, "
+    res, wall = pool_map(one, work, args.jobs)
+    print(f"{len(work)} standards in {wall:.0f} s wall, seed {args.seed}, "
           f"target std(edge_position) {TARGET} eV")
     print(f"{'standard':24s} {'fly designed s':>14s} {'sweeps':>6s} {'const-speed s':>13s} {'(eV/s)':>7s} "
           f"{'ratio':>6s} {'z':>6s}")

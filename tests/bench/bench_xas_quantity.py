@@ -37,9 +37,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import time  # noqa: E402
-from multiprocessing import Pool  # noqa: E402
 
 import numpy as np  # noqa: E402
+from parallel import pool_map  # noqa: E402  (tests/bench/parallel.py: the script's folder is on the path)
 
 np.seterr(divide="ignore")  # a baseline missing (the quantity undefined at the stop) is a ratio of inf
 from scipy import stats  # noqa: E402
@@ -155,13 +155,8 @@ def main():
     names = SpectraLibrary.from_csv().names[: args.standards]
     quantities = [q.strip() for q in args.quantities.split(",") if q.strip()]
     work = [(n, q, args.seed + i, args.truth) for q in quantities for i, n in enumerate(names)]
-    t0 = time.perf_counter()
-    if args.jobs > 1:
-        with Pool(args.jobs) as pool:
-            res = pool.map(one, work)
-    else:
-        res = [one(w) for w in work]
-    print(f"{len(work)} runs in {time.perf_counter() - t0:.0f} s wall ({args.jobs} jobs), seed {args.seed}, "
+    res, wall = pool_map(one, work, args.jobs)
+    print(f"{len(work)} runs in {wall:.0f} s wall ({args.jobs} jobs), seed {args.seed}, "
           f"truth {args.truth}")
     for q in quantities:
         rs = [r for r in res if r["quantity"] == q and not r["skipped"]]
