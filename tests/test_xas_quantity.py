@@ -124,6 +124,7 @@ def test_quantity_run_through_the_run_engine_is_stored(RE, catalog):
     ({"quantity": "fractions", "components": "Fe-foil,fe-FOIL", "target_std": 0.01}, "named twice"),
     ({"quantity": "edge_position", "components": "Fe-foil,a-Fe2O3", "target_std": 0.1}, "for the fractions"),
     ({"quantity": "edge_position", "target_std": -0.1}, "must be a positive"),
+    ({"quantity": "valence", "target_std": 0.1}, "not above its floor"),
 ])
 def test_bad_quantities_fail_in_one_line_before_anything_moves(kwargs, message):
     from plans.xas.energy_points import adaptive_xas
@@ -160,3 +161,15 @@ def test_the_reference_foil_calibrates_the_edge_position_against_an_imposed_mono
     assert "iref_counts" in run["primary"].read()
     rep, truth, _ = got[False]
     assert truth - rep["edge_position_mean"] > 0.7 - 3 * rep["edge_position_std"] > 0.3  # blind to the offset
+
+
+def test_a_quantity_agent_is_rebuilt_from_its_config_with_the_same_quantity_and_stop():
+    from agent.xas.agent import XASAgent
+
+    agent = xas_agent(exclude="Fe3O4", quantity="fractions", components=["fe-foil", "a-Fe2O3"], target_std=0.02)
+    config = agent.config()
+    assert config["quantity"] == {"name": "fractions", "components": ["Fe-foil", "a-Fe2O3"],
+                                  "calibration_eV": pytest.approx(library_calibration_eV(LIB))}
+    again = XASAgent.from_config(agent.stop_rule, config)
+    np.testing.assert_allclose(again.quantity.evaluate(again.post.mean)[1], agent.quantity.evaluate(agent.post.mean)[1])
+    assert again.quantities == ("rmse", "fractions") and again.quantity_target() == 0.02
