@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the services the tests start, too
+    os.environ.setdefault(_var, "1")
+
 API_KEY = "secret"
 
 
@@ -279,10 +282,11 @@ def pg_tiled_server(pg_cluster, tmp_path_factory):
     return {"uri": server.uri, "env": server.env, "server": server}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True, scope="session")
 def one_blas_thread():
-    """Rank-1 updates are memory bound: extra BLAS threads only contend on a shared machine (the XAS tests
-    use it: ``pytestmark = pytest.mark.usefixtures("one_blas_thread")``)."""
+    """One BLAS thread in the test process (the environment above covers the processes it starts). The
+    posteriors' rank-1 updates and small solves are memory bound: on a loaded 2-core host a second BLAS
+    thread only spins against the other jobs (the XAS tests ran 10x slower under two busy loops)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):

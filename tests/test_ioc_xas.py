@@ -14,9 +14,6 @@ from ophyd.utils import LimitError
 XAS_SAMPLE = "Fe3O4"  # what `bayesbeam ioc` serves on its XAS end station by default
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
-
 @pytest.fixture(scope="module")
 def session(epics_session):
     return epics_session

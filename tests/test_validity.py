@@ -23,9 +23,6 @@ from sim_devices.xas.ion_chambers import SimIonChamber
 FIELD_T, TOL_T, FLOOR_MA = 2.0, 0.05, 10.0
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
-
 def budget_agent(bl, cycles):
     """An agent that stops after ``cycles`` valid cycles (a budget, so the run length is known)."""
     return spin_moment_agent(1e-9, max_cycles=cycles, element=bl.sample.element, orbitals=bl.sample.orbitals)

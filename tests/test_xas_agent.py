@@ -8,8 +8,6 @@ from agent.xas.agent import TargetRMSE, XASAgent, xas_agent
 from agent.xas.prior import library_prior
 from sim_devices.xas.samples import XASSample
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
 
 def run(agent, sample, max_points=400):
     while not agent.should_stop()[0] and len(agent.history) < max_points:

@@ -15,9 +15,6 @@ from agent.xas.prior import LIBRARY_PRIOR_DEFAULTS, se_kernel
 GRID = np.linspace(7076.2, 7181.2, 200)
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
-
 @pytest.fixture(scope="module")
 def prior(lib):
     return basis_prior(lib.without("Fe3O4"), GRID)

@@ -14,8 +14,6 @@ from agent.xas.design import (
 )
 from agent.xas.prior import SpectraLibrary, default_grid, library_prior
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
 
 @pytest.fixture(scope="module")
 def prior():

@@ -14,8 +14,6 @@ from sim_devices.core.clock import SimClock
 from sim_devices.xas import make_xas_endstation
 from sim_devices.xas.fly import fly_scaler
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
 
 def _brute_force_var(post, noise, weights, centres, dwell):
     """Trace Cov(Wμ) after conditioning a copy of ``post`` from scratch on the sweep (XASPosterior.resolve)."""

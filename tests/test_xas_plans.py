@@ -18,8 +18,6 @@ from bayesbeam.cli import main
 from bayesbeam.rehearsal.xas.rehearse import XASOptions, make_agent, make_xas_beamline, rehearse_xas_run
 from plans.xas.energy_points import adaptive_xas, grid_xas
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
 
 def test_adaptive_run_stops_on_target_and_is_stored(RE, catalog, tmp_path):
     from bluesky.callbacks.best_effort import hinted_fields

@@ -22,9 +22,6 @@ from sim_devices.xas.monochromator import SimMonochromator
 E_REF = 7110.8
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
-
-
 def table_mu(lib, name, energy):
     return np.interp(energy, lib.energy, lib.spectra[:, lib.index(name)])
 
