@@ -98,7 +98,7 @@ def test_the_quantity_interval_covers_the_truth_at_its_rate():
         z.append((rep["pre_edge_area_mean"] - truth) / rep["pre_edge_area_std"])
         covered += rep["pre_edge_area_lower"] <= truth <= rep["pre_edge_area_upper"]
     assert covered >= stats.binom.ppf(0.005, n, 0.95), (covered, np.round(z, 2))
-    assert covered <= n and abs(np.mean(z)) < 3 / np.sqrt(n) + 0.3
+    assert abs(np.mean(z)) < 3 / np.sqrt(n) + 0.3  # unbiased to within its own scatter
 
 
 def test_quantity_run_through_the_run_engine_is_stored(RE, catalog):

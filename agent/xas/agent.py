@@ -143,11 +143,7 @@ class XASAgent(BayesAgent):
         prior = rebuild_prior(source)
         spec = config.pop("quantity", None)
         if spec:
-            lib = SpectraLibrary.from_csv()  # the valence predictor learns from the prior's own standards
-            if prior.energy[-1] > lib.energy[-1]:
-                from agent.xas.exafs import extended_library
-
-                lib = extended_library(lib, stop_eV=float(prior.energy[-1]))
+            lib = library_covering(prior)  # the valence predictor learns from the prior's own standards
             config["quantity"] = make_quantity(spec["name"], prior.energy, lib, spec.get("components"),
                                                spec.get("calibration_eV"), training=lib.only(source["standards"]))
         return cls(prior, stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})),
@@ -226,16 +222,23 @@ class XASAgent(BayesAgent):
         reduction of var(ε) (eV²)."""
         return self.foil.copy() if self.foil is not None and self.foil.points and self.quantity is not None else None
 
-    def _foil_extra(self, foil: ReferenceFoil | None, post: XASPosterior) -> np.ndarray | None:
-        """(dwell, n): each candidate's reduction of the quantity's variance through var(ε): |dq/dε|² Δvar(ε)."""
+    def _foil_weight(self, foil: ReferenceFoil | None) -> float:
+        """|dq/dε|² at the posterior mean (0 without a foil or a defined quantity): once per plan."""
         if foil is None:
-            return None
+            return 0.0
         try:
             dq = self._quantity_eps_slope()
         except ValueError:
+            return 0.0
+        return float(dq @ dq)
+
+    def _foil_extra(self, foil: ReferenceFoil | None, weight: float, post: XASPosterior) -> np.ndarray | None:
+        """(dwell, n): each candidate's reduction of the quantity's variance through var(ε): ``weight`` Δvar(ε),
+        ``weight`` = |dq/dε|² (``_foil_weight``)."""
+        if foil is None or not weight:
             return None
         y = post.y_pred()
-        return float(dq @ dq) * np.stack([foil.variance_reduction(post.energy, d, self.noise.i0_rate, y)
+        return weight * np.stack([foil.variance_reduction(post.energy, d, self.noise.i0_rate, y)
                                           for d in self.dwell_options])
 
     def _quantity_eps_slope(self) -> np.ndarray:
@@ -248,12 +251,13 @@ class XASAgent(BayesAgent):
         post = self.post.copy()
         weights = self.quantity_weights()
         foil = self._foil_value()
+        foil_weight = self._foil_weight(foil)
         move = np.full(post.n, self.cost.settle_s)  # travel is shared by the sweep; a repeat needs no settle
         picks = []
         n_sweep = int(np.clip(len(self.post.data_e) // 2, min(MIN_SWEEP, self.sweep_points), self.sweep_points))
         for _ in range(n_sweep):
             j, dwell, score = choose_next(post, self.noise, self.cost, None, self.dwell_options, self.candidates,
-                                          move, weights, self._foil_extra(foil, post))
+                                          move, weights, self._foil_extra(foil, foil_weight, post))
             picks.append((float(post.energy[j]), dwell, score))
             if foil is not None:
                 foil.fantasise(post.energy[j], dwell, self.noise.i0_rate, float(post.y_pred()[j]))
@@ -270,9 +274,10 @@ class XASAgent(BayesAgent):
     def _suggest_greedy(self, num_points: int) -> list[dict[str, Any]]:
         post, cur, out = self.post, self.current_eV, []
         weights, foil = self.quantity_weights(), self._foil_value()
+        foil_weight = self._foil_weight(foil)
         for i in range(int(num_points)):
             j, dwell, score = choose_next(post, self.noise, self.cost, cur, self.dwell_options, self.candidates,
-                                          weights=weights, extra=self._foil_extra(foil, post))
+                                          weights=weights, extra=self._foil_extra(foil, foil_weight, post))
             energy = float(post.energy[j])
             out.append({"energy": energy, "dwell": dwell, "_id": self._next_id})
             self._next_id += 1
@@ -444,6 +449,17 @@ class XASAgent(BayesAgent):
         p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"])
 
 
+def library_covering(prior, library: SpectraLibrary | None = None) -> SpectraLibrary:
+    """``library`` (default: the Fe K standards) over the prior's grid: continued SYNTHETICALLY as the exafs
+    prior's is (``agent.xas.exafs``) when the grid goes past the measured 7196.85 eV."""
+    lib = library if library is not None else SpectraLibrary.from_csv()
+    if prior.energy[-1] <= lib.energy[-1]:
+        return lib
+    from agent.xas.exafs import extended_library
+
+    return extended_library(lib, stop_eV=float(prior.energy[-1]))
+
+
 def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | None = None,
               stop_rule: StopRule | None = None, exclude: str | None = None, max_points: int = 2000,
               quantity: str | Quantity | None = None, target_std: float | None = None, components=None,
@@ -464,11 +480,7 @@ def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | Non
         lib = SpectraLibrary.from_csv()
         prior = PRIORS[name](lib.without(exclude) if exclude else lib)
     if quantity is not None and not isinstance(quantity, Quantity):
-        lib = lib or SpectraLibrary.from_csv()
-        if prior.energy[-1] > lib.energy[-1]:  # the EXAFS range: the components continued as the prior's are
-            from agent.xas.exafs import extended_library
-
-            lib = extended_library(lib, stop_eV=float(prior.energy[-1]))
+        lib = library_covering(prior, lib)
         quantity = make_quantity(quantity, prior.energy, lib, components,
                                  training=lib.without(exclude) if exclude else lib)
     elif components:
