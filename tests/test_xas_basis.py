@@ -8,7 +8,7 @@ from scipy import sparse
 import agent.xas.basis as basis_mod
 import agent.xas.exafs as exafs_mod
 from agent.xas.basis import BasisPosterior, basis_prior
-from agent.xas.design import CountingNoise, MoveCost, XASPosterior, choose_next
+from agent.xas.design import N_NUISANCE, CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
 from agent.xas.exafs import extended_library, extension, k_of
 from agent.xas.prior import LIBRARY_PRIOR_DEFAULTS, se_kernel
 
@@ -36,7 +36,7 @@ def measure(posts, seed=3, k=7):
 def dense_functional(d: XASPosterior, w_mu: np.ndarray):
     """Reference from the dense S: W mu = W m + (W L_mu) x, L_mu = [I_n, T_mu], T_mu[:, 0] = -m'."""
     n = d.n
-    t_mu = np.zeros((n, 5))
+    t_mu = np.zeros((n, N_NUISANCE))
     t_mu[:, 0] = -d.dm
     w = w_mu @ np.hstack([np.eye(n), t_mu])
     h = d.rows(d.energy)
@@ -46,12 +46,15 @@ def dense_functional(d: XASPosterior, w_mu: np.ndarray):
 
 @pytest.mark.parametrize("target", ["absorbance", "mu"])
 def test_basis_equals_dense_with_the_same_covariance(prior, target):
-    b, d = BasisPosterior(prior, target=target), XASPosterior(prior.to_gaussian(), target=target)
+    nu = Nuisance(harmonic_sd=0.01)
+    b, d = BasisPosterior(prior, nu, target=target), XASPosterior(prior.to_gaussian(), nu, target=target)
     measure([b, d])
     for relin in (None, (0.7, 1.3, 2.0)):
         if relin:
-            b.set_linearisation(*relin)
-            d.set_linearisation(*relin)
+            y_lin = d.y_fundamental()
+            assert rel(b.y_fundamental(), y_lin) < 1e-8
+            b.set_linearisation(*relin, y_lin=y_lin)
+            d.set_linearisation(*relin, y_lin=y_lin)
         b.fantasise(7120.0, 2e-4)
         d.fantasise(7120.0, 2e-4)
         for name in ("mean", "var", "target_mean", "target_var", "rmse_pred", "shift", "amplitude"):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from agent.xas.design import (
+    N_NUISANCE,
     CountingNoise,
     MoveCost,
     Nuisance,
@@ -25,7 +26,7 @@ def target_map(post):
     """L written out densely: mu = m + r - m' delta, or the measured spectrum / a_lin = H_grid x / a_lin."""
     n = post.n
     if post.target == "mu":
-        return np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))]), post.m
+        return np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, N_NUISANCE - 1))]), post.m
     return post.rows(post.energy) / post.amp_lin, 0.0
 
 
@@ -34,7 +35,7 @@ def direct(prior, post, energies, ys, vs):
     n = prior.energy.size
     s0, x0 = post.prior_cov(), post.x0
     h = post.rows(energies)
-    lmu = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, 4))])
+    lmu = np.hstack([np.eye(n), -post.dm[:, None], np.zeros((n, N_NUISANCE - 1))])
     lmat, base = target_map(post)
     c = h @ s0 @ h.T + np.diag(vs)
     gain = s0 @ h.T @ np.linalg.inv(c)
@@ -43,10 +44,12 @@ def direct(prior, post, energies, ys, vs):
     return post.m + lmu @ x, lmu @ s @ lmu.T, base + lmat @ x, lmat @ s @ lmat.T
 
 
+@pytest.mark.parametrize("harmonic_sd", [0.0, 0.01])
 @pytest.mark.parametrize("target", ["absorbance", "mu"])
-def test_rank1_posterior_equals_direct_conditioning(prior, target):
+def test_rank1_posterior_equals_direct_conditioning(prior, target, harmonic_sd):
     rng = np.random.default_rng(0)
-    post = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6, target=target)
+    nu = Nuisance(harmonic_sd=harmonic_sd)
+    post = XASPosterior(prior, nu, shift_lin_eV=0.3, amp_lin=1.6, target=target)
     e = rng.uniform(prior.energy[0], prior.energy[-1], 25)
     ys = 1.7 * np.interp(e, prior.energy, prior.mean) + 0.4 + 0.01 * rng.standard_normal(25)
     vs = rng.uniform(1e-5, 1e-3, 25)
@@ -59,7 +62,7 @@ def test_rank1_posterior_equals_direct_conditioning(prior, target):
     # the target carries the nuisance prior (variance ~25): both computations cancel from there
     np.testing.assert_allclose(post.target_var, np.diag(tcov), atol=2e-8)
     assert post.rmse_pred == pytest.approx(np.sqrt(np.trace(tcov) / tcov.shape[0]), rel=1e-5)
-    fresh = XASPosterior(prior, Nuisance(), shift_lin_eV=0.3, amp_lin=1.6, target=target)
+    fresh = XASPosterior(prior, nu, shift_lin_eV=0.3, amp_lin=1.6, target=target)
     assert fresh.design_rmse(e, vs) == pytest.approx(post.rmse_pred, rel=1e-8)
     m_rank1 = post.M.copy()
     post.resolve()

@@ -173,3 +173,76 @@ def test_a_quantity_agent_is_rebuilt_from_its_config_with_the_same_quantity_and_
     again = XASAgent.from_config(agent.stop_rule, config)
     np.testing.assert_allclose(again.quantity.evaluate(again.post.mean)[1], agent.quantity.evaluate(agent.post.mean)[1])
     assert again.quantities == ("rmse", "fractions") and again.quantity_target() == 0.02
+
+
+def _harmonic_endstation(h, seed=0):
+    """The realistic end station (no drift) with a third-harmonic fraction ``h`` of I0."""
+    import dataclasses
+
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xas import make_xas_endstation
+    from sim_devices.xas.endstation import REALISTIC_BACKGROUND, REALISTIC_TRUTH
+
+    truth = {**REALISTIC_TRUTH, "beam": dataclasses.replace(REALISTIC_TRUTH["beam"], harmonic_fraction=h),
+             "calibration_drift_eV_h": 0.0}
+    return make_xas_endstation(XASSample("Fe3O4", seed=seed, **REALISTIC_BACKGROUND), SimClock(1e9), **truth)
+
+
+def test_the_foil_fit_measures_the_harmonic_that_would_bias_its_offset():
+    """Noise-free counts behind a sample with a 0.5 % third harmonic (offset 0.4 eV): the foil fit without a
+    harmonic term puts the offset ~0.4 eV off (the harmonic compresses the foil's edge); with it, the offset
+    and the harmonic share hc/(1-h) come back."""
+    from agent.xas.reference_foil import ReferenceFoil
+
+    h = 0.005
+    es = _harmonic_endstation(h)
+    e = np.arange(7090.0, 7190.0, 0.5)
+    i0, it, iref = ([c.expected_counts(x + 0.4, 1000.0) for x in e] for c in (es.i0, es.it, es.iref))
+    fits = {}
+    for sd in (0.0, 0.01):
+        f = ReferenceFoil.from_library(LIB, harmonic_sd=sd)
+        f.update(e, it, iref, i0=i0)
+        fits[sd] = f
+    assert fits[0.0].offset[0] - 0.4 > 0.25
+    assert fits[0.01].offset[0] == pytest.approx(0.4, abs=0.01)
+    share = h * np.exp(-es.i0.beam.harmonic_mut) / (1 - h)
+    assert fits[0.01].mean[3] == pytest.approx(share, rel=0.05)
+    with pytest.raises(ValueError, match="I0 counts"):
+        fits[0.01].update(e[:3], it[:3], iref[:3])
+
+
+def test_a_harmonic_measured_by_the_foil_keeps_the_edge_position_honest():
+    """A 1 % third harmonic, monochromator 0.4 eV off, the foil alongside: with the harmonic term (its prior
+    from the foil) the edge interval covers the truth; taking the harmonic rejection as complete (the
+    default) leaves the edge several std off (the harmonic compresses ln(I0/It) where μt is high, which
+    reshapes the edge and the foil's)."""
+    from sim_devices.xas.endstation import realistic_practice
+
+    z = {}
+    for harmonic in (True, False):
+        es = _harmonic_endstation(0.01, seed=3)
+        practice = realistic_practice()
+        if not harmonic:
+            practice.pop("nuisance")
+        agent = xas_agent(exclude="Fe3O4", quantity="edge_position", target_std=0.08,
+                          stop_rule=Budget(beamtime_s=3600.0), **practice)
+        rng = np.random.default_rng(3)
+        while not agent.should_stop()[0]:
+            (s,) = agent.suggest(1)
+            es.mono.set(s["energy"]).wait(10)
+            lam = [c.expected_counts(es.mono.photon_energy(), s["dwell"]) for c in (es.i0, es.it, es.iref)]
+            agent.ingest([{**s, **dict(zip(("i0", "it", "iref"), rng.poisson(lam), strict=True))}])
+        assert agent.should_stop()[1].startswith("target_std")
+        rep = agent.report()
+        truth = agent.quantity.values(es.sample.mu(agent.post.energy)[None, :])[0, 0]
+        z[harmonic] = (rep["edge_position_mean"] - truth) / rep["edge_position_std"]
+        if harmonic:
+            eta, sd = agent.post.harmonic_prior
+            assert eta == pytest.approx(0.0095, abs=3 * sd) and sd < 0.005
+            arrays, meta = agent.state()
+            again = xas_agent(exclude="Fe3O4", quantity="edge_position", target_std=0.08, **practice)
+            again.load_state(arrays, meta)
+            assert again.post.harmonic_prior == agent.post.harmonic_prior
+            np.testing.assert_allclose(again.post.mean, agent.post.mean, atol=1e-9)
+    assert abs(z[True]) < 3, z
+    assert abs(z[False]) > 3, z

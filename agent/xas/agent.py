@@ -26,6 +26,8 @@ from agent.xas.reference_foil import ReferenceFoil
 MIN_SWEEP = 12  # points in the first sweeps; later ones grow to half the points measured so far
 JACOBIAN_DRAWS = 7  # posterior draws whose Jacobians join the mean's in a nonlinear quantity's design
 CHECK_DRAWS = 256  # posterior draws that check a nonlinear quantity's delta-method std near the target
+MIN_FOIL_POINTS = 6  # foil points before its harmonic fraction replaces the sample's prior of it
+CHAMBER_RATIO_SD = 0.3  # relative sd of the I0/It efficiency ratio that links the foil's harmonic to the sample's
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,10 @@ class XASAgent(BayesAgent):
         j = shift_matrix(self.post.energy, eps)
         return (lambda m: (j @ np.atleast_2d(m).T).T), (lambda jac: np.asarray((j.T @ np.atleast_2d(jac).T).T)), sd**2
 
+    def _new_foil(self) -> ReferenceFoil:
+        """The reference-foil posterior, with the sample's harmonic prior (the same beam reaches the foil)."""
+        return ReferenceFoil.from_library(SpectraLibrary.from_csv(), harmonic_sd=self.post.nuisance.harmonic_sd)
+
     def _foil_value(self) -> ReferenceFoil | None:
         """The foil posterior whose var(ε) the design also reduces: an energy (edge position, pre-edge
         centroid) is read on the foil-calibrated axis, so a point near the foil's edge is worth its
@@ -305,8 +311,8 @@ class XASAgent(BayesAgent):
         iref = point.get("iref")
         if iref is not None and np.isfinite(float(iref)) and float(iref) > 0:
             if self.foil is None:
-                self.foil = ReferenceFoil.from_library(SpectraLibrary.from_csv())
-            self.foil.update(energy, float(point["it"]), float(iref))
+                self.foil = self._new_foil()
+            self.foil.update(energy, float(point["it"]), float(iref), i0=float(point["i0"]))
         self.dwells.append(dwell)
         planned = self._suggested.pop(point.get("_id"), None)
         if planned is None and self._queue and abs(self._queue[0][0] - energy) < 1e-6:
@@ -320,13 +326,26 @@ class XASAgent(BayesAgent):
 
     def refit(self, iterations: int = 3) -> None:
         """Re-estimate amplitude, edge shift (posterior means) and prior scale (MAP, log-normal
-        prior of sd ``scale_prior_sd``), relinearise, and re-solve the posterior from scratch."""
+        prior of sd ``scale_prior_sd``), relinearise (the harmonic term about the fundamental's absorbance
+        now estimated), and re-solve the posterior from scratch."""
         p = self.post
+        p.harmonic_prior = self._harmonic_prior()
         for i in range(iterations):
             scale = self._map_scale() if len(p.data_e) >= 10 else p.kernel_scale
             amp = float(np.clip(p.amplitude[0], 0.2 * p.nuisance.amp_mean, 5 * p.nuisance.amp_mean))
             shift = float(np.clip(p.shift[0], -4 * p.nuisance.shift_sd_eV, 4 * p.nuisance.shift_sd_eV))
-            p.set_linearisation(shift, amp, scale, full=i == iterations - 1)
+            p.set_linearisation(shift, amp, scale, full=i == iterations - 1, y_lin=p.y_fundamental())
+
+    def _harmonic_prior(self) -> tuple[float, float] | None:
+        """(mean, sd) of the harmonic fraction η from the reference foil, which measures it well (behind the
+        sample the harmonic's share is ~e^{μt} η); the sample's own data hardly can (η(e^y − 1) is nearly a
+        change of white-line shape). The foil's coefficient is η times the I0/It chambers' efficiency ratio,
+        taken as 1 ± ``CHAMBER_RATIO_SD``. None (the user's prior) without a foil that fits a harmonic."""
+        foil = self.foil
+        if foil is None or not foil.harmonic or foil.points < MIN_FOIL_POINTS:
+            return None
+        eta, var = float(foil.mean[3]), float(foil.cov[3, 3])
+        return eta, float(np.sqrt(var + (CHAMBER_RATIO_SD * eta) ** 2))
 
     def _map_scale(self) -> float:
         p = self.post
@@ -428,12 +447,13 @@ class XASAgent(BayesAgent):
         p = self.post
         arrays = {"data_e": np.asarray(p.data_e), "data_y": np.asarray(p.data_y),
                   "data_var": np.asarray(p.data_var), "dwells": np.asarray(self.dwells),
-                  "queue": np.asarray(self._queue, float).reshape(-1, 3)}
+                  "queue": np.asarray(self._queue, float).reshape(-1, 3), "y_lin": p.y_lin}
         if self.foil is not None:
-            arrays.update(foil_e=self.foil.data_e, foil_y=self.foil.data_y, foil_var=self.foil.data_var)
+            arrays.update(foil_e=self.foil.data_e, foil_y=self.foil.data_y, foil_var=self.foil.data_var,
+                          foil_q=self.foil.data_q)
         meta = {"shift_lin": p.shift_lin, "amp_lin": p.amp_lin, "kernel_scale": p.kernel_scale,
                 "beamtime_s": self.beamtime_s, "current_eV": self.current_eV, "next_id": self._next_id,
-                "next_refit": self._next_refit}
+                "next_refit": self._next_refit, "harmonic_prior": getattr(p, "harmonic_prior", None)}
         return arrays, meta
 
     def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
@@ -444,9 +464,11 @@ class XASAgent(BayesAgent):
         self._next_id, self._next_refit = int(meta["next_id"]), int(meta["next_refit"])
         self._queue = [tuple(map(float, q)) for q in arrays["queue"]]
         if "foil_e" in arrays and len(arrays["foil_e"]):
-            self.foil = ReferenceFoil.from_library(SpectraLibrary.from_csv())
-            self.foil.load(arrays["foil_e"], arrays["foil_y"], arrays["foil_var"])
-        p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"])
+            self.foil = self._new_foil()
+            self.foil.load(arrays["foil_e"], arrays["foil_y"], arrays["foil_var"], arrays.get("foil_q"))
+        hp = meta.get("harmonic_prior")
+        p.harmonic_prior = None if hp is None else (float(hp[0]), float(hp[1]))
+        p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"], y_lin=arrays.get("y_lin"))
 
 
 def library_covering(prior, library: SpectraLibrary | None = None) -> SpectraLibrary:

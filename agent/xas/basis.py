@@ -13,10 +13,10 @@ Prior: μ = m + Φ z, z ~ N(0, I_r), with Φ = [Φ_pc | Φ_sp]:
   Above the measured library (7196.85 eV) the library, and so m, s and the PCs, are SYNTHETIC when built from
   ``agent.xas.exafs.extended_library``.
 
-Posterior (``BasisPosterior``): the state x = [z (r), δ, a, b, c3, c4] with the measurement model, nuisance priors,
+Posterior (``BasisPosterior``): the state x = [z (r), δ, a, b, c3, c4, η] with the measurement model, nuisance priors,
 linearisation in (a, δ) (μ(E - δ) ≈ m - m' δ + Φ z) and design targets of ``agent.xas.design.XASPosterior``, whose
-public interface it shares. Alongside the (r+5)² covariance S it keeps, per grid candidate j, the row M_j of
-M = H S Cᵀ (n × (r+5); H the grid's measurement rows, CᵀC = LᵀL with L = [Φ, T] the target map), its squared
+public interface it shares. Alongside the (r+6)² covariance S it keeps, per grid candidate j, the row M_j of
+M = H S Cᵀ (n × (r+6); H the grid's measurement rows, CᵀC = LᵀL with L = [Φ, T] the target map), its squared
 norm q_j = |L S h_j|² and s_j = h_jᵀ S h_j. A measurement is one pass over M (a numba kernel: the rank-1 update
 of the row and its new squared norm, a sum of squares as in the dense class) and s_j -= (h_jᵀ S h)² / (hᵀ S h + v)
 (O(n) given H S h, which costs O(n (r_pc + nnz per row)) through the sparse block): a decision is O(n r), memory
@@ -207,7 +207,7 @@ def residual_error(prior: BasisPrior, library: SpectraLibrary, below_eV: float =
 
 
 class BasisPosterior:
-    """Linear-Gaussian posterior of μ in the basis state x = [z, δ, a, b, c3, c4] (module doc); the public
+    """Linear-Gaussian posterior of μ in the basis state x = [z, δ, a, b, c3, c4, η] (module doc); the public
     interface of ``agent.xas.design.XASPosterior`` with memory O(n r) and O(n r) per update and decision."""
 
     def __init__(self, prior_basis: BasisPrior, nuisance: Nuisance | None = None, shift_lin_eV: float = 0.0,
@@ -219,17 +219,18 @@ class BasisPosterior:
         self.set_linearisation(shift_lin_eV, nuisance.amp_mean if amp_lin is None else amp_lin, kernel_scale)
 
     # -- model pieces --------------------------------------------------------------------------
-    def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True) -> None:
-        """Linearise about (``amp``, ``shift_eV``) with prior covariance × ``kernel_scale``; re-solve
-        (``full=False``: the mean only)."""
+    def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True,
+                          y_lin: np.ndarray | None = None) -> None:
+        """Linearise about (``amp``, ``shift_eV``) with prior covariance × ``kernel_scale`` and the harmonic term
+        about the absorbance ``y_lin`` (as ``XASPosterior.set_linearisation``); re-solve (``full=False``: the mean
+        only)."""
         self.shift_lin, self.amp_lin, self.kernel_scale = float(shift_eV), float(amp), float(kernel_scale)
         pb = self.prior0.shifted(self.shift_lin) if self.shift_lin else self.prior0
         self.m, self.phi_pc, self.phi_sp = pb.mean, pb.phi_pc, pb.phi_sp
         self.dm = np.gradient(self.m, self.energy)
-        self.theta = np.stack([-self.amp_lin * self.dm, self.m, np.ones(self.n), self.u**3, self.u**4], axis=1)
-        nu = self.nuisance
-        self.x0 = np.concatenate([np.zeros(self.r), [-self.shift_lin, nu.amp_mean, nu.offset_mean, 0.0, 0.0]])
-        self.theta_var = np.array([nu.shift_sd_eV, nu.amp_sd, nu.offset_sd, nu.bg_sd, nu.bg_sd]) ** 2
+        self._set_y_lin(y_lin)
+        self.theta, tail, self.theta_var = self.nuisance.terms(self)
+        self.x0 = np.concatenate([np.zeros(self.r), tail])
         self.s0 = np.concatenate([np.full(self.r, self.kernel_scale), self.theta_var])
         if self.target == "mu":
             self.T = np.zeros((self.n, N_NUISANCE))
@@ -261,7 +262,7 @@ class BasisPosterior:
         return np.diag(self.s0)
 
     def rows(self, energies) -> np.ndarray:
-        """State-space measurement rows H (k, r+5) for energies (eV) inside the grid (linear interpolation)."""
+        """State-space measurement rows H (k, r+6) for energies (eV) inside the grid (linear interpolation)."""
         e = np.atleast_1d(np.asarray(energies, float))
         j, w = self._locate(e)
         rp, r = self.r_pc, self.r
@@ -273,6 +274,8 @@ class BasisPosterior:
         return h
 
     _locate = XASPosterior._locate  # the same grid lookup
+    _set_y_lin = XASPosterior._set_y_lin
+    y_fundamental = XASPosterior.y_fundamental
 
     def _recompute(self) -> None:
         """M = H S Cᵀ, q, s and the predicted y exactly from S and x (O(n r²) flops with the sparse block)."""
@@ -283,7 +286,7 @@ class BasisPosterior:
 
     # -- inference -----------------------------------------------------------------------------
     def data_terms(self, energies=None, var=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For the stored data (or ``energies`` eV with noise ``var``): H (k, r+5), S0 Hᵀ, H_z (kernel_scale I) H_zᵀ
+        """For the stored data (or ``energies`` eV with noise ``var``): H (k, r+6), S0 Hᵀ, H_z (kernel_scale I) H_zᵀ
         and H_θ Var(θ) H_θᵀ + R, as ``XASPosterior.data_terms`` (for the agent's prior-scale fit)."""
         e = np.asarray(self.data_e if energies is None else energies, float)
         var = np.asarray(self.data_var if energies is None else var, float)
@@ -305,15 +308,18 @@ class BasisPosterior:
         if not self.data_e:
             self.x, self.S = self.x0.copy(), np.asfortranarray(np.diag(self.s0))
         else:
+            free = self.s0 > 0  # a nuisance of prior sd 0 (no harmonic) stays at its prior mean
             h = self.rows(self.data_e)
-            hw = h / np.asarray(self.data_var)[:, None]
-            lam = np.diag(1.0 / self.s0) + h.T @ hw
+            hw = h[:, free] / np.asarray(self.data_var)[:, None]
+            lam = np.diag(1.0 / self.s0[free]) + h[:, free].T @ hw
             c = linalg.cho_factor(lam, lower=True)
-            self.x = self.x0 + linalg.cho_solve(c, hw.T @ (np.asarray(self.data_y) - h @ self.x0))
+            self.x = self.x0.copy()
+            self.x[free] += linalg.cho_solve(c, hw.T @ (np.asarray(self.data_y) - h @ self.x0))
             if not full:
                 self._y = self._times(self.x, self.theta, self.amp_lin)
                 return
-            s = linalg.cho_solve(c, np.eye(self.p))
+            s = np.zeros((self.p, self.p))
+            s[np.ix_(free, free)] = linalg.cho_solve(c, np.eye(int(free.sum())))
             self.S = np.asfortranarray(0.5 * (s + s.T))
         self._recompute()
 

@@ -1,9 +1,14 @@
 """Sequential and batch A-optimal design of XAS energy points (DESIGN §4.2).
 
-Measurement model (transmission): y = ln(I0/It) = mu*t = a * mu(E) + b + c3 (E_ref/E)^3 + c4 (E_ref/E)^4,
-with mu ~ GaussianPrior. The amplitude a (edge step) and a rigid edge shift delta (mu(E) = mu_lib(E - delta))
-are linearised about (a_lin, delta_lin), which makes the state x = [r (n grid values), delta, a, b, c3, c4]
-jointly Gaussian with mu = m + r - m' delta and y linear in x. Each measurement is a rank-1 update of the
+Measurement model (transmission): y = ln(I0/It) = mu*t = a * mu(E) + b + c3 (E_ref/E)^3 + c4 (E_ref/E)^4
+- eta (exp(y_lin(E)) - 1), with mu ~ GaussianPrior. The last term is a harmonic: a fraction eta of I0's photons
+(at 3E) that pass the sample almost unattenuated, It/I0 = (1-eta) e^-y + eta, so ln(I0/It) ~= y - eta (e^y - 1)
+to first order in eta (the second order, (eta e^y)^2/2, is ~1e-3 at eta = 0.5 %, mu*t = 2.2), with y_lin the
+absorbance the model is linearised about; its prior sd ``Nuisance.harmonic_sd`` is 0 (no harmonic) by default,
+and the agent replaces its prior by the reference foil's measurement of it (``XASAgent._harmonic_prior``).
+The amplitude a (edge step) and a rigid edge shift delta (mu(E) = mu_lib(E - delta)) are linearised about
+(a_lin, delta_lin), which makes the state x = [r (n grid values), delta, a, b, c3, c4, eta] jointly Gaussian
+with mu = m + r - m' delta and y linear in x. Each measurement is a rank-1 update of the
 posterior covariance S; alongside S we keep M = L S H^T, L = [I, T] the map from x to the design target
 (``TARGETS``: mu itself, or the measured mu*t in edge-step units, (a_lin r + theta x_nuisance) / a_lin) and H the
 measurement rows of the grid energies, so the expected reduction of trace(L S L^T) from candidate j,
@@ -27,7 +32,7 @@ from scipy.linalg import blas
 
 from agent.xas.prior import E_REF_EV, GaussianPrior
 
-N_NUISANCE = 5  # delta, a, b, c3, c4
+N_NUISANCE = 6  # delta, a, b, c3, c4, eta
 TARGETS = {
     "absorbance": "the measured mu*t(E) in units of the edge step (mu*t / a): the spectrum the scan determines",
     "mu": "the normalised mu(E): also carries the edge-step (normalisation) uncertainty of a 105 eV window",
@@ -84,7 +89,8 @@ class MoveCost:
 @dataclass(frozen=True)
 class Nuisance:
     """Gaussian priors of the nuisance parameters: amplitude a (edge step), edge shift delta (eV),
-    offset b and background coefficients c3, c4 (reference: amplitude 1.75 +- 5, backgrounds +- 5)."""
+    offset b, background coefficients c3, c4 (reference: amplitude 1.75 +- 5, backgrounds +- 5) and the
+    harmonic fraction eta of I0 (mean 0, sd ``harmonic_sd``; 0: harmonic rejection taken as complete)."""
 
     amp_mean: float = 1.5
     amp_sd: float = 1.0
@@ -92,11 +98,25 @@ class Nuisance:
     offset_mean: float = 0.0
     offset_sd: float = 5.0
     bg_sd: float = 5.0
+    harmonic_sd: float = 0.0
 
     def __post_init__(self):
         if not (self.amp_mean > 0 and self.amp_sd > 0 and self.shift_sd_eV > 0 and self.offset_sd > 0
-                and self.bg_sd > 0):
+                and self.bg_sd > 0 and self.harmonic_sd >= 0):
             raise ValueError(f"invalid nuisance prior {self!r}")
+
+    def terms(self, post) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(theta (n, 6), prior means (6,), prior variances (6,)) of the nuisances of ``post`` (an
+        ``XASPosterior`` or ``BasisPosterior`` at its linearisation: ``amp_lin``, ``shift_lin``, ``m``, ``dm``,
+        ``u``, ``y_lin``, ``harmonic_prior``): the columns of y = ... + theta @ [delta, a, b, c3, c4, eta] on the
+        grid. ``post.harmonic_prior`` (mean, sd), when set (the reference foil's measurement of the harmonic),
+        replaces eta's prior N(0, ``harmonic_sd``²)."""
+        harmonic = -np.expm1(np.clip(post.y_lin, -5, 12))
+        theta = np.stack([-post.amp_lin * post.dm, post.m, np.ones(post.n), post.u**3, post.u**4, harmonic], axis=1)
+        eta_mean, eta_sd = getattr(post, "harmonic_prior", None) or (0.0, self.harmonic_sd)
+        mean = np.array([-post.shift_lin, self.amp_mean, self.offset_mean, 0.0, 0.0, eta_mean])
+        var = np.array([self.shift_sd_eV, self.amp_sd, self.offset_sd, self.bg_sd, self.bg_sd, eta_sd]) ** 2
+        return theta, mean, var
 
 
 def draw_states(mean: np.ndarray, cov: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -134,24 +154,37 @@ class XASPosterior:
         self.data_var: list[float] = []
 
     # -- model pieces --------------------------------------------------------------------------
-    def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True) -> None:
-        """Linearise about (``amp``, ``shift_eV``) with prior covariance x ``kernel_scale``; re-solve
+    def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True,
+                          y_lin: np.ndarray | None = None) -> None:
+        """Linearise about (``amp``, ``shift_eV``) with prior covariance x ``kernel_scale`` and the harmonic
+        term about the absorbance ``y_lin`` on the grid (default: amp m + offset of the prior); re-solve
         (``full=False``: the mean only)."""
         self.shift_lin, self.amp_lin, self.kernel_scale = float(shift_eV), float(amp), float(kernel_scale)
         p = self.prior0.shifted(self.shift_lin) if self.shift_lin else self.prior0
         self.m = p.mean
         self.K = p.cov * self.kernel_scale
         self.dm = np.gradient(self.m, self.energy)
-        self.theta = np.stack([-self.amp_lin * self.dm, self.m, np.ones(self.n), self.u**3, self.u**4], axis=1)
-        nu = self.nuisance
-        self.x0 = np.concatenate([np.zeros(self.n), [-self.shift_lin, nu.amp_mean, nu.offset_mean, 0.0, 0.0]])
-        self.theta_var = np.array([nu.shift_sd_eV, nu.amp_sd, nu.offset_sd, nu.bg_sd, nu.bg_sd]) ** 2
+        self._set_y_lin(y_lin)
+        self.theta, tail, self.theta_var = self.nuisance.terms(self)
+        self.x0 = np.concatenate([np.zeros(self.n), tail])
         if self.target == "mu":
             self.T = np.zeros((self.n, N_NUISANCE))
             self.T[:, 0] = -self.dm
         else:
             self.T = self.theta / self.amp_lin
         self.resolve(full)
+
+    def _set_y_lin(self, y_lin: np.ndarray | None) -> None:
+        """The absorbance (n,) the harmonic term is linearised about: ``y_lin``, else amp m + offset."""
+        default = self.amp_lin * self.m + self.nuisance.offset_mean
+        self.y_lin = default if y_lin is None else np.asarray(y_lin, float).copy()
+        if self.y_lin.shape != (self.n,):
+            raise ValueError(f"y_lin has shape {self.y_lin.shape}, the grid {self.n} energies")
+
+    def y_fundamental(self) -> np.ndarray:
+        """Posterior mean of the fundamental's absorbance on the grid (y without the harmonic term): the
+        next ``y_lin``."""
+        return self.y_pred() - self.theta[:, -1] * self.x[-1]
 
     def prior_cov(self) -> np.ndarray:
         s0 = np.zeros((self.n + N_NUISANCE,) * 2, order="F")

@@ -26,11 +26,22 @@ REALISTIC_TRUTH = {
 }
 REALISTIC_BACKGROUND = {"c3": 0.04, "c4": -0.02}  # μt background (E_ref/E)^3, ^4 on the sample
 #: The beamline's answers to that truth: an anti-backlash approach from below (eV of overshoot, more
-#: than the lash; the monochromator's and the agent's move cost) and the glitch map (eV windows the
-#: agent never chooses, ± 2 FWHM about each glitch).
+#: than the lash; the monochromator's and the agent's move cost), the glitch map (eV windows the
+#: agent never chooses, ± 2 FWHM about each glitch) and the harmonic rejection as the beamline knows it
+#: (detuned crystals or a mirror leave up to ~1 % at 3E: the prior sd of the harmonic fraction, the
+#: agent's and its foil channel's; not the simulated 0.5 % itself).
 REALISTIC_PRACTICE = {"backlash_eV": 0.2,
                       "avoid_eV": [[g.energy_eV - 2 * g.width_eV, g.energy_eV + 2 * g.width_eV]
-                                   for g in REALISTIC_TRUTH["beam"].glitches]}
+                                   for g in REALISTIC_TRUTH["beam"].glitches],
+                      "harmonic_sd": 0.01}
+
+
+def realistic_practice() -> dict:
+    """``xas_agent`` keyword arguments of ``REALISTIC_PRACTICE``: move cost, glitch map, harmonic prior."""
+    from agent.xas.design import MoveCost, Nuisance
+
+    return {"cost": MoveCost(backlash_eV=REALISTIC_PRACTICE["backlash_eV"]), "avoid_eV": REALISTIC_PRACTICE["avoid_eV"],
+            "nuisance": Nuisance(harmonic_sd=REALISTIC_PRACTICE["harmonic_sd"])}
 
 
 @dataclass

@@ -102,11 +102,9 @@ def one(args):
         target = VALENCE_TARGET_OVER_FLOOR * float(probe.quantity.floor_std.max())
     practice = {}
     if truth_kind == "realistic":
-        from agent.xas.design import MoveCost
-        from sim_devices.xas.endstation import REALISTIC_PRACTICE
+        from sim_devices.xas.endstation import realistic_practice
 
-        practice = {"cost": MoveCost(backlash_eV=REALISTIC_PRACTICE["backlash_eV"]),
-                    "avoid_eV": REALISTIC_PRACTICE["avoid_eV"]}
+        practice = realistic_practice()
     agent = xas_agent(exclude=name, quantity=probe.quantity, target_std=target,
                       stop_rule=Budget(beamtime_s=BUDGET_S), **practice)
     if truth_kind == "realistic":

@@ -55,12 +55,10 @@ class XASOptions(RehearsalOptions):
                 f"in {QUANTITY_UNIT.get(self.quantity)})")
         rmse = (self.target_std if self.target_std is not None else self.target_rmse) if spectrum else None
         practice = {}
-        if self.realistic:  # the beamline's anti-backlash approach and glitch map
-            from agent.xas.design import MoveCost
-            from sim_devices.xas.endstation import REALISTIC_PRACTICE
+        if self.realistic:  # the beamline's anti-backlash approach, glitch map and harmonic prior
+            from sim_devices.xas.endstation import realistic_practice
 
-            practice = {"cost": MoveCost(backlash_eV=REALISTIC_PRACTICE["backlash_eV"]),
-                        "avoid_eV": REALISTIC_PRACTICE["avoid_eV"]}
+            practice = realistic_practice()
         return make_agent(self.sample, rmse, self.prior, self.max_points, target=self.target,
                           quantity=None if spectrum else self.quantity,
                           target_std=None if spectrum else self.target_std, components=self.components, **practice)
