@@ -458,24 +458,37 @@ class XASFeeder(CallbackBase):
 
 
 FLY_XAS_RULE = "xas-fly-bin-proof/1"
+#: A fly bin proves it had beam when the ring's mean current over its gate is at least this fraction of the
+#: sweep's median (and at least the floor): a dump or refill inside the bin pulls its mean down.
+FLY_BEAM_FRACTION = 0.9
 
 
 def fly_bin_problems(data: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
     """Why each bin of one stored fly sweep (a ``primary`` event's ``data`` of ``adaptive_fly_xas``) is not
     proven, ``""`` for a bin that is: its encoder readback ``spec["energies"]`` within ``spec["tolerance"]`` (eV)
-    of its requested centre ``spec["requested"]``, I0 and It (``spec["counts"]``) finite and positive, a finite
-    positive gate time ``spec["dwell"]`` (s). Arrays of different lengths: every bin unproven."""
+    of its requested centre ``spec["requested"]``; when the spec names the ring's mean current over each gate
+    (``spec["ring"]``, mA), at least ``spec["beam_floor_ma"]`` and ``spec["beam_fraction"]`` of the sweep's median
+    (beam there through the whole bin); I0 and It (``spec["counts"]``) finite and positive; a finite positive gate
+    time ``spec["dwell"]`` (s). Arrays of different lengths: every bin unproven."""
     req = np.atleast_1d(np.asarray(data.get(spec["requested"], np.nan), dtype=float))
     got = np.atleast_1d(np.asarray(data.get(spec["energies"], np.nan), dtype=float))
     counts = [np.atleast_1d(np.asarray(data.get(k, np.nan), dtype=float)) for k in spec["counts"]]
     dwell = np.atleast_1d(np.asarray(data.get(spec["dwell"], np.nan), dtype=float))
-    if not all(a.shape == req.shape for a in (got, dwell, *counts)):
+    ring_key = spec.get("ring")
+    ring = np.atleast_1d(np.asarray(data.get(ring_key, np.nan), dtype=float)) if ring_key else None
+    if not all(a.shape == req.shape for a in (got, dwell, *counts, *([ring] if ring is not None else []))):
         return ["stored arrays of different lengths"] * req.size
     tol = float(spec["tolerance"])
+    if ring is not None:
+        floor = float(spec["beam_floor_ma"])
+        finite = ring[np.isfinite(ring)]
+        least = max(floor, float(spec.get("beam_fraction", 0.0)) * float(np.median(finite)) if finite.size else floor)
     out = []
     for k in range(req.size):
         if not abs(got[k] - req[k]) <= tol:
             out.append(f"readback {got[k]:.6g} eV not within {tol:g} eV of the bin centre {req[k]:.6g} eV")
+        elif ring is not None and not ring[k] >= least:
+            out.append(f"beam lost during the bin (ring current {ring[k]:.3g} mA over its gate < {least:.3g} mA)")
         elif not all(np.isfinite(c[k]) and c[k] > 0 for c in counts):
             out.append(f"counts {', '.join(f'{c[k]:.6g}' for c in counts)} not finite positive numbers")
         elif not (np.isfinite(dwell[k]) and dwell[k] > 0):

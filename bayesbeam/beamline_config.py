@@ -7,7 +7,8 @@ and sample-temperature setpoints) and, in a file that declares itself ``simulate
 enforces it on every write). ``load_beamline`` checks the file against ``SCHEMA`` and reports every problem
 at once, each naming the file, the section and the key. A file configures one or both end stations
 (``END_STATIONS``): magnetic Compton (``[detector]`` + ``[magnet]``, optionally the sample temperature
-controller ``[temperature]``) and XAS (``[mono]`` motor record + ``[ion_chambers]`` scaler record).
+controller ``[temperature]``) and XAS (``[mono]`` motor record + ``[ion_chambers]`` scaler record, optionally
+the fly-scan scaler ``[fly]``: a multichannel scaler's SIS38XX PVs and the encoder's position-compare step).
 ``access_security`` and ``gateway_pvlist`` give the same rule as an EPICS access-security file and a
 CA-gateway PV list, shipped next to the beamline file (what really stops a person typing ``caput`` in the
 session is the IOC's access security or a gateway).
@@ -90,6 +91,23 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
         "it_name": (str, True, False, "device name of the transmitted-beam chamber"),
         "it_channel": (int, True, False, "scaler channel of It (1-32)"),
     },
+    "fly": {
+        "name": (str, True, False, "device name of the fly-scan scaler (event keys start with it; plans find it "
+                                   "by this name)"),
+        "mcs": (str, True, True, "prefix of the multichannel scaler's SIS38XX PVs (EraseStart, StopAll, NuseAll, "
+                                 "ChannelAdvance, Acquiring, CurrentChannel, mca<n> …)"),
+        "pulse_step": (str, True, True, "the monochromator encoder's position-compare step (eV of encoder travel per "
+                                        "channel-advance pulse of the MCS)"),
+        "clock_channel": (int, True, False, "MCS input (1-32) of the internal reference clock"),
+        "i0_channel": (int, True, False, "MCS input of I0"),
+        "it_channel": (int, True, False, "MCS input of It"),
+        "ring_channel": (int, True, False, "MCS input of the ring current's V/F converter"),
+        "encoder_channel": (int, True, False, "MCS input of the monochromator encoder's counts"),
+        "clock_hz": ((int, float), True, False, "reference clock frequency (Hz): gate time = ticks / clock_hz"),
+        "ring_hz_per_ma": ((int, float), True, False, "ring current V/F gain (Hz per mA)"),
+        "encoder_ev_per_count": ((int, float), True, False, "encoder resolution (eV per count)"),
+        "max_speed_eV_s": ((int, float), False, False, "fastest sweep speed the plans may ask (eV/s, default 20)"),
+    },
     "ring": {
         "name": (str, True, False, "device name"),
         "current": (str, True, True, "ring current (mA)"),
@@ -119,17 +137,23 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, bool, str]]] = 
                                                     "the sample temperature is N K off, until 0 is put"),
         "temperature_stuck": (str, False, True, "simulation only: next N temperature moves complete without "
                                                 "the heater moving"),
+        "mcs_hang": (str, False, True, "simulation only: next N MCS acquisitions never report their end until "
+                                       "StopAll"),
     },
 }
-OPTIONAL_SECTIONS = {"beamtime", "faults", "detector", "magnet", "temperature", "mono", "ion_chambers"}
+OPTIONAL_SECTIONS = {"beamtime", "faults", "detector", "magnet", "temperature", "mono", "ion_chambers", "fly"}
 # End stations: sections that come together; a beamline file has at least one of them.
 END_STATIONS = {"magnetic Compton": ("detector", "magnet"), "XAS": ("mono", "ion_chambers")}
 RECORDS = (("detector", "mca"), ("mono", "motor"), ("ion_chambers", "scaler"))
 # What the session writes: these records (and their fields) and PVs; the [faults] PVs in a simulated file.
-WRITES = (*RECORDS, ("magnet", "setpoint"), ("temperature", "setpoint"))
+WRITES = (*RECORDS, ("magnet", "setpoint"), ("temperature", "setpoint"), ("fly", "mcs"), ("fly", "pulse_step"))
 # The records of mca.db beside an MCA record (prefix + suffix) that ophyd's EpicsMCA writes.
 MCA_DB_RECORDS = ("Start", "Stop", "Erase", "EraseStart", "CheckACQG", "ClientWait", "EnableWait", "Read",
                   "SetClientWait", "Status", "WhenAcqStops", "Why1", "Why2", "Why3", "Why4")
+# The SIS38XX PVs (after the [fly] mcs prefix) the fly scaler writes, and those it reads besides its mca<n> records.
+MCS_WRITES = ("EraseStart", "StopAll", "NuseAll", "ChannelAdvance", "Dwell")
+MCS_READS = ("Acquiring", "CurrentChannel", "MaxChannels", "ElapsedReal")
+FLY_CHANNELS = ("clock_channel", "i0_channel", "it_channel", "ring_channel", "encoder_channel")
 SIMULATION_ONLY = (("faults", None), ("beamtime", "time_scale"))  # (section, key or None: the whole section)
 TOP_LEVEL = {"name": str, "description": str, "simulated": bool}
 
@@ -201,7 +225,15 @@ class BeamlineConfig:
                 return True
             if sec == "detector" and pv.startswith(rec) and pv[len(rec):] in MCA_DB_RECORDS:
                 return True
-        return False
+        mcs = self.data.get("fly", {}).get("mcs")
+        return mcs is not None and pv.startswith(mcs) and pv[len(mcs):] in MCS_WRITES
+
+    def mcs_read_pvs(self) -> list[str]:
+        """The PVs of the ``[fly]`` MCS the session reads (``MCS_READS`` and the configured inputs' mca records)."""
+        fly = self.data.get("fly")
+        if fly is None:
+            return []
+        return [fly["mcs"] + r for r in MCS_READS] + [f"{fly['mcs']}mca{fly[k]}" for k in FLY_CHANNELS]
 
     def timeout_floor_s(self) -> float:
         """The absolute wall-clock floor of every device timeout (s): ``$BAYESBEAM_TIMEOUT_FLOOR_S`` if
@@ -287,6 +319,15 @@ def validate(data: dict[str, Any], where: str = "configuration") -> list[str]:
         if all(isinstance(c, int) for c in chans):
             if not all(1 <= c <= 32 for c in chans) or chans[0] == chans[1]:
                 problems.append(f"{where}: [ion_chambers] channels {chans} must be two different of 1-32")
+    fly = data.get("fly")
+    if isinstance(fly, dict):
+        if not all(sec in data for sec in END_STATIONS["XAS"]):
+            problems.append(f"{where}: [fly] is the XAS end station's fly-scan scaler: it needs [mono] and "
+                            "[ion_chambers]")
+        chans = [fly.get(k) for k in FLY_CHANNELS]
+        if all(isinstance(c, int) for c in chans) and not (all(1 <= c <= 32 for c in chans)
+                                                           and len(set(chans)) == len(chans)):
+            problems.append(f"{where}: [fly] inputs {chans} must be different ones of 1-32")
     ring = data.get("ring")
     if isinstance(ring, dict) and isinstance(ring.get("max_gap_s"), (int, float)) and not ring["max_gap_s"] > 0:
         problems.append(f"{where}: [ring] max_gap_s must be > 0 s, got {ring['max_gap_s']}")
@@ -321,7 +362,16 @@ def _record_group(config: BeamlineConfig) -> list[tuple[str, str]]:
         out.append((pv, f"[{sec}] {name}"))
         if key == "detector.mca":
             out += [(pv + r, f"mca.db beside [{sec}] {name}") for r in MCA_DB_RECORDS]
+        if key == "fly.mcs":  # a prefix, not a record: its SIS38XX PVs
+            out[-1:] = [(pv + r, f"SIS38XX after [{sec}] {name}") for r in MCS_WRITES]
     return out
+
+
+def _read_group(config: BeamlineConfig) -> list[tuple[str, str]]:
+    """``(PV, where)`` the session only reads: the file's read-only PVs and the MCS's read PVs."""
+    rows = [(pv, f"[{k.split('.')[0]}] {k.split('.')[1]}") for k, pv in config.pvs().items()
+            if k not in config.written_pvs() and not k.startswith("faults.")]
+    return rows + [(pv, "SIS38XX after [fly] mcs") for pv in config.mcs_read_pvs()]
 
 
 def access_security(config: BeamlineConfig) -> str:
@@ -330,8 +380,7 @@ def access_security(config: BeamlineConfig) -> str:
     read-only ones; fault records (a simulated IOC only) are read-only unless faults are enabled."""
     fname = config.path.name
     written = _record_group(config)
-    readonly = [(pv, f"[{k.split('.')[0]}] {k.split('.')[1]}") for k, pv in config.pvs().items()
-                if k not in config.written_pvs() and not k.startswith("faults.")]
+    readonly = _read_group(config)
     faults = [(pv, f"[faults] {k.split('.')[1]}") for k, pv in config.pvs().items() if k.startswith("faults.")]
     lines = [f"# EPICS access security (ACF) for beamline {config.name}: generated from {fname} by",
              "# bayesbeam.beamline_config.access_security (tests/test_device_integrity.py checks it is current).",
@@ -373,8 +422,7 @@ def gateway_pvlist(config: BeamlineConfig) -> str:
              f"# -access {acf}; a PV that no line allows is not served.",
              "EVALUATION ORDER ALLOW, DENY"]
     rows = [(pv, "BAYESBEAM_WRITE") for pv, _ in _record_group(config)]
-    rows += [(pv, "READONLY") for k, pv in config.pvs().items()
-             if k not in config.written_pvs() and not k.startswith("faults.")]
+    rows += [(pv, "READONLY") for pv, _ in _read_group(config)]
     rows += [(pv, "FAULTS") for k, pv in config.pvs().items() if k.startswith("faults.")]
     fields = r"(\..*)?"  # the PV itself or any of its fields
     lines += [f"{pv + fields:<40} ALLOW {group}" for pv, group in rows]

@@ -5,8 +5,9 @@ builds the end stations the file configures: the Compton detector (``EpicsMCA`` 
 calibration), magnet (a put-completion setpoint/readback positioner) and, if configured, the sample
 temperature controller (``EpicsTemperature``, the same shape, in K), the XAS monochromator
 (stock ``EpicsMotor``) and ion chambers (``EpicsScaler``, one device per chamber on the shared
-scaler record), plus the ring current (``bayesbeam.epics_ring.EpicsRingCurrent``: the minimum over each
-count from the PV's monitor updates) and the beamtime (``EpicsSignalRO``); it waits for every PV
+scaler record) and, with ``[fly]``, the fly-scan scaler (``bayesbeam.epics_fly.EpicsFlyScaler``), plus
+the ring current (``bayesbeam.epics_ring.EpicsRingCurrent``: the minimum over each count from the PV's
+monitor updates) and the beamtime (``EpicsSignalRO``); it waits for every PV
 up to the configured timeout, and raises ``BeamlineConnectionError`` naming each PV that did not
 connect and where it is configured.
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import EpicsMotor, EpicsSignal, EpicsSignalRO, Kind, Signal
+from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind, Signal
 from ophyd import FormattedComponent as FCpt
 from ophyd.mca import EpicsMCA
 from ophyd.pv_positioner import PVPositionerPC
@@ -618,10 +619,12 @@ class EpicsBeamline:
     gate: WriteGate | None = None
     timing: DeviceTiming = field(default_factory=DeviceTiming)
     sample_temp: EpicsTemperature | None = None
+    fly: Device | None = None  # bayesbeam.epics_fly.EpicsFlyScaler
 
     def devices(self) -> dict:
         out = {"ge": self.ge, "magnet": self.magnet, "sample_temp": self.sample_temp, "mono": self.mono,
-               "i0": self.i0, "it": self.it, "ring": self.ring, "beamtime": self.beamtime, **self.faults}
+               "i0": self.i0, "it": self.it, "fly": self.fly, "ring": self.ring, "beamtime": self.beamtime,
+               **self.faults}
         return {k: v for k, v in out.items() if v is not None}
 
     def armed_faults(self) -> list[str]:
@@ -703,7 +706,7 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
     pyepics_fixes.install()  # a read libca refused (IOC restart) must not block its PV for good
     timeout_s = config.timeout_s() if timeout_s is None else float(timeout_s)
     deadline = time.monotonic() + timeout_s
-    ge = magnet = temp = mono = i0 = it = None
+    ge = magnet = temp = mono = i0 = it = fly = None
     if config.has("magnetic Compton"):
         det, mag = config.data["detector"], config.data["magnet"]
         ge = ComptonMCA(det["mca"], monitor_pv=det["monitor"], name=det["name"])
@@ -728,6 +731,15 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         # iterated), so It is built once i0's channels are up.
         _wait_connected(_signals(i0), deadline)
         it = IonChamberScaler(ic["scaler"], channel=ic["it_channel"], gate=gate, name=ic["it_name"])
+        if config.section("fly"):
+            from bayesbeam.epics_fly import EpicsFlyScaler
+
+            f = config.data["fly"]
+            fly = EpicsFlyScaler(mcs=f["mcs"], pulse_step_pv=f["pulse_step"], mono=mono, name=f["name"],
+                                 channels={k: f[f"{k}_channel"] for k in ("clock", "i0", "it", "ring", "encoder")},
+                                 max_speed_eV_s=float(f.get("max_speed_eV_s", 20.0)), clock_hz=float(f["clock_hz"]),
+                                 ring_hz_per_ma=float(f["ring_hz_per_ma"]),
+                                 encoder_ev_per_count=float(f["encoder_ev_per_count"]))
     ring = config.data["ring"]
     current = EpicsRingCurrent(ring["current"], name=ring["name"], max_gap_s=ring.get("max_gap_s", DEFAULT_MAX_GAP_S))
     bt = config.section("beamtime")
@@ -736,7 +748,7 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
     scale_pv = (bt or {}).get("time_scale")
     scale = EpicsSignalRO(scale_pv, name="time_scale") if scale_pv else None
     bl = EpicsBeamline(config, ge, magnet, current, beamtime, faults, mono, i0, it, gate=WriteGate(config),
-                       sample_temp=temp)
+                       sample_temp=temp, fly=fly)
     stray = sorted(pv for pv in writable_pvs(bl.devices().values()) if not bl.gate.allows(pv))
     if stray:
         raise BeamlineConnectionError(f"devices would write to PVs not in {config.path}: {stray}")
@@ -746,7 +758,7 @@ def connect_beamline(config: BeamlineConfig, timeout_s: float | None = None) -> 
         raise BeamlineConnectionError(f"{scale_pv} ([beamtime] time_scale in {config.path.name}) reads {time_scale!r}: "
                                       "a simulated IOC's time scale must be a positive number")
     bl.timing = DeviceTiming(time_scale=time_scale, floor_s=config.timeout_floor_s())
-    for dev in (ge, magnet, temp, mono, i0, it):
+    for dev in (ge, magnet, temp, mono, i0, it, fly):
         if dev is not None:
             dev.timing = bl.timing
     for sig in (sig for dev in bl.devices().values() for sig in _signals(dev)):

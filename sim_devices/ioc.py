@@ -36,19 +36,38 @@ is on 127.0.0.1 (the IOC is a CA server only: no CA client context, whose UDP so
   ``RATE``, ``EGU``. As on the record (scalerRecord.c: ``PR1 = (epicsUInt32)(TP * FREQ)``, no check), a
   TP <= 0 is accepted as written and gives no usable time preset: the count runs until CNT = 0.
 - ``DCM:Energy`` a motor record (caproto's ``MotorFields``): the monochromator energy (eV). A put to
-  ``.VAL`` moves in settle + |ΔE|/``.VELO`` seconds of beamtime (``.DLY`` settle, s) with ``.DMOV``
-  0 → 1 and ``.MOVN`` 1 → 0 around it; ``.RBV``/``.DRBV`` readback, ``.MSTA`` status bits; ``.HLM``/
+  ``.VAL`` moves in |ΔE|/``.VELO`` + ``.ACCL`` seconds of beamtime (linear ramps of ``.ACCL`` s from rest to
+  ``.VELO`` and back: a new ``.VELO`` applies from the next move, which starts and ends at rest; a move too short
+  to reach the speed takes 2·√(|ΔE|·ACCL/VELO)), then the ``.DLY`` settle (s), with ``.DMOV``
+  0 → 1 and ``.MOVN`` 1 → 0 around it; the put completes when the move is done; ``.RBV``/``.DRBV``
+  readback, ``.MSTA`` status bits; ``.HLM``/
   ``.LLM`` soft limits (eV, also the ``.VAL`` control limits ophyd checks). As motorRecord.cc does_work()
   does, a put outside them is accepted: ``.LVIO`` = 1, ``.VAL`` keeps the previous target, nothing moves,
   ``.DMOV`` blinks 0 → 1 and the put completes (no alarm: ``.HLSV`` is NO_ALARM by default). ``.STOP``
   is accepted (a move is short and completes).
+- ``DCM:PSO:Step`` the monochromator encoder's position-compare output (eV): one channel-advance pulse to the
+  MCS per this much encoder travel, from where the encoder was at the MCS's ``EraseStart``; it also gates the
+  MCS on while the monochromator moves up
+- ``XAS:mcs1:…`` a Struck SIS3820 multichannel scaler with the PVs of synApps' ``SIS38XX`` database
+  (``sim_devices.xas.mcs``): ``EraseStart`` (put 1: erase and start; completes once acquiring), ``StopAll``
+  (put 1), ``Acquiring`` (1 while acquiring), ``NuseAll`` (channels, 1-``MaxChannels`` = 2048),
+  ``ChannelAdvance`` (``Internal``: ``Dwell`` s per channel at the standing monochromator; ``External``: one channel
+  per ``DCM:PSO:Step`` of encoder travel, counted only while the monochromator moves up, so the ramps are in the
+  gate times and the stops between moves are not), ``CurrentChannel``, ``ElapsedReal`` (s), and the inputs'
+  mca records ``mca1`` … ``mca5`` (``.VAL`` counts per channel, ``.NUSE``, ``.NORD`` channels acquired): 1 the
+  50 MHz clock (gate time = ticks / 5e7 s), 2 I0, 3 It (Poisson, the sample's μ(E) at the photons' energy: the
+  monochromator's calibration offset, drift and lash), 4 the ring current's V/F converter (2000 Hz per mA), 5 the
+  encoder (1 count per meV). The acquisition ends once ``NuseAll`` channels are filled or at ``StopAll``
 - ``STAT:Counts`` / ``STAT:ScalerCounts`` / ``STAT:MonoMoves`` spectra, scaler counts, monochromator moves
-  since start (read-only diagnostics)
+  since start; ``STAT:MonoMoveSpeeds`` the ``.VELO`` (eV/s) of each of the last 256 moves, oldest first
+  (read-only diagnostics)
 - faults, writable only when the IOC was started with ``faults=True`` (``bayesbeam ioc --faults``),
   read-only otherwise (as an access-security group would make them): ``FAULT:BeamDump`` (put s: the
   beam is dumped now for that long), ``FAULT:DumpMidCount`` (put s: dumped half-way through the next
-  count of either end station; the ring current PV is posted at the moment of the dump, so a run's
-  suspender sees it while the count is still going), ``FAULT:MagnetStuck`` (put n: the next n moves do
+  count of either end station, for an MCS acquisition when its channel advance reaches the middle channel;
+  the ring current PV is posted at the moment of the dump, so a run's suspender sees it while the count is
+  still going), ``FAULT:McsHang`` (put n: the next n MCS acquisitions never report their end, until
+  ``StopAll``), ``FAULT:MagnetStuck`` (put n: the next n moves do
   not reach the field), ``FAULT:MagnetHang`` (put n: the next n setpoint puts never complete; a later
   put abandons them), ``FAULT:DetectorNaN`` (put n: the next n spectra carry NaNs),
   ``FAULT:DetectorRefuse`` / ``FAULT:ScalerRefuse`` (put n: the next n counts are acknowledged at once
@@ -78,12 +97,14 @@ from sim_devices.compton.magnetisation import magnetisation_model
 from sim_devices.compton.samples import compton_sample
 from sim_devices.compton.temperature import SimTemperature
 from sim_devices.xas.endstation import make_xas_endstation
+from sim_devices.xas.mcs import MCSAcquisition, MCSRecords
 
 N_CHANNELS = 1024
 N_SCALER = 32
 SCALER_FREQ_HZ = 1e7
 MSTA_DONE, MSTA_MOVING = 0x2, 0x400  # motor record status bits
 IN_POSITION_K = 1.0  # TEMP:InPosition window around the setpoint (K)
+N_SPEEDS = 256  # STAT:MonoMoveSpeeds keeps the speeds of this many last moves
 
 
 async def _wait(status, poll_s: float = 0.002) -> None:
@@ -236,6 +257,12 @@ class ComptonBeamlineIOC(PVGroup):
     scaler = SubGroup(ScalerRecord, prefix="XAS:scaler1")
     n_scaler_counts = pvproperty(name="STAT:ScalerCounts", value=0, read_only=True)
     n_mono_moves = pvproperty(name="STAT:MonoMoves", value=0, read_only=True)
+    mono_speeds = pvproperty(name="STAT:MonoMoveSpeeds", value=[0.0], max_length=N_SPEEDS, read_only=True,
+                             doc="the .VELO (eV/s) of each of the last moves, oldest first")
+    mcs = SubGroup(MCSRecords, prefix="XAS:mcs1:")
+    pso_step = pvproperty(name="DCM:PSO:Step", value=0.1, precision=4, units="eV",
+                          doc="position compare: one channel-advance pulse per this much encoder travel (eV)")
+    fault_mcs_hang = pvproperty(name="FAULT:McsHang", value=0)
 
     def __init__(self, *args, sample: str = "fe", xas_sample: str = "Fe3O4", time_scale: float = 1e3,
                  seed: int | None = None, tick_s: float = 0.02, faults: bool = False, **kwargs):
@@ -264,6 +291,9 @@ class ComptonBeamlineIOC(PVGroup):
         self._scaler_stop: asyncio.Event | None = None
         self._mca_stop: asyncio.Event | None = None
         self._magnet_abandon: asyncio.Event | None = None
+        self._mcs_run: MCSAcquisition | None = None  # the MCS acquisition in progress
+        self._speeds: list[float] = []
+        self._tasks: set[asyncio.Task] = set()
         self._wall0 = time.monotonic()
 
     def _advance_clock(self) -> None:
@@ -386,15 +416,30 @@ class ComptonBeamlineIOC(PVGroup):
         await f.limit_violation.write(0)
         m.low_limit_eV.put(float(lo))
         m.high_limit_eV.put(float(hi))
-        m.speed_eV_s.put(float(f.velocity.value))
+        speed, accel = float(f.velocity.value), float(f.seconds_to_velocity.value)
+        m.speed_eV_s.put(speed)
+        m.accel_s.put(max(accel, 0.0))
         m.settle_time_s.put(float(f.readback_settle_time.value))
         self._advance_clock()
         await f.direction_of_travel.write(int(value >= m.position))
         await f.motor_status.write(MSTA_MOVING)
         await f.motor_is_moving.write(1)
+        run, plan = self._mcs_run, None
+        if run is not None:  # the MCS counts the move's encoder bins (before m.set: from where it starts)
+            plan = run.plan_move(m, (self.xas.i0, self.xas.it), self.bl.ring, m.position, float(value),
+                                 self.bl.clock.now, speed, max(accel, 0.0))
+            if plan is not None and plan.dump_at_s is not None:
+                self._spawn(self._post_ring_at(plan.dump_at_s, plan.dump_at_s + run.dump_armed_s))
         try:
             await _wait(m.set(value))
             await self.n_mono_moves.write(self.n_mono_moves.value + 1)
+            self._speeds = (self._speeds + [speed])[-N_SPEEDS:]
+            await self.mono_speeds.write(self._speeds)
+            if plan is not None and self._mcs_run is run:
+                run.apply(plan)
+                await self.mcs.current_channel.write(min(run.channel, run.nuse))
+                if run.full and not run.hang:
+                    await self._mcs_finish(run)
         finally:
             await f.user_readback_value.write(m.position)
             await f.dial_readback_value.write(m.position)
@@ -412,6 +457,81 @@ class ComptonBeamlineIOC(PVGroup):
     async def mono(fields, instance, value):
         await fields.parent.write_metadata(lower_ctrl_limit=value)
         return value
+
+    async def mcs_start(self) -> None:
+        """``EraseStart``: erase the MCS arrays and start acquiring ``NuseAll`` channels (``sim_devices.xas.mcs``);
+        consumes ``FAULT:McsHang`` (the acquisition never reports its end) and ``FAULT:DumpMidCount`` (the
+        beam goes when the channel advance reaches the middle channel). A start while acquiring ends that
+        acquisition first."""
+        if self._mcs_run is not None:
+            await self._mcs_finish(self._mcs_run)
+        mcs, m = self.mcs, self.xas.mono
+        self._advance_clock()
+        hang, dump = False, float(self.fault_dump_mid.value)
+        if self.fault_mcs_hang.value > 0:
+            hang = True
+            await self.fault_mcs_hang.write(self.fault_mcs_hang.value - 1)
+        if dump > 0:
+            await self.fault_dump_mid.write(0.0)
+        run = MCSAcquisition(nuse=int(mcs.nuse_all.value), external=mcs.channel_advance.value == "External",
+                             origin=m.position, step=float(self.pso_step.value), t0=self.bl.clock.now, hang=hang,
+                             dump_s=max(dump, 0.0))
+        for ch, counts in zip(mcs.channels, run.padded(0), strict=True):
+            await ch.val.write(counts)
+            await ch.nuse.write(run.nuse)
+            await ch.nord.write(0)
+        await mcs.current_channel.write(0)
+        await mcs.acquiring.write(1)
+        self._mcs_run = run
+        if not run.external:
+            self._spawn(self._mcs_internal(run))
+
+    async def _mcs_internal(self, run: MCSAcquisition) -> None:
+        """An Internal-advance acquisition: ``NuseAll`` × ``Dwell`` s of beamtime, then its end (none with no
+        positive dwell or ``FAULT:McsHang``: until ``StopAll``)."""
+        x = self.xas
+        timed = run.internal_counts(x.mono, (x.i0, x.it), self.bl.ring, float(self.mcs.dwell.value))
+        if timed is None:
+            return
+        total, dump_at = timed
+        if dump_at is not None:
+            self._spawn(self._post_ring_at(dump_at, dump_at + run.dump_armed_s))
+        await _wait(self.bl.clock.action(total, obj=None, what="MCS acquisition"))
+        if self._mcs_run is run and not run.hang:
+            await self._mcs_finish(run)
+
+    async def mcs_stop(self) -> None:
+        """``StopAll``: end the acquisition in progress (the arrays keep what was counted)."""
+        if self._mcs_run is not None:
+            await self._mcs_finish(self._mcs_run)
+
+    async def _mcs_finish(self, run: MCSAcquisition) -> None:
+        """Post the arrays, ``NORD``, ``ElapsedReal``, then ``Acquiring`` = 0 (a client that sees the end reads
+        the new arrays)."""
+        if self._mcs_run is not run:
+            return
+        self._mcs_run = None
+        self._advance_clock()
+        n = min(run.channel, run.nuse)
+        for ch, counts in zip(self.mcs.channels, run.padded(n), strict=True):
+            await ch.val.write(counts)
+            await ch.nord.write(n)
+        await self.mcs.elapsed_real.write(self.bl.clock.now - run.t0)
+        await self.mcs.current_channel.write(n)
+        await self.mcs.acquiring.write(0)
+
+    def _spawn(self, coro) -> None:
+        """Run ``coro`` as a task of the IOC's loop, referenced until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_ring_at(self, *at_s: float) -> None:
+        """Post the ring current at each beamtime of ``at_s`` (s) when it comes (a dump inside a sweep and
+        the refill, as the ring's monitor would)."""
+        for t in at_s:
+            await asyncio.sleep(max(0.0, (t - self.bl.clock.now) / self.bl.clock.time_scale))
+            await self._post_ring(at_s=t)
 
     async def scaler_count(self) -> None:
         """One scaler count of TP seconds of beamtime: S2 = I0, S3 = It. A count requested while

@@ -1,7 +1,9 @@
 """XAS through the epics profile against the caproto IOC over real Channel Access on 127.0.0.1: the
 motor and scaler records, an adaptive XAS run end to end into the catalog, a motor-range violation
 refused before motion, a beam dump during a count that re-counts the point (with a suspender) or is
-stored and not used (without); and the XAS devices and plans of the sim profile."""
+stored and not used (without); the adaptive fly scan over CA (the MCS counting encoder bins while the motor
+record flies each segment at its .VELO), a dump inside a sweep, a sweep that never ends; and the XAS devices
+and plans of the sim profile."""
 
 import re
 import time
@@ -207,3 +209,142 @@ def test_sim_profile_offers_the_xas_devices_and_plans(catalog_dir, capsys):
                                          md={"sample": ns["xas_sample"].name}))
     run = ns["catalog"][uid]
     assert run.metadata["stop"]["reason"].startswith("budget") and len(run["primary"]["i0_counts"].read()) == 4
+
+
+# -- fly scans over Channel Access: the MCS (SIS38XX PVs) counting encoder bins while the motor record flies ------
+def _fly_run(session, agent, **kwargs):
+    (uid,) = session["RE"](session["adaptive_fly_xas"]([session["fly"]], session["mono"], agent,
+                                                       beamtime=session["beamtime"], md={"sample": XAS_SAMPLE},
+                                                       **kwargs))
+    return session["catalog"][uid]
+
+
+def _ramp_s(distance, speed, accel):
+    """Seconds of a rest-to-rest move of ``distance`` eV at ``speed`` eV/s with ``accel`` s ramps."""
+    return distance / speed + accel if distance >= speed * accel else 2 * np.sqrt(distance * accel / speed)
+
+
+@pytest.fixture()
+def no_suspenders(session):
+    """The run without the profile's beam-dump suspender (restored afterwards)."""
+    RE = session["RE"]
+    before = list(RE.suspenders)
+    RE.clear_suspenders()
+    yield RE
+    RE.clear_suspenders()
+    for s in before:
+        RE.install_suspender(s)
+
+
+def test_adaptive_fly_xas_over_channel_access_flies_the_designed_speeds(session, stats, no_suspenders):
+    """Two sweeps into the catalog over CA: one motor-record move per segment at that segment's .VELO (the IOC's
+    record of each move's speed), the stored gate times those of the designed speeds (bin/v away from the ramps;
+    per segment |Δ|/v + .ACCL in all), every bin with counts fed, .VELO restored after the sweep."""
+    import ast
+
+    from ophyd import EpicsSignalRO
+
+    from agent.xas.fly import fly_xas_agent
+
+    fly, mono = session["fly"], session["mono"]
+    speeds_pv = EpicsSignalRO(mono.prefix.replace("DCM:Energy", "STAT:MonoMoveSpeeds"), name="speeds")
+    speeds_pv.wait_for_connection(timeout=30)
+    velo = mono.velocity.get(use_monitor=False)
+    accel = float(mono.acceleration.get(use_monitor=False))
+    moves = stats["moves"]()
+    agent = fly_xas_agent(exclude=XAS_SAMPLE, quantity="edge_position", target_std=0.05, max_sweeps=2, adapt=False)
+    run = _fly_run(session, agent)
+    prim, post = run["primary"].read(), run["posterior"].read()
+    assert run.metadata["stop"]["exit_status"] == "success" and len(prim["sweep_id"]) == 2
+    segs = [ast.literal_eval(s) for s in np.asarray(prim["segments"])]
+    # moves: per sweep one to its start and one per segment, each at the speed it was asked
+    assert stats["moves"]() - moves == sum(1 + len(s) for s in segs)
+    flown = np.asarray(speeds_pv.get(use_monitor=False), float)
+    assert flown[-len(segs[-1]):] == pytest.approx([s[2] for s in segs[-1]], rel=1e-5)  # stored to 6 digits
+    assert flown[-len(segs[-1]):] == pytest.approx(fly.speeds_flown[-len(segs[-1]):], rel=1e-12)
+    assert len({s[2] for s in segs[-1]}) > 3  # a designed profile, not one speed
+    assert mono.velocity.get(use_monitor=False) == pytest.approx(velo)  # restored for the next step scan
+    for k, sweep in enumerate(segs):
+        dwell = np.asarray(prim["fly_dwell"][k], float)
+        req = np.asarray(prim["fly_energy_requested"][k], float)
+        e = np.asarray(prim["fly_energy"][k], float)
+        assert dwell.size == req.size == 1050 and np.max(np.abs(e - req)) < 0.01  # the encoder's bin centres
+        for e0, e1, v in sweep:
+            inside = (req > e0) & (req < e1)
+            clear = inside & (req - e0 > v * accel / 2 + 0.1) & (e1 - req > v * accel / 2 + 0.1)  # off the ramps
+            assert dwell[clear] == pytest.approx(0.1 / v, rel=1e-4)
+            assert dwell[inside].sum() == pytest.approx(_ramp_s(e1 - e0, v, accel), rel=1e-4)
+            assert np.all(dwell[inside] >= 0.1 / v * (1 - 1e-4))  # the ramps only lengthen a bin's gate
+    # every bin fed but those where a fast bin past the edge counted no It photon (a few in 2100; ln(I0/It) has none)
+    assert all(f["reason"].startswith("counts") and min(f["i0"], f["it"]) == 0 for f in agent.failures), agent.failures
+    assert agent.report()["bins"] == 2 * 1050 - len(agent.failures) and len(agent.failures) < 10
+    assert int(post["sweeps"][-1]) == 2 and run.metadata["stop"]["reason"]
+
+
+def test_a_dump_during_a_sweep_leaves_its_bins_stored_and_not_fed(session, no_suspenders):
+    """``FAULT:DumpMidCount`` during the sweep: the beam goes when the channel advance reaches the middle bin,
+    for 5 s of beamtime. Every bin is stored; the bins whose gate saw the dump (the ring V/F input's mean over
+    the gate) are not fed, and only those."""
+    from agent.feeders import FLY_BEAM_FRACTION
+    from agent.xas.fly import fly_xas_agent
+
+    session["faults"]["fault_dump_mid_count"].put(5.0)
+    agent = fly_xas_agent(exclude=XAS_SAMPLE, quantity="edge_position", target_std=0.05, max_sweeps=1, adapt=False)
+    run = _fly_run(session, agent)
+    prim = run["primary"].read()
+    ring = np.asarray(prim["fly_ring_current"][0], float)
+    req = np.asarray(prim["fly_energy_requested"][0], float)
+    i0, dwell = np.asarray(prim["fly_i0"][0], float), np.asarray(prim["fly_dwell"][0], float)
+    lost = ring < FLY_BEAM_FRACTION * np.median(ring)
+    # stored, gate times unaffected; from the middle channel on, no beam (if the designed profile stopped the motor
+    # there, the dump passes while it stands still: then the bin it ended in is the only one)
+    assert ring.size == 1050 and 1 <= lost.sum() < 200 and np.all(dwell > 0)
+    assert abs(np.flatnonzero(lost)[0] - 525) <= 1 and np.min(ring) < 0.6 * np.median(ring)
+    assert np.all(i0[ring < 1.0] == 0)  # no beam, no photons
+    refused = [f for f in agent.failures if f["reason"].startswith("beam lost during the bin")]
+    other = [f for f in agent.failures if f not in refused]  # a fast bin with no It photon, at most
+    assert all(f["reason"].startswith("counts") for f in other) and len(other) < 5
+    assert len(refused) == lost.sum() and agent.report()["bins"] == 1050 - lost.sum() - len(other)
+    assert np.allclose(sorted(f["energy"] for f in refused), req[lost], atol=0.01)
+    assert not np.any(np.isin(np.round(agent.post.data_e, 3), np.round(req[lost], 3)))
+
+
+def test_a_fly_sweep_that_never_ends_fails_in_its_timeout_and_a_bad_one_is_refused(session, stats):
+    """``FAULT:McsHang``: the MCS never reports the end; the sweep's status fails within the timeout derived from
+    its planned time (a short floor here), the MCS is stopped and .VELO restored. A sweep that does not start at
+    the monochromator is refused before anything moves."""
+    from ophyd.utils import StatusTimeoutError
+
+    from bayesbeam.epics_devices import DeviceFault, DeviceTiming
+
+    fly, mono = session["fly"], session["mono"]
+    velo = mono.velocity.get(use_monitor=False)
+    mono.set(7100.0).wait(30)
+    fly.start_eV.put(7100.0)
+    fly.bin_eV.put(0.1)
+    fly.segments.put([7100.0, 7101.0, 10.0, 7101.0, 7102.0, 2.0])
+    timing = fly.timing
+    fly.timing = DeviceTiming(time_scale=timing.time_scale, floor_s=1.0)
+    session["faults"]["fault_mcs_hang"].put(1)
+    try:
+        t0 = time.monotonic()
+        st = fly.trigger()
+        with pytest.raises((StatusTimeoutError, DeviceFault)):
+            st.wait(60)
+        assert "did not finish within its timeout" in str(st), str(st)
+        assert time.monotonic() - t0 < st.timeout + 5.0 and st.timeout < 1.0 + 2 * 1.0 + 1.0
+    finally:
+        fly.timing = timing
+        session["faults"]["fault_mcs_hang"].put(0)
+    deadline = time.monotonic() + 30  # the sweep's thread stops the MCS and restores .VELO after the status failed
+    while (fly.acquiring.get(use_monitor=False) or mono.velocity.get(use_monitor=False) != pytest.approx(velo)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fly.acquiring.get(use_monitor=False) == 0 and mono.velocity.get(use_monitor=False) == pytest.approx(velo)
+    moves = stats["moves"]()
+    fly.start_eV.put(7110.0)  # the monochromator is at 7102 eV
+    fly.segments.put([7110.0, 7111.0, 10.0])
+    st = fly.trigger()
+    with pytest.raises(DeviceFault):
+        st.wait(10)
+    assert "not at the sweep start" in str(st) and stats["moves"]() == moves

@@ -18,7 +18,7 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.protocols import Movable, Readable
 
-from agent.feeders import FLY_XAS_RULE, FlyXASFeeder
+from agent.feeders import FLY_BEAM_FRACTION, FLY_XAS_RULE, FlyXASFeeder
 from agent.xas.fly import FlyXASAgent, fly_xas_agent, segment_dwell
 from plans.core import (
     DEVICE_FAULTS,
@@ -54,20 +54,23 @@ def adaptive_fly_xas(detectors: Sequence[Readable] = ("fly",), mono: Movable = "
                      agent: FlyXASAgent | None = None, *, quantity: str | None = None, target_std: float | None = None,
                      components: list[str] | None = None, target_rmse: float | None = None, exclude: str | None = None,
                      max_sweeps: int | None = None, beamtime: Readable | None = "beamtime",
-                     energy_tolerance_ev: float = 0.05, md: dict[str, Any] | None = None):
+                     energy_tolerance_ev: float = 0.05, beam_floor_ma: float = 10.0, md: dict[str, Any] | None = None):
     """Plan a sweep, fly it, store it, feed it, ask again, until the agent stops the run.
 
-    ``detectors``: ``[fly]``, the fly scaler (``sim_devices.xas.fly.SimFlyScaler``: ``start_eV``, ``bin_eV``,
-    ``segments``, ``max_speed_eV_s``; reads ``<fly>_energy``, ``_energy_requested``, ``_i0``, ``_it``,
-    ``_dwell`` arrays per bin). ``mono``: the monochromator energy (eV). Devices or their names
+    ``detectors``: ``[fly]``, the fly scaler (``sim_devices.xas.fly.SimFlyScaler``, or over EPICS
+    ``bayesbeam.epics_fly.EpicsFlyScaler``: ``start_eV``, ``bin_eV``, ``segments``, ``max_speed_eV_s``; reads
+    ``<fly>_energy``, ``_energy_requested``, ``_i0``, ``_it``, ``_dwell`` and, if it has one, ``_ring_current``
+    arrays per bin). ``mono``: the monochromator energy (eV). Devices or their names
     (``plans.registry``). The agent: ``agent`` (a ``FlyXASAgent``, an IPython session's) or, as a queued plan
     gives it, its parameters (``agent.xas.fly.fly_xas_agent``): the design and the stop aimed at a
     ``quantity`` (``edge_position``, ``pre_edge_centroid``, ``pre_edge_area``, ``fractions`` of ``components``,
     ``valence``) until its posterior std reaches ``target_std``, or the spectrum until the predicted RMSE reaches
     ``target_rmse``, with the library prior minus ``exclude``, and at most ``max_sweeps`` sweeps (default 30).
     ``beamtime``: readable of elapsed beamtime (s), stored as beamtime since the run's start.
-    A bin is fed only if its readback is within ``energy_tolerance_ev`` (eV) of its centre and its counts
-    and gate time are finite and positive. Each sweep is checked before any motion (speeds ≤ the controller's
+    A bin is fed only if its readback is within ``energy_tolerance_ev`` (eV) of its centre, the ring's mean
+    current over its gate (when the fly scaler reads it) is at least ``beam_floor_ma`` (mA) and
+    ``agent.feeders.FLY_BEAM_FRACTION`` of the sweep's median (a dump inside the bin), and its counts and gate
+    time are finite and positive. Each sweep is checked before any motion (speeds ≤ the controller's
     maximum, contiguous segments, energies inside the mono's range). A checkpoint precedes each move to a
     sweep's start: a pause or a suspension during the sweep flies it again from its start.
     """
@@ -84,6 +87,8 @@ def adaptive_fly_xas(detectors: Sequence[Readable] = ("fly",), mono: Movable = "
         raise TypeError(f"adaptive_fly_xas needs a FlyXASAgent, got {type(agent).__name__}")
     if not energy_tolerance_ev > 0:
         raise ValueError(f"energy tolerance must be > 0 eV, got {energy_tolerance_ev!r}")
+    if not beam_floor_ma >= 0:
+        raise ValueError(f"beam floor must be >= 0 mA, got {beam_floor_ma!r}")
     vmax = float(flyer.max_speed_eV_s.get())
     if agent.v_max > vmax * (1 + 1e-9):
         raise ValueError(f"the agent's top speed {agent.v_max:g} eV/s is above the fly controller's {vmax:g} eV/s")
@@ -91,10 +96,12 @@ def adaptive_fly_xas(detectors: Sequence[Readable] = ("fly",), mono: Movable = "
     name = flyer.name
     spec = {"rule": FLY_XAS_RULE, "detectors": [name], "energies": f"{name}_energy",
             "requested": f"{name}_energy_requested", "counts": [f"{name}_i0", f"{name}_it"], "dwell": f"{name}_dwell",
-            "tolerance": float(energy_tolerance_ev), "unit": "eV", "label": "encoder readback at the bin centre"}
+            "tolerance": float(energy_tolerance_ev), "unit": "eV", "label": "encoder readback at the bin centre",
+            **({"ring": f"{name}_ring_current", "beam_floor_ma": float(beam_floor_ma),
+                "beam_fraction": FLY_BEAM_FRACTION} if hasattr(flyer, "ring_current") else {})}
     plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent), **params,
                  "beamtime": repr(beamtime) if beamtime is not None else None,
-                 "energy_tolerance_ev": energy_tolerance_ev}
+                 "energy_tolerance_ev": energy_tolerance_ev, "beam_floor_ma": beam_floor_ma}
     _md = start_md("adaptive_fly_xas", detectors, [mono], plan_args, [f"{name}_energy"], agent=agent, md=md,
                    energy_limits=list(agent.fly_range), bin_eV=agent.bin_eV, validity=spec)
     sweep_info = {"sweep_id": -1, "sweep_start_ev": float("nan"), "sweep_stop_ev": float("nan"),

@@ -31,6 +31,11 @@ from sim_devices.xas.samples import XASSample
 REFERENCE_CURRENT_MA = 100.0
 
 
+def _value(x):
+    """A float for a 0-d result, else the array."""
+    return float(x) if np.ndim(x) == 0 else np.asarray(x, float)
+
+
 class ScalerGate:
     """A scaler's common gate: a chamber triggered while the current window (same energy and dwell,
     clock not advanced by anything else) has not counted it yet joins that window. The window's fault
@@ -109,20 +114,22 @@ class SimIonChamber(Device):
         status fails at the end of the count) or ``"hang"`` (the count never ends; the status times out)."""
         self._faults.add(mode, n, after)
 
-    def expected_counts(self, energy_eV: float, dwell_s: float, current_ma: float = REFERENCE_CURRENT_MA) -> float:
-        """Mean counts at the photons' energy ``energy_eV`` (eV) in ``dwell_s`` s at ``current_ma`` mA."""
-        lam = self.sample.i0_rate * dwell_s * current_ma / REFERENCE_CURRENT_MA
+    def expected_counts(self, energy_eV, dwell_s, current_ma=REFERENCE_CURRENT_MA):
+        """Mean counts at the photons' energy ``energy_eV`` (eV) in ``dwell_s`` s at ``current_ma`` mA; a float,
+        or an array for array arguments (broadcast)."""
+        lam = self.sample.i0_rate * np.asarray(dwell_s, float) * np.asarray(current_ma, float) / REFERENCE_CURRENT_MA
         if self.beam is None and self.foil is None:  # the original truth, bit for bit
-            return float(lam * np.exp(-self.sample.mut(energy_eV, hold=True))) if self.transmitted else float(lam)
+            return _value(lam * np.exp(-self.sample.mut(energy_eV, hold=True)) if self.transmitted
+                          else lam * np.ones_like(np.asarray(energy_eV, float)))
         beam = self.beam or BeamModel()
-        lam = lam * float(beam.flux(energy_eV))
+        lam = lam * beam.flux(energy_eV)
         if not self.transmitted:
-            return lam
+            return _value(lam)
         mut = self.sample.mut(energy_eV, hold=True)
         mut_3e = 0.0
         if self.foil is not None:
             mut, mut_3e = mut + self.foil.mut(energy_eV, hold=True), self.foil_mut_3e
-        return float(lam * beam.transmitted(mut, mut_3e, energy_eV))
+        return _value(lam * beam.transmitted(mut, mut_3e, energy_eV))
 
     def trigger(self):
         dwell = float(self.dwell_s.get())

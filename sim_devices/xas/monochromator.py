@@ -11,8 +11,35 @@ from agent.core.words import plain
 from sim_devices.core.clock import SimClock
 
 
+def travel_time(distance_eV: float, speed_eV_s: float, accel_s: float = 0.0) -> float:
+    """Seconds of beamtime a move of ``distance_eV`` takes from rest to rest at ``speed_eV_s`` with a linear
+    ramp of ``accel_s`` s to and from that speed (the motor record's ``.VELO``, ``.ACCL``; base speed 0): d/v + accel
+    (trapezoid), or 2·√(d·accel/v) when the move is too short to reach the speed (triangle)."""
+    d, v, a = abs(float(distance_eV)), float(speed_eV_s), max(float(accel_s), 0.0)
+    if d == 0:
+        return 0.0
+    return d / v + a if d >= v * a else 2.0 * float(np.sqrt(d * a / v))
+
+
+def time_at_distance(x_eV, distance_eV: float, speed_eV_s: float, accel_s: float = 0.0) -> np.ndarray:
+    """Seconds since the start of that move (``travel_time``'s profile) at which it has travelled ``x_eV``
+    (array, 0 ≤ x ≤ distance)."""
+    x = np.clip(np.asarray(x_eV, float), 0.0, abs(float(distance_eV)))
+    d, v, a = abs(float(distance_eV)), float(speed_eV_s), max(float(accel_s), 0.0)
+    if a == 0:
+        return x / v
+    half = min(v * a / 2, d / 2)  # distance of the ramp up (= of the ramp down)
+    total = travel_time(d, v, a)
+    rate = v / a  # eV/s²
+    up = np.sqrt(2 * np.minimum(x, half) / rate)
+    down = total - np.sqrt(2 * np.maximum(d - x, 0.0) / rate)
+    cruise = np.sqrt(2 * half / rate) + (x - half) / v
+    return np.where(x <= half, up, np.where(x >= d - half, down, cruise))
+
+
 class SimMonochromator(Device):
-    """Energy positioner (eV). ``set(E)`` takes settle + |dE|/speed seconds of beamtime; with
+    """Energy positioner (eV). ``set(E)`` takes settle + |dE|/speed seconds of beamtime (plus ``accel_s``: the
+    ramps to and from the speed, ``travel_time``); with
     ``backlash_eV`` > 0 every move ends approaching from below, so a move down travels an extra
     2*backlash. Energies outside [low_limit_eV, high_limit_eV] raise ``LimitError`` before any motion.
 
@@ -31,6 +58,7 @@ class SimMonochromator(Device):
     high_limit_eV = Cpt(Signal, value=30000.0, kind=Kind.config)
     settle_time_s = Cpt(Signal, value=0.3, kind=Kind.config)
     speed_eV_s = Cpt(Signal, value=20.0, kind=Kind.config)
+    accel_s = Cpt(Signal, value=0.0, kind=Kind.config)
     backlash_eV = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, *args, clock: SimClock, limits_eV=(4500.0, 30000.0), start_eV: float | None = None,
@@ -60,17 +88,17 @@ class SimMonochromator(Device):
         self.calibration_drift_eV_h = float(calibration_drift_eV_h)
         self.lag_eV = 0.0  # crystal position - readback (eV), in [0, lash_eV]
 
-    def photon_energy(self, t_s: float | None = None, readback: float | None = None, lag: float | None = None
-                      ) -> float:
+    def photon_energy(self, t_s=None, readback=None, lag=None):
         """The photons' energy (eV) at beamtime ``t_s`` (default now): the readback, lag, calibration
         offset and drift (class docstring); ``readback``, ``lag``: as they were (eV; default now). Equal
-        to the readback when those are off."""
-        e = self.position if readback is None else float(readback)
-        lag = self.lag_eV if lag is None else float(lag)
-        if not (lag or self.calibration_offset_eV or self.calibration_drift_eV_h):
-            return e
-        t = self.clock.now if t_s is None else float(t_s)
-        return e + lag + self.calibration_offset_eV + self.calibration_drift_eV_h * t / 3600.0
+        to the readback when those are off. Floats, or arrays (broadcast) for array arguments."""
+        e = self.position if readback is None else np.asarray(readback, float)
+        lag = self.lag_eV if lag is None else np.asarray(lag, float)
+        if not (np.any(lag) or self.calibration_offset_eV or self.calibration_drift_eV_h):
+            return e if np.ndim(e) else float(e)
+        t = self.clock.now if t_s is None else np.asarray(t_s, float)
+        out = e + lag + self.calibration_offset_eV + self.calibration_drift_eV_h * t / 3600.0
+        return out if np.ndim(out) else float(out)
 
     def _arrive(self, value: float) -> None:
         """At the end of a move to ``value``: the readback, and the crystals dragged through the play
@@ -107,7 +135,7 @@ class SimMonochromator(Device):
         if d == 0:
             return 0.0
         extra = 2 * self.backlash_eV.get() if d < 0 else 0.0
-        return self.settle_time_s.get() + (abs(d) + extra) / self.speed_eV_s.get()
+        return self.settle_time_s.get() + travel_time(abs(d) + extra, self.speed_eV_s.get(), self.accel_s.get())
 
     def set(self, value):
         self.check_value(value)

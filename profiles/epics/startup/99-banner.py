@@ -19,6 +19,8 @@ _banner = banner(f"bayesbeam EPICS session — beamline {beamline.name} ({beamli
                 if sample_temp is not None else [])
              + (["  XAS: RE(adaptive_xas([i0, it], mono, xas_agent(target_rmse=0.01), beamtime=beamtime,",
                  "                      md={'sample': 'Fe3O4'}))"] if mono is not None else [])
+             + (["  fly XAS: RE(adaptive_fly_xas([fly], mono, quantity='edge_position', target_std=0.1,",
+                 "                          beamtime=beamtime, md={'sample': 'Fe3O4'}))"] if fly is not None else [])
              + ((["  FAULTS ARMED ON THE IOC (they apply to the next operations; put 0 to disarm):"]
                  + [f"    {a}" for a in _armed]) if _armed else
                 (["  faults armed on the IOC: none"] if epics_bl.faults else [])))
