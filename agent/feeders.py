@@ -148,9 +148,10 @@ def cycle_problem(events: Sequence[Mapping[str, Any]], spec: Mapping[str, Any], 
 
 
 def xas_point_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
-    """Why one stored XAS point (a ``primary`` event's ``data``) is not proven, ``""`` if it is: I0
-    and It finite and positive, and ``count_problem`` at the requested energy ``spec["requested"]``
-    (eV) with the point's dwell ``spec["dwell"]`` (s) as the preset."""
+    """Why one stored XAS point (a ``primary`` event's ``data``) is not proven, ``""`` if it is: every count of
+    ``spec["counts"]`` (I0, It, Iref, If: those the run measured) finite and positive, and ``count_problem`` at the
+    requested energy ``spec["requested"]`` (eV) with the point's dwell ``spec["dwell"]`` (s) as the preset (each
+    detector's elapsed time: a fresh count)."""
     counts = [_number(data, k) for k in spec["counts"]]
     if not all(c > 0 and math.isfinite(c) for c in counts):
         return f"counts {', '.join(f'{c:.6g}' for c in counts)} are not finite positive numbers"
@@ -411,26 +412,30 @@ class XPSFeeder(CallbackBase):
 
 class XASFeeder(CallbackBase):
     """Feed an ``XASAgent`` from the ``primary`` events of ``adaptive_xas``: one per point, with the
-    monochromator readback ``energy_key`` (eV), the I0/It counts, and the plan's bookkeeping
-    (``suggestion_id``, ``dwell_s`` in s). A point is ingested only if ``xas_point_problem`` finds its
-    stored readings prove it (runs without a ``validity`` entry: counts finite and positive);
-    otherwise it is registered as a failure with the reason. The reference-foil chamber's count
-    (``iref_key``, default the validity's ``reference`` when the run has one) goes in as ``iref``."""
+    monochromator readback ``energy_key`` (eV), the I0 count and, when the run measured them, It (``it_key``)
+    and the fluorescence count (``if_key``, as ``if``), and the plan's bookkeeping (``suggestion_id``, ``dwell_s``
+    in s). A point is ingested only if ``xas_point_problem`` finds its stored readings prove it (runs without
+    a ``validity`` entry: counts finite and positive); otherwise it is registered as a failure with the
+    reason. The reference-foil chamber's count (``iref_key``) goes in as ``iref``; ``iref_key`` and ``if_key``
+    default to the validity's ``reference`` and ``fluorescence`` when the run has them."""
 
-    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str, iref_key: str | None = None):
+    def __init__(self, agent, energy_key: str, i0_key: str, it_key: str | None, iref_key: str | None = None,
+                 if_key: str | None = None):
         super().__init__()
         self.agent = agent
-        self.keys = (energy_key, i0_key, it_key)
-        self.iref_key = iref_key
+        self.energy_key, self.i0_key, self.it_key = energy_key, i0_key, it_key
+        self.iref_key, self.if_key = iref_key, if_key
         self.prefix = ""
         self.spec: Mapping[str, Any] | None = None
         self._iref: str | None = iref_key
+        self._if: str | None = if_key
         self._streams: dict[str, str] = {}
 
     def start(self, doc):
         _RUN_AGENTS[doc["uid"]] = self.agent
         self.spec = _spec(doc, XAS_RULE)
         self._iref = self.iref_key or (self.spec or {}).get("reference")
+        self._if = self.if_key or (self.spec or {}).get("fluorescence")
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc["name"]
@@ -441,16 +446,15 @@ class XASFeeder(CallbackBase):
         if self._streams.get(doc["descriptor"]) != "primary":
             return
         d = doc["data"]
-        energy, i0, it = (float(d[k]) for k in self.keys)
-        outcome = {"_id": int(d[f"{self.prefix}suggestion_id"]), "energy": energy, "i0": i0, "it": it,
-                   "dwell": float(d[f"{self.prefix}dwell_s"])}
-        if self._iref:
-            outcome["iref"] = _number(d, self._iref)
+        outcome = {"_id": int(d[f"{self.prefix}suggestion_id"]), "energy": float(d[self.energy_key]),
+                   "i0": float(d[self.i0_key]), "dwell": float(d[f"{self.prefix}dwell_s"])}
+        counts = {"it": self.it_key, "if": self._if, "iref": self._iref}
+        outcome.update({k: _number(d, key) for k, key in counts.items() if key})
         if self.spec is not None:
             problem = xas_point_problem(d, self.spec)
         else:
-            finite = np.isfinite(i0) and np.isfinite(it) and min(i0, it) > 0
-            problem = "" if finite else "counts not finite and positive"
+            measured = [outcome[k] for k in ("i0", "it", "if") if k in outcome]
+            problem = "" if all(np.isfinite(c) and c > 0 for c in measured) else "counts not finite and positive"
         if not problem:
             self.agent.ingest([outcome])
         else:

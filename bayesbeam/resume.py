@@ -137,8 +137,11 @@ def feeder_for(start: dict, agent):
         return ComptonFeeder(agent, detector=(start.get("detectors") or ["ge"])[0])
     validity = start.get("validity") or {}
     (energy,), _ = start["hints"]["dimensions"][0]
-    f0, ft = validity.get("counts") or start["detectors"]
-    return XASFeeder(agent, energy, f0, ft)
+    counts = validity.get("counts") or start["detectors"]
+    if "monitor" in validity:  # the roles as the run named them (fluorescence runs on)
+        return XASFeeder(agent, energy, validity["monitor"], validity.get("transmitted"), validity.get("reference"),
+                         validity.get("fluorescence"))
+    return XASFeeder(agent, energy, counts[0], counts[1], counts[2] if len(counts) > 2 else None)
 
 
 def rebuild_agent(catalog, uid: str, element: str | None = None) -> Rebuilt:

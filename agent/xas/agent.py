@@ -3,7 +3,8 @@ step, a rigid edge shift and the prior scale to the data, and stops on the predi
 or, given a ``quantity`` (``agent.xas.quantities``: valence, edge position, pre-edge, fractions), designs
 for the posterior variance of that quantity per second and stops on its std.
 
-Suggestions: ``{"energy": eV, "dwell": s, "_id": k}``; outcomes: ``{"_id", "energy", "i0", "it"[, "dwell"]}``.
+Suggestions: ``{"energy": eV, "dwell": s, "_id": k}``; outcomes: ``{"_id", "energy", "i0", "it"[, "dwell"]}``, in
+fluorescence mode ``{"_id", "energy", "i0", "if", "dwell"[, "it"]}`` (``agent.xas.fluorescence``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from scipy import linalg, optimize
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, History, StopRule, TargetStd, _positive, any_of, leaf_rules
 from agent.xas.design import CountingNoise, MoveCost, Nuisance, XASPosterior, choose_next
+from agent.xas.fluorescence import FluorescenceNoise, FluorescenceSample
 from agent.xas.prior import PRIORS, GaussianPrior, SpectraLibrary, rebuild_prior
 from agent.xas.quantities import Quantity, make_quantity, shift_matrix
 from agent.xas.reference_foil import ReferenceFoil
@@ -28,6 +30,9 @@ JACOBIAN_DRAWS = 7  # posterior draws whose Jacobians join the mean's in a nonli
 CHECK_DRAWS = 256  # posterior draws that check a nonlinear quantity's delta-method std near the target
 MIN_FOIL_POINTS = 6  # foil points before its harmonic fraction replaces the sample's prior of it
 CHAMBER_RATIO_SD = 0.3  # relative sd of the I0/It efficiency ratio that links the foil's harmonic to the sample's
+MODES = ("transmission", "fluorescence")
+#: Fluorescence's nuisance priors, y in units of its fitted edge step (``XASAgent._fix_unit``): A ≈ 1.
+FLUORESCENCE_NUISANCE = Nuisance(amp_mean=1.0, amp_sd=1.0)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,14 @@ class XASAgent(BayesAgent):
     ``quantity`` (``agent.xas.quantities.Quantity`` on the prior's grid): the design reduces the posterior
     variance of that quantity instead (linearised at the current posterior mean, re-linearised each
     sweep), and ``report`` gives ``<name>_mean``, ``_std`` (with the quantity's floor), ``_lower``/``_upper``
-    (95 %), per component for fractions (``fraction_<component>_...``, ``fractions_std`` the largest)."""
+    (95 %), per component for fractions (``fraction_<component>_...``, ``fractions_std`` the largest).
+    ``mode="fluorescence"``: the data are If/I0 of a dilute sample of ``composition`` (a ``FluorescenceSample`` or
+    its fields), self-absorption linearised about the posterior mean at each refit, the noise a
+    ``FluorescenceNoise`` (its ``dead_time_s``: the detector's stated τ). If/I0 carries the detector's unknown
+    gain, so y is re-expressed once, at the first refit, in units of its edge step there (``_fix_unit``;
+    ``fluorescence_unit`` in the report, If/I0 per unit; the first point's own value before): the nuisance priors
+    then mean what they mean in transmission (an empirical-Bayes choice of scale from the first ~6 points). The
+    ``absorbance`` target is then the self-absorption-corrected spectrum (A μ + B + c3 u³ + c4 u⁴) / A."""
 
     def __init__(self, prior: GaussianPrior, stop_rule: StopRule, nuisance: Nuisance | None = None,
                  noise: CountingNoise | None = None, cost: MoveCost | None = None,
@@ -72,7 +84,21 @@ class XASAgent(BayesAgent):
                  avoid_eV=(),
                  adapt: bool = True, scale_prior_sd: float = 1.0, strategy: str = "sweep",
                  sweep_points: int = 96, target: str = "absorbance", quantity: Quantity | None = None,
-                 checkpoint_path=None):
+                 checkpoint_path=None, mode: str = "transmission",
+                 composition: FluorescenceSample | Mapping[str, Any] | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        fluorescence = mode == "fluorescence"
+        if composition is not None and not fluorescence:
+            raise ValueError("a sample composition is for mode='fluorescence'")
+        if fluorescence and not isinstance(composition, FluorescenceSample):
+            composition = FluorescenceSample(**dict(composition or {}))
+        noise_type = FluorescenceNoise if fluorescence else CountingNoise
+        if noise is not None and not isinstance(noise, noise_type):
+            raise ValueError(f"{mode} mode counts with a {noise_type.__name__}, got a {type(noise).__name__}")
+        self.mode, self.composition = mode, composition
+        self._unit_fixed = False
+        self._sample_mut: list[float] = []  # fluorescence: ln(I0/It) of the points that measured It (the foil's)
         self.quantity = quantity
         self.quantities = ("rmse",) + ((quantity.name,) if quantity is not None else ())
         if quantity is not None and np.shape(quantity.energy) != np.shape(prior.energy):
@@ -89,15 +115,16 @@ class XASAgent(BayesAgent):
         self.dwell_options = np.asarray(dwell_options, float)
         if self.dwell_options.size == 0 or not np.all(self.dwell_options > 0):
             raise ValueError(f"dwell options must be positive seconds, got {dwell_options!r}")
-        self.noise, self.cost = noise or CountingNoise(), cost or MoveCost()
+        self.noise, self.cost = noise or noise_type(), cost or MoveCost()
+        nuisance = nuisance or (FLUORESCENCE_NUISANCE if fluorescence else Nuisance())
         self.adapt, self.scale_prior_sd = adapt, scale_prior_sd
         self.prior_source, self.target = prior.source, target
         if hasattr(prior, "phi_sp"):  # a low-rank BasisPrior (the EXAFS range): memory O(n r), not n²
             from agent.xas.basis import BasisPosterior
 
-            self.post = BasisPosterior(prior, nuisance or Nuisance(), target=target)
+            self.post = BasisPosterior(prior, nuisance, target=target, measurement=composition)
         else:
-            self.post = XASPosterior(prior, nuisance or Nuisance(), target=target)
+            self.post = XASPosterior(prior, nuisance, target=target, measurement=composition)
         e = self.post.energy
         lo, hi = energy_limits if energy_limits is not None else (e[0], e[-1])
         self.candidates = (e >= lo - 1e-9) & (e <= hi + 1e-9)
@@ -118,9 +145,13 @@ class XASAgent(BayesAgent):
     # -- protocol ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The prior's ``source`` (``None``: a prior that cannot be rebuilt), the nuisance priors, counting
-        noise and move cost, the dwell options (s), energy limits (eV) and the design settings."""
+        noise (fluorescence: not its data unit, which the data fix) and move cost, the dwell options (s), energy
+        limits (eV), the design settings, the ``mode`` and the fluorescence sample's ``composition``."""
+        noise = dataclasses.asdict(self.noise)
+        noise.pop("unit", None)
         return {"prior": self.prior_source, "nuisance": dataclasses.asdict(self.post.nuisance),
-                "noise": dataclasses.asdict(self.noise), "cost": dataclasses.asdict(self.cost),
+                "mode": self.mode, "composition": dataclasses.asdict(self.composition) if self.composition else None,
+                "noise": noise, "cost": dataclasses.asdict(self.cost),
                 "dwell_options": self.dwell_options.tolist(), "energy_limits": list(self.energy_limits),
                 "avoid_eV": self.avoid_eV,
                 "adapt": bool(self.adapt), "scale_prior_sd": float(self.scale_prior_sd), "strategy": self.strategy,
@@ -148,10 +179,24 @@ class XASAgent(BayesAgent):
             lib = library_covering(prior)  # the valence predictor learns from the prior's own standards
             config["quantity"] = make_quantity(spec["name"], prior.energy, lib, spec.get("components"),
                                                spec.get("calibration_eV"), training=lib.only(source["standards"]))
-        return cls(prior, stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})),
-                   noise=CountingNoise(**config.pop("noise", {})), cost=MoveCost(**config.pop("cost", {})),
+        mode = config.pop("mode", None) or "transmission"
+        noise = (FluorescenceNoise if mode == "fluorescence" else CountingNoise)(**config.pop("noise", {}))
+        return cls(prior, stop_rule, nuisance=Nuisance(**config.pop("nuisance", {})), mode=mode,
+                   noise=noise, cost=MoveCost(**config.pop("cost", {})),
                    energy_limits=tuple(config.pop("energy_limits")) if config.get("energy_limits") else None,
                    **config)
+
+    def adopt_dead_time(self, dead_time_s: float) -> None:
+        """Fluorescence: count with the detector's stated dead time ``dead_time_s`` (s) if the agent was given none;
+        ``ValueError`` if it was given another."""
+        tau = float(dead_time_s)
+        if not (np.isfinite(tau) and tau >= 0):
+            raise ValueError(f"the fluorescence detector states a dead time of {dead_time_s!r} s")
+        given = self.noise.dead_time_s
+        if given is None:
+            self.noise = dataclasses.replace(self.noise, dead_time_s=tau)
+        elif not np.isclose(given, tau, rtol=1e-9, atol=0.0):
+            raise ValueError(f"the agent's dead time {given:g} s is not the fluorescence detector's stated {tau:g} s")
 
     def at(self, energy_eV: float) -> None:
         """Tell the agent where the monochromator is (eV), so the first move is costed right."""
@@ -243,9 +288,16 @@ class XASAgent(BayesAgent):
         ``weight`` = |dq/dε|² (``_foil_weight``)."""
         if foil is None or not weight:
             return None
-        y = post.y_pred()
+        y = self._sample_absorbance(post)
         return weight * np.stack([foil.variance_reduction(post.energy, d, self.noise.i0_rate, y)
                                           for d in self.dwell_options])
+
+    def _sample_absorbance(self, post) -> np.ndarray:
+        """The sample's ln(I0/It) on the grid, in front of the reference foil: the posterior's in transmission, in
+        fluorescence the mean of the measured ones (0 before any)."""
+        if self.mode == "transmission":
+            return post.y_pred()
+        return np.full(post.n, float(np.mean(self._sample_mut)) if self._sample_mut else 0.0)
 
     def _quantity_eps_slope(self) -> np.ndarray:
         """dq/dε (q,) at the posterior mean: q of μ(E − ε) moves by −J_q · dμ/dE."""
@@ -266,7 +318,7 @@ class XASAgent(BayesAgent):
                                           move, weights, self._foil_extra(foil, foil_weight, post))
             picks.append((float(post.energy[j]), dwell, score))
             if foil is not None:
-                foil.fantasise(post.energy[j], dwell, self.noise.i0_rate, float(post.y_pred()[j]))
+                foil.fantasise(post.energy[j], dwell, self.noise.i0_rate, float(self._sample_absorbance(post)[j]))
             post.fantasise(post.energy[j], float(self.noise.var(post.y_pred()[j], dwell)))
             move[j] = 0.0
         merged: dict[float, tuple[float, float, float]] = {}
@@ -292,7 +344,7 @@ class XASAgent(BayesAgent):
             if i + 1 < num_points:
                 post = post.copy() if post is self.post else post
                 if foil is not None:
-                    foil.fantasise(energy, dwell, self.noise.i0_rate, float(post.y_pred()[j]))
+                    foil.fantasise(energy, dwell, self.noise.i0_rate, float(self._sample_absorbance(post)[j]))
                 post.fantasise(energy, float(self.noise.var(post.y_pred()[j], dwell)))
                 cur = energy
         return out
@@ -300,8 +352,10 @@ class XASAgent(BayesAgent):
     def _ingest_one(self, point: Mapping) -> None:
         energy = float(point["energy"])
         dwell = float(point.get("dwell", self._last.get("next_dwell", 1.0)))
+        if self.mode == "fluorescence":
+            _ = self.noise.tau  # an unstated dead time is the caller's error (ValueError), not a bad point
         try:
-            y, var = self.noise.from_counts(float(point["i0"]), float(point["it"]))
+            y, var = self._measured(point, dwell)
         except ValueError:
             self.failures.append(dict(point))
             return
@@ -324,17 +378,64 @@ class XASAgent(BayesAgent):
             self._queue = []
             self._next_refit = int(np.ceil(1.5 * len(self.post.data_e))) + 2
 
-    def refit(self, iterations: int = 3) -> None:
-        """Re-estimate amplitude, edge shift (posterior means) and prior scale (MAP, log-normal
-        prior of sd ``scale_prior_sd``), relinearise (the harmonic term about the fundamental's absorbance
-        now estimated), and re-solve the posterior from scratch."""
+    def _measured(self, point: Mapping, dwell: float) -> tuple[float, float]:
+        """(y, var y) of one outcome: ln(I0/It), or fluorescence If/I0 dead-time corrected in the data unit (the
+        first point's own value until ``_fix_unit``); ``ValueError`` for counts that cannot be used."""
+        if self.mode == "transmission":
+            return self.noise.from_counts(float(point["i0"]), float(point["it"]))
+        i0, counts = float(point["i0"]), float(point["if"])
+        if not self.post.data_e and not self._unit_fixed and np.isfinite(i0) and i0 > 0:
+            y, _ = dataclasses.replace(self.noise, unit=1.0).from_counts(i0, counts, dwell)
+            self.noise = dataclasses.replace(self.noise, unit=y)
+        it = float(point.get("it", np.nan))
+        if np.isfinite(it) and it > 0 and i0 > 0:
+            self._sample_mut.append(float(np.log(i0 / it)))
+        return self.noise.from_counts(i0, counts, dwell)
+
+    def _fix_unit(self) -> None:
+        """Fluorescence, once: re-express the data in units of their edge step, first that of y ≈ a F(m(E)) + b
+        (weighted least squares, m the prior mean; kept only if a > 0 is known to 20 %, else tried at the next
+        refit), then the posterior amplitude after two relinearisations in that unit (the prior spectrum's shape
+        joins in)."""
         p = self.post
+        e, y, v = np.asarray(p.data_e), np.asarray(p.data_y), np.asarray(p.data_var)
+        x = np.column_stack([np.interp(e, p.energy, p.response(p.m)[0]), np.ones(e.size)]) / np.sqrt(v)[:, None]
+        coef, *_ = np.linalg.lstsq(x, y / np.sqrt(v), rcond=None)
+        a, var_a = float(coef[0]), float(np.linalg.pinv(x.T @ x)[0, 0])
+        if not (a > 0 and np.sqrt(var_a) < 0.2 * a):
+            return
+        self._rescale(a)
+        nu = p.nuisance
+        for _ in range(2):
+            amp = float(np.clip(p.amplitude[0], 0.2 * nu.amp_mean, 5 * nu.amp_mean))
+            p.set_linearisation(p.shift_lin, amp, p.kernel_scale, full=False, mu_lin=p.mean)
+        self._rescale(p.amplitude[0] / nu.amp_mean if p.amplitude[0] > 0 else 1.0)
+        self._unit_fixed = True
+
+    def _rescale(self, a: float) -> None:
+        """Divide the stored fluorescence data by ``a`` (the data unit times ``a``) and re-solve the mean."""
+        p = self.post
+        p.data_y, p.data_var = [yy / a for yy in p.data_y], [vv / a**2 for vv in p.data_var]
+        self.noise = dataclasses.replace(self.noise, unit=self.noise.unit * a)
+        p.set_linearisation(p.shift_lin, p.nuisance.amp_mean, p.kernel_scale, full=False, mu_lin=p.mu_lin)
+
+    def refit(self, iterations: int | None = None) -> None:
+        """Re-estimate amplitude, edge shift (posterior means) and prior scale (MAP, log-normal
+        prior of sd ``scale_prior_sd``), relinearise (the harmonic term about the fundamental's absorbance now
+        estimated; fluorescence: also about the posterior mean of μ, and first fix the data unit), and re-solve the
+        posterior from scratch; ``iterations`` (default 3, fluorescence 4)."""
+        p = self.post
+        fluorescence = self.mode == "fluorescence"
+        if fluorescence and not self._unit_fixed:
+            self._fix_unit()
+        iterations = iterations or (4 if fluorescence else 3)
         p.harmonic_prior = self._harmonic_prior()
         for i in range(iterations):
             scale = self._map_scale() if len(p.data_e) >= 10 else p.kernel_scale
             amp = float(np.clip(p.amplitude[0], 0.2 * p.nuisance.amp_mean, 5 * p.nuisance.amp_mean))
             shift = float(np.clip(p.shift[0], -4 * p.nuisance.shift_sd_eV, 4 * p.nuisance.shift_sd_eV))
-            p.set_linearisation(shift, amp, scale, full=i == iterations - 1, y_lin=p.y_fundamental())
+            p.set_linearisation(shift, amp, scale, full=i == iterations - 1, y_lin=p.y_fundamental(),
+                                mu_lin=p.mean if fluorescence else None)
 
     def _harmonic_prior(self) -> tuple[float, float] | None:
         """(mean, sd) of the harmonic fraction η from the reference foil, which measures it well (behind the
@@ -351,7 +452,7 @@ class XASAgent(BayesAgent):
         p = self.post
         h, _, ck, cn = p.data_terms()
         ck = ck / p.kernel_scale
-        r = np.asarray(p.data_y) - h @ p.x0
+        r = p.y_data() - h @ p.x0
 
         def neg_log_post(log_s):
             cf = linalg.cho_factor(np.exp(log_s) * ck + cn, lower=True)
@@ -370,7 +471,8 @@ class XASAgent(BayesAgent):
                 "shift_mean": shift[0], "shift_std": shift[1], "kernel_scale": self.post.kernel_scale,
                 "last_energy": np.nan if self.current_eV is None else self.current_eV,
                 "next_energy": self._last.get("next_energy", np.nan),
-                "next_dwell": self._last.get("next_dwell", np.nan), **self.quantity_report(), **self.foil_report()}
+                "next_dwell": self._last.get("next_dwell", np.nan), **self.quantity_report(), **self.foil_report(),
+                **({"fluorescence_unit": self.noise.unit} if self.mode == "fluorescence" else {})}
 
     def foil_report(self) -> dict[str, float]:
         """``mono_offset_mean``/``_std`` (eV): the monochromator offset ε the foil channel measures (photons at
@@ -454,6 +556,9 @@ class XASAgent(BayesAgent):
         meta = {"shift_lin": p.shift_lin, "amp_lin": p.amp_lin, "kernel_scale": p.kernel_scale,
                 "beamtime_s": self.beamtime_s, "current_eV": self.current_eV, "next_id": self._next_id,
                 "next_refit": self._next_refit, "harmonic_prior": getattr(p, "harmonic_prior", None)}
+        if self.mode == "fluorescence":
+            arrays.update(mu_lin=p.mu_lin, sample_mut=np.asarray(self._sample_mut))
+            meta.update(unit=self.noise.unit, unit_fixed=self._unit_fixed)
         return arrays, meta
 
     def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
@@ -466,9 +571,13 @@ class XASAgent(BayesAgent):
         if "foil_e" in arrays and len(arrays["foil_e"]):
             self.foil = self._new_foil()
             self.foil.load(arrays["foil_e"], arrays["foil_y"], arrays["foil_var"], arrays.get("foil_q"))
+        if self.mode == "fluorescence":
+            self.noise = dataclasses.replace(self.noise, unit=float(meta["unit"]))
+            self._unit_fixed, self._sample_mut = bool(meta["unit_fixed"]), list(map(float, arrays["sample_mut"]))
         hp = meta.get("harmonic_prior")
         p.harmonic_prior = None if hp is None else (float(hp[0]), float(hp[1]))
-        p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"], y_lin=arrays.get("y_lin"))
+        p.set_linearisation(meta["shift_lin"], meta["amp_lin"], meta["kernel_scale"], y_lin=arrays.get("y_lin"),
+                            mu_lin=arrays.get("mu_lin"))
 
 
 def library_covering(prior, library: SpectraLibrary | None = None) -> SpectraLibrary:
@@ -485,7 +594,8 @@ def library_covering(prior, library: SpectraLibrary | None = None) -> SpectraLib
 def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | None = None,
               stop_rule: StopRule | None = None, exclude: str | None = None, max_points: int = 2000,
               quantity: str | Quantity | None = None, target_std: float | None = None, components=None,
-              **kwargs) -> XASAgent:
+              mode: str = "transmission", composition: FluorescenceSample | Mapping[str, Any] | None = None,
+              dead_time_s: float | None = None, **kwargs) -> XASAgent:
     """Build an ``XASAgent``. ``prior``: a ``GaussianPrior``, or the name of a construction (``library``, the
     default, or ``reference``: ``agent.xas.prior.PRIORS``) from the Fe K standards minus ``exclude``.
     ``quantity``: a ``Quantity`` or its name (``agent.xas.quantities.QUANTITY_HELP``; ``spectrum``, the
@@ -493,7 +603,16 @@ def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | Non
     predictor learns from the library minus ``exclude``. Stops on ``TargetStd(quantity, target_std)``
     (for ``spectrum``: the predicted RMSE), ``TargetRMSE(target_rmse)`` or ``stop_rule`` (combined with
     any_of), and at ``max_points``. ``ValueError`` (one line) for a target the quantity cannot reach:
-    at or below the floor of its std (the valence predictor's own error)."""
+    at or below the floor of its std (the valence predictor's own error). ``mode``: ``transmission`` (default) or
+    ``fluorescence`` of a sample of ``composition`` (``FluorescenceSample`` fields: fe_fraction, matrix,
+    incidence_deg, exit_deg, thickness_cm, density_g_cm3), counted by a detector of dead time ``dead_time_s`` (s;
+    None: the plan takes the detector's stated value)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if dead_time_s is not None:
+        if mode != "fluorescence" or "noise" in kwargs:
+            raise ValueError("dead_time_s is the fluorescence detector's: for mode='fluorescence' without a noise")
+        kwargs["noise"] = FluorescenceNoise(dead_time_s=float(dead_time_s))
     lib = None
     if prior is None or isinstance(prior, str):
         name = prior or "library"
@@ -523,4 +642,4 @@ def xas_agent(prior: GaussianPrior | str | None = None, target_rmse: float | Non
                          else None, stop_rule)
              if r is not None]
     rules.append(Budget(points=max_points))
-    return XASAgent(prior, any_of(*rules), quantity=quantity, **kwargs)
+    return XASAgent(prior, any_of(*rules), quantity=quantity, mode=mode, composition=composition, **kwargs)

@@ -211,32 +211,27 @@ class BasisPosterior:
     interface of ``agent.xas.design.XASPosterior`` with memory O(n r) and O(n r) per update and decision."""
 
     def __init__(self, prior_basis: BasisPrior, nuisance: Nuisance | None = None, shift_lin_eV: float = 0.0,
-                 amp_lin: float | None = None, kernel_scale: float = 1.0, target: str = "absorbance"):
+                 amp_lin: float | None = None, kernel_scale: float = 1.0, target: str = "absorbance",
+                 measurement=None):
         nuisance = nuisance if nuisance is not None else Nuisance()
-        XASPosterior._start(self, prior_basis, nuisance, target)
+        XASPosterior._start(self, prior_basis, nuisance, target, measurement)
         self.r, self.r_pc = prior_basis.r, prior_basis.r_pc
         self.p = self.r + N_NUISANCE
         self.set_linearisation(shift_lin_eV, nuisance.amp_mean if amp_lin is None else amp_lin, kernel_scale)
 
     # -- model pieces --------------------------------------------------------------------------
     def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True,
-                          y_lin: np.ndarray | None = None) -> None:
-        """Linearise about (``amp``, ``shift_eV``) with prior covariance × ``kernel_scale`` and the harmonic term
-        about the absorbance ``y_lin`` (as ``XASPosterior.set_linearisation``); re-solve (``full=False``: the mean
-        only)."""
+                          y_lin: np.ndarray | None = None, mu_lin: np.ndarray | None = None) -> None:
+        """Linearise about (``amp``, ``shift_eV``) with prior covariance × ``kernel_scale``, the harmonic term about
+        the absorbance ``y_lin`` and a nonlinear measurement about ``mu_lin`` (as ``XASPosterior.set_linearisation``);
+        re-solve (``full=False``: the mean only)."""
         self.shift_lin, self.amp_lin, self.kernel_scale = float(shift_eV), float(amp), float(kernel_scale)
         pb = self.prior0.shifted(self.shift_lin) if self.shift_lin else self.prior0
         self.m, self.phi_pc, self.phi_sp = pb.mean, pb.phi_pc, pb.phi_sp
-        self.dm = np.gradient(self.m, self.energy)
         self._set_y_lin(y_lin)
-        self.theta, tail, self.theta_var = self.nuisance.terms(self)
-        self.x0 = np.concatenate([np.zeros(self.r), tail])
+        XASPosterior._linearise(self, mu_lin)  # gain, theta, offset, T, nuisance prior: the same measurement rows
+        self.x0 = np.concatenate([np.zeros(self.r), self.nuisance_mean])
         self.s0 = np.concatenate([np.full(self.r, self.kernel_scale), self.theta_var])
-        if self.target == "mu":
-            self.T = np.zeros((self.n, N_NUISANCE))
-            self.T[:, 0] = -self.dm
-        else:
-            self.T = self.theta / self.amp_lin
         self.A = self._gram()
         d = np.sqrt(np.clip(np.diag(self.A), 1e-300, None))
         lam, v = linalg.eigh(self.A / np.outer(d, d))
@@ -252,9 +247,12 @@ class BasisPosterior:
                   [t.T @ pc, (spt @ t).T, t.T @ t]]
         return np.block(blocks)
 
-    def _times(self, x: np.ndarray, tail: np.ndarray, amp: float = 1.0) -> np.ndarray:
-        """amp Φ x[:r] + tail @ x[r:] for x (p,) or (p, q): the grid values of a state-space map."""
+    def _times(self, x: np.ndarray, tail: np.ndarray, amp: float | np.ndarray = 1.0) -> np.ndarray:
+        """amp Φ x[:r] + tail @ x[r:] for x (p,) or (p, q), ``amp`` a number or per grid energy (n,): the grid
+        values of a state-space map."""
         r, rp = self.r, self.r_pc
+        if np.ndim(amp) and np.ndim(x) == 2:
+            amp = amp[:, None]
         return amp * (self.phi_pc @ x[:rp] + self.phi_sp @ x[rp:r]) + tail @ x[r:]
 
     def prior_cov(self) -> np.ndarray:
@@ -267,22 +265,24 @@ class BasisPosterior:
         j, w = self._locate(e)
         rp, r = self.r_pc, self.r
         h = np.empty((e.size, self.p))
-        a = self.amp_lin
-        h[:, :rp] = a * (self.phi_pc[j] * (1 - w)[:, None] + self.phi_pc[j + 1] * w[:, None])
-        h[:, rp:r] = a * (sparse.diags(1 - w) @ self.phi_sp[j] + sparse.diags(w) @ self.phi_sp[j + 1]).toarray()
+        c1, c2 = self.gain[j] * (1 - w), self.gain[j + 1] * w
+        h[:, :rp] = self.phi_pc[j] * c1[:, None] + self.phi_pc[j + 1] * c2[:, None]
+        h[:, rp:r] = (sparse.diags(c1) @ self.phi_sp[j] + sparse.diags(c2) @ self.phi_sp[j + 1]).toarray()
         h[:, r:] = self.theta[j] * (1 - w)[:, None] + self.theta[j + 1] * w[:, None]
         return h
 
-    _locate = XASPosterior._locate  # the same grid lookup
+    _locate = XASPosterior._locate  # the same grid lookup, offset, data and harmonic linearisation
+    offset_at = XASPosterior.offset_at
+    y_data = XASPosterior.y_data
     _set_y_lin = XASPosterior._set_y_lin
     y_fundamental = XASPosterior.y_fundamental
 
     def _recompute(self) -> None:
         """M = H S Cᵀ, q, s and the predicted y exactly from S and x (O(n r²) flops with the sparse block)."""
-        self.M = np.ascontiguousarray(self._times(self.S @ self.C.T, self.theta, self.amp_lin))
+        self.M = np.ascontiguousarray(self._times(self.S @ self.C.T, self.theta, self.gain))
         self.q = np.einsum("ij,ij->i", self.M, self.M)
-        self.s = self.amp_lin**2 * self._diag(self.theta / self.amp_lin, clip=False)
-        self._y = self._times(self.x, self.theta, self.amp_lin)
+        self.s = self.gain**2 * self._diag(self.theta / self.gain[:, None], clip=False)  # gain > 0: F increases with μ
+        self._y = self._times(self.x, self.theta, self.gain) + self.offset
 
     # -- inference -----------------------------------------------------------------------------
     def data_terms(self, energies=None, var=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -314,28 +314,22 @@ class BasisPosterior:
             lam = np.diag(1.0 / self.s0[free]) + h[:, free].T @ hw
             c = linalg.cho_factor(lam, lower=True)
             self.x = self.x0.copy()
-            self.x[free] += linalg.cho_solve(c, hw.T @ (np.asarray(self.data_y) - h @ self.x0))
+            self.x[free] += linalg.cho_solve(c, hw.T @ (self.y_data() - h @ self.x0))
             if not full:
-                self._y = self._times(self.x, self.theta, self.amp_lin)
+                self._y = self._times(self.x, self.theta, self.gain) + self.offset
                 return
             s = np.zeros((self.p, self.p))
             s[np.ix_(free, free)] = linalg.cho_solve(c, np.eye(int(free.sum())))
             self.S = np.asfortranarray(0.5 * (s + s.T))
         self._recompute()
 
-    def update(self, energy_eV: float, y: float, var: float) -> None:
-        """Rank-1 update with one measurement y (absorbance) of variance ``var`` at ``energy_eV``."""
-        if not (np.isfinite(y) and var > 0):
-            raise ValueError(f"need finite y and var > 0, got y={y!r}, var={var!r}")
-        self._rank1(self.rows([energy_eV])[0], y, var)
-        self.data_e.append(float(energy_eV))
-        self.data_y.append(float(y))
-        self.data_var.append(float(var))
+    update = XASPosterior.update  # rows and _rank1 are this class's
+    fantasise = XASPosterior.fantasise
 
     def _rank1(self, h: np.ndarray, y: float | None, var: float) -> None:
         g = self.S @ h
         s = float(h @ g) + var
-        hg = self._times(g, self.theta, self.amp_lin)  # H S h: O(n (r_pc + nnz per row))
+        hg = self._times(g, self.theta, self.gain)  # H S h: O(n (r_pc + nnz per row))
         if y is not None:
             resid = (y - h @ self.x) / s
             self.x = self.x + g * resid
@@ -343,10 +337,6 @@ class BasisPosterior:
         self.S = blas.dger(-1.0 / s, g, g, a=self.S, overwrite_a=1)
         _rank1_rows(self.M, hg, self.C @ g, -1.0 / s, self.q)
         self.s = self.s - hg * hg / s
-
-    def fantasise(self, energy_eV: float, var: float) -> None:
-        """Covariance-only update (the mean does not change the design of a Gaussian model)."""
-        self._rank1(self.rows([energy_eV])[0], None, var)
 
     def sample_mu(self, k: int, rng: np.random.Generator) -> np.ndarray:
         """``k`` posterior draws (k, n) of normalised μ on the grid (O(n r k))."""
@@ -457,5 +447,5 @@ class BasisPosterior:
     def functional_gain(self, weights) -> tuple[np.ndarray, np.ndarray]:
         """For every grid candidate j: (Σ_k (w_k S h_j)², h_jᵀ S h_j); a measurement of noise variance v at j
         reduces trace(Cov W μ) by num_j / (s_j + v_j) in expectation. O(n r q)."""
-        hsw = self._times(self.S @ self._w_state(weights).T, self.theta, self.amp_lin)  # H S wᵀ (n, q)
+        hsw = self._times(self.S @ self._w_state(weights).T, self.theta, self.gain)  # H S wᵀ (n, q)
         return np.einsum("ij,ij->i", hsw, hsw), np.clip(self.s, 0, None)

@@ -105,18 +105,14 @@ class Nuisance:
                 and self.bg_sd > 0 and self.harmonic_sd >= 0):
             raise ValueError(f"invalid nuisance prior {self!r}")
 
-    def terms(self, post) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(theta (n, 6), prior means (6,), prior variances (6,)) of the nuisances of ``post`` (an
-        ``XASPosterior`` or ``BasisPosterior`` at its linearisation: ``amp_lin``, ``shift_lin``, ``m``, ``dm``,
-        ``u``, ``y_lin``, ``harmonic_prior``): the columns of y = ... + theta @ [delta, a, b, c3, c4, eta] on the
-        grid. ``post.harmonic_prior`` (mean, sd), when set (the reference foil's measurement of the harmonic),
-        replaces eta's prior N(0, ``harmonic_sd``²)."""
-        harmonic = -np.expm1(np.clip(post.y_lin, -5, 12))
-        theta = np.stack([-post.amp_lin * post.dm, post.m, np.ones(post.n), post.u**3, post.u**4, harmonic], axis=1)
+    def prior(self, post) -> tuple[np.ndarray, np.ndarray]:
+        """(means (6,), variances (6,)) of [delta, a, b, c3, c4, eta] for ``post`` (an ``XASPosterior`` or
+        ``BasisPosterior``: its ``shift_lin`` and ``harmonic_prior``). ``post.harmonic_prior`` (mean, sd), when set
+        (the reference foil's measurement of the harmonic), replaces eta's prior N(0, ``harmonic_sd``²)."""
         eta_mean, eta_sd = getattr(post, "harmonic_prior", None) or (0.0, self.harmonic_sd)
         mean = np.array([-post.shift_lin, self.amp_mean, self.offset_mean, 0.0, 0.0, eta_mean])
         var = np.array([self.shift_sd_eV, self.amp_sd, self.offset_sd, self.bg_sd, self.bg_sd, eta_sd]) ** 2
-        return theta, mean, var
+        return mean, var
 
 
 def draw_states(mean: np.ndarray, cov: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -137,41 +133,42 @@ class XASPosterior:
     and ``rmse_pred`` reports."""
 
     def __init__(self, prior: GaussianPrior, nuisance: Nuisance = Nuisance(), shift_lin_eV: float = 0.0,
-                 amp_lin: float | None = None, kernel_scale: float = 1.0, target: str = "absorbance"):
-        self._start(prior, nuisance, target)
+                 amp_lin: float | None = None, kernel_scale: float = 1.0, target: str = "absorbance",
+                 measurement=None):
+        self._start(prior, nuisance, target, measurement)
         self.set_linearisation(shift_lin_eV, nuisance.amp_mean if amp_lin is None else amp_lin, kernel_scale)
 
-    def _start(self, prior, nuisance: Nuisance, target: str) -> None:
-        """The parts every posterior of μ on a grid shares (this one and ``agent.xas.basis.BasisPosterior``)."""
+    def _start(self, prior, nuisance: Nuisance, target: str, measurement=None) -> None:
+        """The parts every posterior of μ on a grid shares (this one and ``agent.xas.basis.BasisPosterior``).
+        ``measurement``: None (transmission) or an object whose ``on(energy)`` gives the response μ → (F, ∂F/∂μ)
+        on the grid (``agent.xas.fluorescence.FluorescenceSample``)."""
         if target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         self.prior0, self.nuisance, self.target = prior, nuisance, target
         self.energy = np.asarray(prior.energy, float)
         self.n = self.energy.size
         self.u = E_REF_EV / self.energy
+        self.measurement = measurement
+        self.response = None if measurement is None else measurement.on(self.energy)
+        self.mu_lin: np.ndarray | None = None
         self.data_e: list[float] = []
         self.data_y: list[float] = []
         self.data_var: list[float] = []
 
     # -- model pieces --------------------------------------------------------------------------
     def set_linearisation(self, shift_eV: float, amp: float, kernel_scale: float, full: bool = True,
-                          y_lin: np.ndarray | None = None) -> None:
-        """Linearise about (``amp``, ``shift_eV``) with prior covariance x ``kernel_scale`` and the harmonic
-        term about the absorbance ``y_lin`` on the grid (default: amp m + offset of the prior); re-solve
-        (``full=False``: the mean only)."""
+                          y_lin: np.ndarray | None = None, mu_lin: np.ndarray | None = None) -> None:
+        """Linearise about (``amp``, ``shift_eV``) with prior covariance x ``kernel_scale``, the harmonic term about
+        the absorbance ``y_lin`` on the grid (default: amp m + offset of the prior) and, for a nonlinear
+        measurement, about ``mu_lin`` (μ on the grid; default the prior mean); re-solve (``full=False``: the mean
+        only)."""
         self.shift_lin, self.amp_lin, self.kernel_scale = float(shift_eV), float(amp), float(kernel_scale)
         p = self.prior0.shifted(self.shift_lin) if self.shift_lin else self.prior0
         self.m = p.mean
         self.K = p.cov * self.kernel_scale
-        self.dm = np.gradient(self.m, self.energy)
         self._set_y_lin(y_lin)
-        self.theta, tail, self.theta_var = self.nuisance.terms(self)
-        self.x0 = np.concatenate([np.zeros(self.n), tail])
-        if self.target == "mu":
-            self.T = np.zeros((self.n, N_NUISANCE))
-            self.T[:, 0] = -self.dm
-        else:
-            self.T = self.theta / self.amp_lin
+        self._linearise(mu_lin)
+        self.x0 = np.concatenate([np.zeros(self.n), self.nuisance_mean])
         self.resolve(full)
 
     def _set_y_lin(self, y_lin: np.ndarray | None) -> None:
@@ -186,6 +183,40 @@ class XASPosterior:
         next ``y_lin``."""
         return self.y_pred() - self.theta[:, -1] * self.x[-1]
 
+    def _linearise(self, mu_lin: np.ndarray | None) -> None:
+        """The measurement rows about the linearisation, shared with ``BasisPosterior`` (``self.m``, ``y_lin`` set):
+        y ≈ A F(μ̄) + gain (μ − μ̄) + B + c3 u³ + c4 u⁴ − η (e^{y_lin} − 1), μ = m + r − m' δ, gain = A_lin F'(μ̄);
+        for transmission F(μ) = μ, μ̄ = m (fluorescence has no harmonic term: its column is 0). Sets ``gain`` (n,),
+        ``theta`` (n, 6: the δ, A, B, c3, c4, η columns), ``offset`` = gain (m − μ̄) (n,, known, taken from the
+        data), the target map ``T`` and the nuisances' prior ``nuisance_mean``, ``theta_var``."""
+        n, a = self.n, self.amp_lin
+        self.dm = np.gradient(self.m, self.energy)
+        transmission = np.stack([-a * self.dm, self.m, np.ones(n), self.u**3, self.u**4,
+                                 -np.expm1(np.clip(self.y_lin, -5, 12))], axis=1)
+        if self.response is None:
+            self.gain, self.offset, self.theta = np.full(n, a), np.zeros(n), transmission
+        else:
+            self.mu_lin = self.m.copy() if mu_lin is None else np.asarray(mu_lin, float).copy()
+            f, df = self.response(self.mu_lin)
+            self.gain = a * df
+            self.offset = self.gain * (self.m - self.mu_lin)
+            self.theta = np.stack([-self.gain * self.dm, f, np.ones(n), self.u**3, self.u**4, np.zeros(n)], axis=1)
+        if self.target == "mu":
+            self.T = np.zeros((n, N_NUISANCE))
+            self.T[:, 0] = -self.dm
+        else:  # the measured spectrum (fluorescence: corrected for self-absorption) in edge-step units
+            self.T = transmission / a
+        self.nuisance_mean, self.theta_var = self.nuisance.prior(self)
+
+    def offset_at(self, energies) -> np.ndarray:
+        """The linearisation's known offset (``_linearise``) at ``energies`` (eV), interpolated as the rows are."""
+        j, w = self._locate(np.atleast_1d(np.asarray(energies, float)))
+        return self.offset[j] * (1 - w) + self.offset[j + 1] * w
+
+    def y_data(self) -> np.ndarray:
+        """The stored data less the linearisation's offset: what the linear rows predict."""
+        return np.asarray(self.data_y, float) - self.offset_at(self.data_e) if self.data_e else np.zeros(0)
+
     def prior_cov(self) -> np.ndarray:
         s0 = np.zeros((self.n + N_NUISANCE,) * 2, order="F")
         s0[: self.n, : self.n] = self.K
@@ -198,8 +229,8 @@ class XASPosterior:
         j, w = self._locate(e)
         h = np.zeros((e.size, self.n + N_NUISANCE))
         r = np.arange(e.size)
-        h[r, j] = self.amp_lin * (1 - w)
-        h[r, j + 1] += self.amp_lin * w
+        h[r, j] = self.gain[j] * (1 - w)
+        h[r, j + 1] += self.gain[j + 1] * w
         h[:, self.n:] = self.theta[j] * (1 - w)[:, None] + self.theta[j + 1] * w[:, None]
         return h
 
@@ -217,7 +248,7 @@ class XASPosterior:
         """M = L S H_grid^T: covariance of the target (rows) with a noiseless measurement at each grid
         energy (columns)."""
         ls = self.S[: self.n] + self.T @ self.S[self.n:]
-        self.M = np.asfortranarray(self.amp_lin * ls[:, : self.n] + ls[:, self.n:] @ self.theta.T)
+        self.M = np.asfortranarray(ls[:, : self.n] * self.gain + ls[:, self.n:] @ self.theta.T)
 
     # -- inference -----------------------------------------------------------------------------
     def data_terms(self, energies=None, var=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -227,7 +258,7 @@ class XASPosterior:
         var = np.asarray(self.data_var if energies is None else var, float)
         j, w = self._locate(e)
         h = self.rows(e)
-        c1, c2 = self.amp_lin * (1 - w), self.amp_lin * w
+        c1, c2 = self.gain[j] * (1 - w), self.gain[j + 1] * w
         sh = np.empty((self.n + N_NUISANCE, e.size))
         sh[: self.n] = self.K[:, j] * c1 + self.K[:, j + 1] * c2
         ht = h[:, self.n:]
@@ -262,7 +293,7 @@ class XASPosterior:
         """For every grid candidate j: (Σ_k (w_k S h_j)², h_jᵀ S h_j), so that a measurement of noise
         variance v at j reduces trace Cov(W μ) by num_j / (s_j + v_j). O(q n²)."""
         c = self.S @ self.mu_weights(weights).T  # (n+p, q)
-        hc = self.amp_lin * c[: self.n] + self.theta @ c[self.n:]
+        hc = self.gain[:, None] * c[: self.n] + self.theta @ c[self.n:]
         _, s = self.gain_terms()
         return np.einsum("jk,jk->j", hc, hc), s
 
@@ -283,18 +314,18 @@ class XASPosterior:
         else:
             h, sh, ck, cn = self.data_terms()
             c = linalg.cho_factor(ck + cn, lower=True)
-            self.x = self.x0 + sh @ linalg.cho_solve(c, np.asarray(self.data_y) - h @ self.x0)
+            self.x = self.x0 + sh @ linalg.cho_solve(c, self.y_data() - h @ self.x0)
             if not full:
                 return
             self.S = np.asfortranarray(self.prior_cov() - sh @ linalg.cho_solve(c, sh.T))
         self._recompute_m()
 
     def update(self, energy_eV: float, y: float, var: float) -> None:
-        """Rank-1 update with one measurement y (absorbance) of variance ``var`` at ``energy_eV``."""
+        """Rank-1 update with one measurement y (absorbance, or fluorescence) of variance ``var`` at ``energy_eV``."""
         if not (np.isfinite(y) and var > 0):
             raise ValueError(f"need finite y and var > 0, got y={y!r}, var={var!r}")
         h = self.rows([energy_eV])[0]
-        self._rank1(h, y, var)
+        self._rank1(h, y - float(self.offset_at(energy_eV)[0]), var)
         self.data_e.append(float(energy_eV))
         self.data_y.append(float(y))
         self.data_var.append(float(var))
@@ -307,7 +338,7 @@ class XASPosterior:
             self.x = self.x + g * ((y - h @ self.x) / s)
         n = self.n
         lg = g[:n] + self.T @ g[n:]
-        hg = self.amp_lin * g[:n] + self.theta @ g[n:]
+        hg = self.gain * g[:n] + self.theta @ g[n:]
         self.S = blas.dger(-1.0 / s, g, g, a=self.S, overwrite_a=1)
         self.M = blas.dger(-1.0 / s, lg, hg, a=self.M, overwrite_a=1)
 
@@ -374,14 +405,14 @@ class XASPosterior:
         return float(self.x[i]), float(np.sqrt(max(self.S[i, i], 0)))
 
     def y_pred(self) -> np.ndarray:
-        """Posterior mean of the absorbance y on the grid (for the noise model)."""
-        return self.amp_lin * self.x[: self.n] + self.theta @ self.x[self.n:]
+        """Posterior mean of the measured y on the grid (for the noise model)."""
+        return self.gain * self.x[: self.n] + self.theta @ self.x[self.n:] + self.offset
 
     def gain_terms(self) -> tuple[np.ndarray, np.ndarray]:
         """For every grid candidate j: (|L S h_j|^2, h_j^T S h_j), the numerator of the trace reduction
         (a column norm of M: a sum of squares, so it cannot lose its sign to rounding) and the predictive
         variance of y without noise. O(n^2)."""
-        n, a, t = self.n, self.amp_lin, self.theta
+        n, a, t = self.n, self.gain, self.theta
         d_s = np.diag(self.S)[:n]
         q = np.einsum("ij,ij->j", self.M, self.M)
         s = a * a * d_s + 2 * a * np.einsum("ij,ij->i", self.S[:n, n:], t) + np.einsum(

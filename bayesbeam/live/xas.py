@@ -42,13 +42,17 @@ class LiveXAS(LiveFigure):
         self.energy_key = dims[0][0][0]
         counts = (doc.get("validity") or {}).get("counts") or [f"{d}_counts" for d in doc.get("detectors", [])]
         self.i0_key, self.it_key = counts[:2] if len(counts) >= 2 else ("i0_counts", "it_counts")
+        self.if_key = (doc.get("validity") or {}).get("fluorescence")  # fluorescence mode: If/I0, the agent's units
+        self.fluorescence = (doc.get("agent_config") or {}).get("mode") == "fluorescence" and bool(self.if_key)
         self.target_kind = (doc.get("agent_config") or {}).get("target") or (doc.get("plan_args") or {}).get(
             "target") or "absorbance"
-        self.measured: list[tuple[float, float]] = []  # (energy eV, ln(I0/It))
+        self.measured: list[tuple[float, ...]] = []  # (energy eV, ln(I0/It)) or (energy eV, I0, If, dwell s)
         self.rejected: list[int] = []  # indexes into measured
         self.history: list[dict[str, float]] = []
         self.reason = ""
         axis = TARGET_AXIS.get(self.target_kind, self.target_kind)
+        if self.fluorescence and self.target_kind == "absorbance":
+            axis = r"$I_f/I_0$ corrected for self-absorption / edge step"
         self.ax_mu.set_ylabel(axis)
         self.ax_rmse.set_ylabel(f"predicted RMSE of {axis}")
         target = self.targets.get("rmse_pred")
@@ -59,6 +63,10 @@ class LiveXAS(LiveFigure):
         self.ax_mu.set_title(f"XAS{': ' + str(sample) if sample else ''}", fontsize=10)
 
     def on_event(self, stream, data, doc) -> bool:
+        if stream == "primary" and self.fluorescence:
+            self.measured.append(tuple(float(data.get(k, np.nan)) for k in (self.energy_key, self.i0_key, self.if_key,
+                                                                                "dwell_s")))
+            return False
         if stream == "primary":
             i0, it = float(data.get(self.i0_key, np.nan)), float(data.get(self.it_key, np.nan))
             ok = np.isfinite(i0) and np.isfinite(it) and i0 > 0 and it > 0
@@ -99,9 +107,11 @@ class LiveXAS(LiveFigure):
                                             label="95 % band")
         if self.measured:
             m = np.array(self.measured, float)
-            # a measured ln(I0/It) in the target's units: the posterior mean there plus the point's residual
+            if self.fluorescence:  # If/I0 dead-time corrected, in the agent's data unit
+                m = np.column_stack([m[:, 0], [self._fluorescence_y(agent, *row[1:]) for row in m]])
+            # a measured y in the target's units: the posterior mean there plus the point's residual
             y_pred = np.interp(m[:, 0], e, agent.post.y_pred())
-            points = np.interp(m[:, 0], e, mean) + (m[:, 1] - y_pred) / agent.post.amp_lin
+            points = np.interp(m[:, 0], e, mean) + (m[:, 1] - y_pred) / np.interp(m[:, 0], e, agent.post.gain)
             good = np.ones(len(m), bool)
             good[self.rejected] = False
             self.l_points.set_data(m[good, 0], points[good])
@@ -111,6 +121,13 @@ class LiveXAS(LiveFigure):
         self.ax_mu.legend(fontsize=8, loc="lower right")
         self.ax_mu.relim()
         self.ax_mu.autoscale_view()
+
+    @staticmethod
+    def _fluorescence_y(agent, i0: float, counts: float, dwell: float) -> float:
+        try:
+            return agent.noise.from_counts(i0, counts, dwell)[0]
+        except ValueError:
+            return np.nan
 
     def artists(self) -> Mapping[str, Any]:
         return {"mean": self.l_mean, "band": self.band, "points": self.l_points, "rejected": self.l_rejected,

@@ -1,7 +1,8 @@
 """XAS plans: the adaptive energy-point run the agent steers and stops, and the conventional grid scan.
 
 Streams of ``adaptive_xas``: ``primary`` (one event per point: monochromator readback, I0, It (and Iref,
-the chamber behind a reference foil, when given), the requested energy and the readback before and
+the chamber behind a reference foil, and If, a fluorescence detector, when given), the requested energy and the
+readback before and
 after the count (``energy_requested_ev``,
 ``energy_before_ev``, ``energy_after_ev``), the ring's minimum over the count (mA, with a ring), the
 run's beamtime (s) and the plan's bookkeeping), ``posterior`` (the agent's report after each point:
@@ -66,6 +67,26 @@ def _check_range(mono, energies) -> None:
                          f"{lo:.2f}-{hi:.2f} eV")
 
 
+def _roles(detectors, mode: str) -> tuple[list, Any]:
+    """(ion chambers [i0, it, iref] in the order given, the fluorescence detector or None): a fluorescence
+    detector is the one that states its dead time (a ``dead_time_s`` signal, s). ``ValueError`` (one line) for
+    a list the ``mode`` cannot measure with."""
+    names = "[" + ", ".join(getattr(d, "name", "?") for d in detectors) + "]"
+    fluo = [d for d in detectors if getattr(d, "dead_time_s", None) is not None]
+    chambers = [d for d in detectors if all(d is not f for f in fluo)]
+    if len(fluo) > 1:
+        raise ValueError(f"adaptive_xas takes one fluorescence detector, got {len(fluo)} in {names}")
+    if mode == "fluorescence":
+        if not fluo:
+            raise ValueError(f"fluorescence mode needs a fluorescence detector (one stating its dead time, "
+                             f"dead_time_s) among the detectors, e.g. [i0, ifl] or [i0, it, iref, ifl]; got {names}")
+        if not 1 <= len(chambers) <= 3:
+            raise ValueError(f"fluorescence mode needs [i0, ifl], [i0, it, ifl] or [i0, it, iref, ifl], got {names}")
+    elif len(chambers) not in (2, 3):
+        raise ValueError(f"adaptive_xas needs [i0, it] or [i0, it, iref] (and a fluorescence detector), got {names}")
+    return chambers, (fluo[0] if fluo else None)
+
+
 def _set_dwell(detectors, dwell_s: float):
     args = []
     for det in detectors:
@@ -77,7 +98,8 @@ def _set_dwell(detectors, dwell_s: float):
 
 
 def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "mono", agent: XASAgent | None = None,
-                 *, target_rmse: float | None = None, max_points: int | None = None, prior: str | None = None,
+                 *, mode: str | None = None, composition: dict[str, Any] | None = None,
+                 target_rmse: float | None = None, max_points: int | None = None, prior: str | None = None,
                  exclude: str | None = None, target: str | None = None, quantity: str | None = None,
                  target_std: float | None = None, components: list[str] | None = None,
                  beamtime: Readable | None = "beamtime",
@@ -88,7 +110,12 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
 
     ``detectors``: ``[i0, it]`` (incident, transmitted) or ``[i0, it, iref]`` (and the chamber behind a
     reference foil, counted in the same gate: stored, listed in the validity counts, passed to the agent
-    as ``iref``); their first hinted field is the count.
+    as ``iref``), and a fluorescence detector (one that states its dead time, ``dead_time_s``; conventionally
+    last): ``[i0, ifl]``, ``[i0, it, ifl]``, ``[i0, it, iref, ifl]``; their first hinted field is the count.
+    ``mode``: ``transmission`` (the agent's default) analyses ln(I0/It), ``fluorescence`` If/I0 of a dilute
+    sample of ``composition`` (``agent.xas.fluorescence.FluorescenceSample`` fields: fe_fraction, matrix,
+    incidence_deg, exit_deg, thickness_cm, density_g_cm3), dead-time corrected with the detector's stated τ
+    (an agent given another fails before motion); a fluorescence detector in transmission mode is only stored.
     ``mono``: the monochromator energy (eV). Devices or their names (``plans.registry``; the defaults are
     the profiles' names). The agent: ``agent``, an ``XASAgent`` object (an IPython session's; its
     candidate range must lie inside the monochromator limits); or, as a queued plan gives it, its
@@ -116,21 +143,22 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
     """
     detectors, mono = detectors_then_motor(detectors, mono, "adaptive_xas")
     detectors, mono, ring, beamtime = plan_devices("adaptive_xas", detectors, mono, ring, beamtime)
-    params = {"target_rmse": target_rmse, "max_points": max_points, "prior": prior, "exclude": exclude,
+    params = {"mode": mode, "composition": composition, "target_rmse": target_rmse, "max_points": max_points,
+              "prior": prior, "exclude": exclude,
               "target": target, "quantity": quantity, "target_std": target_std,
               "components": components if components is None or isinstance(components, str) else list(components)}
     agent, continue_from = plan_agent("adaptive_xas", agent, continue_from, xas_agent, params)
-    if len(detectors) not in (2, 3):
-        raise ValueError(f"adaptive_xas needs [i0, it] or [i0, it, iref], got {len(detectors)} detectors")
+    chambers, fluo = _roles(detectors, agent.mode)
+    if agent.mode == "fluorescence":
+        agent.adopt_dead_time(fluo.dead_time_s.get())
     _check_range(mono, agent.energy_limits)
     if int(max_consecutive_failures) < 1:
         raise ValueError("max_consecutive_failures must be >= 1")
     if not energy_tolerance_ev > 0:
         raise ValueError(f"energy tolerance must be > 0 eV, got {energy_tolerance_ev!r}")
     check_ring(ring)
-    i0, it = detectors[:2]
-    f0, ft = _count_field(i0), _count_field(it)
-    fref = _count_field(detectors[2]) if len(detectors) == 3 else None
+    f0, ft, fref = (_count_field(chambers[k]) if len(chambers) > k else None for k in range(3))
+    ff = _count_field(fluo) if fluo is not None else None
     mono_field = _count_field(mono)
     plan_args = {"detectors": list(map(repr, detectors)), "mono": repr(mono), "agent": agent_arg(agent), **params,
                  "beamtime": repr(beamtime) if beamtime is not None else None,
@@ -138,8 +166,9 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
                  "beam_poll_s": beam_poll_s, "energy_tolerance_ev": energy_tolerance_ev,
                  "max_consecutive_failures": max_consecutive_failures, "continue_from": continue_from}
     run_bt = RunBeamtime(beamtime) if beamtime is not None else None
-    spec = {"rule": XAS_RULE, "detectors": [d.name for d in detectors], "counts": [f0, ft] + ([fref] if fref else []),
-            **({"reference": fref} if fref else {}), "requested": "energy_requested_ev",
+    spec = {"rule": XAS_RULE, "detectors": [d.name for d in detectors], "counts": [f for f in (f0, ft, fref, ff) if f],
+            "monitor": f0, "transmitted": ft, **({"reference": fref} if fref else {}),
+            **({"fluorescence": ff} if ff else {}), "requested": "energy_requested_ev",
             "before": "energy_before_ev", "after": "energy_after_ev", "tolerance": float(energy_tolerance_ev),
             "unit": "eV", "label": "monochromator readback", "dwell": "dwell_s", **ring_spec(ring, beam_floor_ma)}
     _md = start_md("adaptive_xas", detectors, [mono], plan_args, [mono_field], agent=agent,
@@ -176,7 +205,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
                 problem = xas_point_problem({k: v["value"] for k, v in reading.items()}, spec)  # as XASFeeder
             except DEVICE_FAULTS as exc:  # no event: the agent hears of the lost point here
                 problem = f"device fault at {energy:.2f} eV ({type(exc).__name__}: {exc})"
-                lost = {"i0": np.nan, "it": np.nan, **({"iref": np.nan} if fref else {})}
+                lost = {"i0": np.nan, **{k: np.nan for k, f in (("it", ft), ("iref", fref), ("if", ff)) if f}}
                 agent.register_failures([{**suggestion, **lost, "reason": problem}])
             valid = not problem
             failures = 0 if valid else failures + 1
@@ -193,7 +222,7 @@ def adaptive_xas(detectors: Sequence[Readable] = ("i0", "it"), mono: Movable = "
         yield from bps.close_run(exit_status="success", reason=reason)
         return reason
 
-    return (yield from bpp.subs_wrapper(run(), XASFeeder(agent, mono_field, f0, ft, fref)))
+    return (yield from bpp.subs_wrapper(run(), XASFeeder(agent, mono_field, f0, ft, fref, ff)))
 
 
 def grid_xas(detectors: Sequence[Readable], mono: Movable, energies: list[float], *, dwell_s: float = 1.0,

@@ -1,5 +1,5 @@
 """A simulated XAS end station on a given clock and ring: monochromator, ion chambers I0/It (and Iref
-after a reference foil), sample."""
+after a reference foil), a fluorescence detector (If) when asked for, sample."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from dataclasses import dataclass
 
 from sim_devices.core.clock import SimClock
 from sim_devices.xas.beam import BeamModel, Glitch
+from sim_devices.xas.fluorescence import FluorescenceModel, SimFluorescenceDetector
 from sim_devices.xas.ion_chambers import SharedDwell, SimIonChamber, ion_chambers
 from sim_devices.xas.monochromator import SimMonochromator
 from sim_devices.xas.samples import XASSample
 
 REFERENCE_FOIL = "Fe-foil"
+#: The fluorescence detector's sample (``make_xas_endstation(fluorescence=True)``): 1 wt% Fe in cellulose, a 3 mm
+#: pellet of 1 g/cm³ at 45°/45° (thick: ρd(μ/sin φ + μ_f/sin θ) ≈ 12), the agent's default composition.
+DILUTE_SAMPLE = FluorescenceModel(fe_fraction=0.01, thickness_cm=0.3)
 
 #: The realistic truth of a rehearsal (``bayesbeam rehearse xas --realistic``), keyword arguments of
 #: ``make_xas_endstation``: I0 falling 5 %/100 eV with curvature, two crystal glitches (0.3-0.4 eV FWHM,
@@ -36,12 +40,16 @@ REALISTIC_PRACTICE = {"backlash_eV": 0.2,
                       "harmonic_sd": 0.01}
 
 
-def realistic_practice() -> dict:
-    """``xas_agent`` keyword arguments of ``REALISTIC_PRACTICE``: move cost, glitch map, harmonic prior."""
+def realistic_practice(mode: str = "transmission") -> dict:
+    """``xas_agent`` keyword arguments of ``REALISTIC_PRACTICE``: move cost, glitch map and, in transmission
+    (the harmonic term is transmission's: ln(I0/It)), the harmonic prior."""
     from agent.xas.design import MoveCost, Nuisance
 
-    return {"cost": MoveCost(backlash_eV=REALISTIC_PRACTICE["backlash_eV"]), "avoid_eV": REALISTIC_PRACTICE["avoid_eV"],
-            "nuisance": Nuisance(harmonic_sd=REALISTIC_PRACTICE["harmonic_sd"])}
+    practice = {"cost": MoveCost(backlash_eV=REALISTIC_PRACTICE["backlash_eV"]),
+                "avoid_eV": REALISTIC_PRACTICE["avoid_eV"]}
+    if mode == "transmission":
+        practice["nuisance"] = Nuisance(harmonic_sd=REALISTIC_PRACTICE["harmonic_sd"])
+    return practice
 
 
 @dataclass
@@ -53,11 +61,12 @@ class XASEndStation:
     dwell: SharedDwell
     iref: SimIonChamber | None = None
     foil: XASSample | None = None
+    ifl: SimFluorescenceDetector | None = None
 
     @property
     def detectors(self) -> list[SimIonChamber]:
-        """[i0, it] or [i0, it, iref]: the plan's detectors."""
-        return [self.i0, self.it] + ([self.iref] if self.iref is not None else [])
+        """[i0, it], [i0, it, iref], and the fluorescence detector ``ifl`` last when there is one: the plan's."""
+        return [d for d in (self.i0, self.it, self.iref, self.ifl) if d is not None]
 
 
 def make_xas_endstation(sample: str | XASSample, clock: SimClock, ring=None, seed: int | None = None,
@@ -65,7 +74,7 @@ def make_xas_endstation(sample: str | XASSample, clock: SimClock, ring=None, see
                         dwell_s: float = 1.0, *, reference_foil: bool = False, foil_amplitude: float = 1.0,
                         foil_offset: float = 0.2, foil_mut_3e: float = 0.0, beam: BeamModel | None = None,
                         calibration_offset_eV: float = 0.0, calibration_drift_eV_h: float = 0.0,
-                        lash_eV: float = 0.0) -> XASEndStation:
+                        lash_eV: float = 0.0, fluorescence: FluorescenceModel | bool = False) -> XASEndStation:
     """The XAS devices for the Fe K-edge standard ``sample`` (a name, ``ValueError`` if unknown, or an
     ``XASSample``) on ``clock``; counts follow ``ring`` (mA) when given. The monochromator range is the
     tabulated truth (eV), it starts at its low end and moves in ``settle_s`` + |ΔE|/``speed_eV_s`` seconds
@@ -73,7 +82,8 @@ def make_xas_endstation(sample: str | XASSample, clock: SimClock, ring=None, see
     harmonics), the monochromator's hidden ``calibration_offset_eV`` (eV), ``calibration_drift_eV_h``
     (eV/h) and ``lash_eV`` (eV, ``SimMonochromator``). ``reference_foil``: a third chamber ``iref`` behind
     the Fe-foil standard (μt = ``foil_amplitude``·μ_foil + ``foil_offset``, ``foil_mut_3e`` at 3E) in
-    the same scaler gate."""
+    the same scaler gate. ``fluorescence``: a fluorescence detector ``ifl`` in that gate, on the sample as the
+    ``FluorescenceModel`` given (True: ``DILUTE_SAMPLE``)."""
     s = sample if isinstance(sample, XASSample) else XASSample(sample, seed=seed)
     lo, hi = s.energy_range
     mono = SimMonochromator(name="mono", clock=clock, limits_eV=(lo, hi), start_eV=lo, settle_time_s=settle_s,
@@ -83,5 +93,12 @@ def make_xas_endstation(sample: str | XASSample, clock: SimClock, ring=None, see
     foil = XASSample(REFERENCE_FOIL, amplitude=foil_amplitude, offset=foil_offset) if reference_foil else None
     chambers = ion_chambers(clock, mono, s, ring=ring, dwell_s=dwell_s, beam=beam, foil=foil,
                             foil_mut_3e=foil_mut_3e)
+    ifl = None
+    if fluorescence:
+        ifl = SimFluorescenceDetector(name="ifl", clock=clock, mono=mono, sample=s, ring=ring, beam=beam,
+                                      gate=chambers[0].gate,
+                                      model=DILUTE_SAMPLE if fluorescence is True else fluorescence)
+        ifl.dwell_s.put(float(dwell_s))
+        chambers = (*chambers, ifl)
     return XASEndStation(s, mono, chambers[0], chambers[1], SharedDwell(list(chambers), name="dwell"),
-                         chambers[2] if foil is not None else None, foil)
+                         chambers[2] if foil is not None else None, foil, ifl)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Kind, Signal
 
 from sim_devices.xas.beam import BeamModel
 from sim_devices.xas.ion_chambers import REFERENCE_CURRENT_MA, SimIonChamber
@@ -94,12 +96,16 @@ class FluorescenceModel:
 
 class SimFluorescenceDetector(SimIonChamber):
     """A fluorescence detector (counts If) with SimIonChamber's trigger/dwell/fault interface and scaler
-    gate, counting at the photons' energy the ``FluorescenceModel`` ``model`` of the sample's standard."""
+    gate, counting at the photons' energy the ``FluorescenceModel`` ``model`` of the sample's standard.
+    ``dead_time_s`` (configuration, s): the paralysable dead time it states, the model's."""
+
+    dead_time_s = Cpt(Signal, value=0.0, kind=Kind.config)
 
     def __init__(self, *args, model: FluorescenceModel | None = None, **kwargs):
         kwargs.setdefault("transmitted", True)
         super().__init__(*args, **kwargs)
         self.model = model or FluorescenceModel()
+        self.dead_time_s.put(float(self.model.dead_time_s))
 
     def expected_counts(self, energy_eV: float, dwell_s: float, current_ma: float = REFERENCE_CURRENT_MA) -> float:
         """Mean recorded If at the photons' energy ``energy_eV`` (eV), dead time included."""

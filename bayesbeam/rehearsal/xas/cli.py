@@ -12,7 +12,7 @@ from bayesbeam.rehearsal.common import (
     run_options,
     run_progress,
 )
-from bayesbeam.rehearsal.xas.options import PRIORS, QUANTITY_UNIT, TARGET_LABEL, XASOptions
+from bayesbeam.rehearsal.xas.options import MODES, PRIORS, QUANTITY_UNIT, TARGET_LABEL, XASOptions
 
 D = XASOptions()  # the defaults of every option
 
@@ -38,14 +38,17 @@ D = XASOptions()  # the defaults of every option
 @click.option("--max-points", type=int, default=D.max_points, help="Budget: stop after this many points.")
 @click.option("--realistic", is_flag=True, help="A realistic truth: I0(E), glitches, harmonic, background, a "
               "monochromator 0.4 eV off and drifting, lash; the reference foil measured alongside (iref).")
+@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default=D.mode,
+              help="transmission (ln I0/It), or fluorescence: the standard as a dilute sample (1 wt%% Fe in cellulose) "
+                   "measured with a fluorescence detector (If/I0, dead time and self-absorption corrected).")
 @run_options(D.time_scale)
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xas.png", help="Figure (PNG).")
 @progress_option
-def rehearse_xas(sample, quantity, target_std, components, target_rmse, target, prior, max_points, realistic, seed,
-                 time_scale, catalog, json_path, figure, progress):
+def rehearse_xas(sample, quantity, target_std, components, target_rmse, target, prior, max_points, realistic, mode,
+                 seed, time_scale, catalog, json_path, figure, progress):
     """Adaptive XAS (Bayesian choice of each energy and dwell) on the simulated beamline."""
     options = checked(XASOptions(sample, target_rmse, target, prior, max_points, quantity.lower(), target_std,
-                                 components, realistic, seed=seed, time_scale=time_scale))
+                                 components, realistic, mode.lower(), seed=seed, time_scale=time_scale))
     key = "fractions" if options.quantity == "fractions" else options.quantity
     line = (f"predicted RMSE {{d[rmse_pred]:.4f}} (target {target_std or target_rmse})" if key == "spectrum"
             else f"std({key}) {{d[{key}_std]:.4f}} (target {target_std})")

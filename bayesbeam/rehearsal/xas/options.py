@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the agent loads when a rehearsal is built, not for --help
 
 PRIORS = ("library", "reference", "exafs")  # agent.xas.prior.PRIORS; exafs: SYNTHETIC range to 7660 eV
 TARGET_LABEL = {"absorbance": "μt / edge step", "mu": "normalised μ"}  # agent.xas.design.TARGETS
+MODES = ("transmission", "fluorescence")  # agent.xas.agent.MODES
 QUANTITY_UNIT = {"spectrum": "edge-step units (RMSE)", "edge_position": "eV", "pre_edge_centroid": "eV",
                  "pre_edge_area": "eV x edge step", "fractions": "fraction", "valence": ""}  # agent.xas.quantities
 
@@ -32,6 +33,8 @@ class XASOptions(RehearsalOptions):
     simulated truth of ``sim_devices.xas.endstation.REALISTIC_TRUTH`` (I0(E), glitches, harmonic,
     background, a monochromator offset with drift, lash) with the reference foil measured alongside.
     ``prior``: ``library``, ``reference`` or ``exafs`` (the low-rank prior over the SYNTHETIC EXAFS range).
+    ``mode``: ``transmission``, or ``fluorescence``: the standard as a dilute sample (1 wt% Fe in cellulose,
+    ``sim_devices.xas.endstation.DILUTE_SAMPLE``) seen by a fluorescence detector, analysed from If/I0.
     Keyword-only: ``seed`` of the simulation (None: fresh),
     ``time_scale`` (simulated seconds per wall-clock second).
     """
@@ -45,6 +48,7 @@ class XASOptions(RehearsalOptions):
     target_std: float | None = None
     components: str | None = None
     realistic: bool = False
+    mode: str = "transmission"
 
     def agent(self) -> XASAgent:
         require(whole(self.max_points, 1), f"max_points must be an integer >= 1, got {plain(self.max_points)}")
@@ -53,15 +57,17 @@ class XASOptions(RehearsalOptions):
         require(spectrum or self.target_std is not None,
                 f"the {self.quantity} quantity needs a target std (--target-std, "
                 f"in {QUANTITY_UNIT.get(self.quantity)})")
+        require(self.mode in MODES, f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         rmse = (self.target_std if self.target_std is not None else self.target_rmse) if spectrum else None
         practice = {}
         if self.realistic:  # the beamline's anti-backlash approach, glitch map and harmonic prior
             from sim_devices.xas.endstation import realistic_practice
 
-            practice = realistic_practice()
+            practice = realistic_practice(self.mode)
         return make_agent(self.sample, rmse, self.prior, self.max_points, target=self.target,
                           quantity=None if spectrum else self.quantity,
-                          target_std=None if spectrum else self.target_std, components=self.components, **practice)
+                          target_std=None if spectrum else self.target_std, components=self.components, mode=self.mode,
+                          **practice)
 
 
 def build_prior(name: str, library: SpectraLibrary) -> GaussianPrior:

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from bayesbeam.rehearsal.xas.options import QUANTITY_UNIT
-from bayesbeam.rehearsal.xas.rehearse import TARGET_LABEL, XASRehearsal
+from bayesbeam.rehearsal.xas.rehearse import TARGET_LABEL, XASRehearsal, target_truth
+
+FLUORESCENCE_LABEL = {"absorbance": "If/I0 corrected for self-absorption / edge step"}  # fluorescence mode
 
 
 def quantity_summary(r: XASRehearsal) -> dict[str, Any]:
@@ -46,10 +48,11 @@ def summary(r: XASRehearsal) -> dict[str, Any]:
     truth = r.sample.mu(post["energy"])
     dwell = float(sum(r.agent.dwells))
     return {
-        "technique": "xas", "sample": r.sample.name, "uid": r.uid, "seed": r.options.seed, "options": r.options,
+        "technique": "xas", "mode": r.agent.mode, "sample": r.sample.name, "uid": r.uid, "seed": r.options.seed,
+        "options": r.options,
         "stop_reason": r.stop_reason, "beamtime_s": rep["beamtime_s"], "steps": rep["points"],
         "points": rep["points"], "dwell_s": dwell, "moves_s": rep["beamtime_s"] - dwell, "target": post["target"],
-        "rmse_pred": rep["rmse_pred"], "rmse_actual": r.sample.target_rmse(r.agent.post),
+        "rmse_pred": rep["rmse_pred"], "rmse_actual": r.target_rmse(),
         "mu_rmse_actual": float(np.sqrt(np.mean((post["mean"] - truth) ** 2))),
         "band95_coverage": float(np.mean(np.abs(post["mean"] - truth) <= post["upper"] - post["mean"])),
         "amplitude_mean": rep["amplitude_mean"], "amplitude_std": rep["amplitude_std"],
@@ -61,10 +64,11 @@ def summary(r: XASRehearsal) -> dict[str, Any]:
 
 def summary_text(s: dict[str, Any]) -> str:
     """The lines the command prints for a ``summary``."""
+    label = (FLUORESCENCE_LABEL if s.get("mode") == "fluorescence" else {}).get(s["target"], TARGET_LABEL[s["target"]])
     lines = [f"stop: {s['stop_reason']}",
              f"points: {s['points']}, beamtime {s['beamtime_s']:.0f} s (dwell {s['dwell_s']:.0f} s + moves "
              f"{s['moves_s']:.0f} s)",
-             f"RMSE of {TARGET_LABEL[s['target']]}: predicted {s['rmse_pred']:.4f}, actual {s['rmse_actual']:.4f}; "
+             f"RMSE of {label}: predicted {s['rmse_pred']:.4f}, actual {s['rmse_actual']:.4f}; "
              f"normalised μ: actual {s['mu_rmse_actual']:.4f}, its 95 % band covers {100 * s['band95_coverage']:.0f} "
              f"% of the grid; amplitude {s['amplitude_mean']:.3f} ± {s['amplitude_std']:.3f}, edge shift "
              f"{s['shift_mean']:+.2f} ± {s['shift_std']:.2f} eV"]
@@ -93,7 +97,7 @@ def rehearsal_figure(result: XASRehearsal, path: str) -> str:
     post = agent.posterior()
     e = post["energy"]
     s = result.sample
-    truth = agent.post.target_of(s.mu(e), s.amplitude, s.offset)
+    truth = target_truth(agent, s, result.fluorescence)
     view.ax_mu.plot(e, truth, "k--", lw=0.8, label=f"truth ({s.name})")
     view.ax_mu.legend(fontsize=8, loc="lower right")
     t = result.trajectory

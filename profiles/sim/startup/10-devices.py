@@ -1,5 +1,7 @@
 """The simulated BL08W-style beamline (sim_devices): clock, ring, magnet, Ge detector, and the XAS end
-station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``; the sample
+station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``i0``/``it``, a fluorescence
+detector ``ifl`` seeing the XAS standard as a dilute sample (1 wt% Fe in cellulose, ``adaptive_xas([i0, ifl], mono,
+mode="fluorescence")``); the sample
 temperature ``sample_temp`` (K; Fe only, whose simulated moment follows mu_s(T, B)); the 3d XPS
 electron analyser ``analyser``. Registered by name for plans queued with plain parameters (``plans.registry``).
 
@@ -19,10 +21,11 @@ sim = make_compton_beamline(os.environ.get("BAYESBEAM_SAMPLE", "fe"),
 ge, magnet, ring, sample = sim.ge, sim.magnet, sim.ring, sim.sample
 sample_temp = sim.sample_temp  # K: Fe's mu_s(T, B) in the simulator (None for a sample without that model)
 beamtime = BeamtimeSignal(sim.clock, name="beamtime")
-xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring)
-mono, i0, it, xas_sample = xas.mono, xas.i0, xas.it, xas.sample
+xas = make_xas_endstation(os.environ.get("BAYESBEAM_XAS_SAMPLE", "Fe3O4"), sim.clock, ring=sim.ring, fluorescence=True)
+mono, i0, it, ifl, xas_sample = xas.mono, xas.i0, xas.it, xas.ifl, xas.sample
 fly = fly_scaler(xas)  # counts I0/It per energy bin of a continuous sweep (adaptive_fly_xas)
 xps = xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE", "la2o3"))
 analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps)
 register_devices({k: v for k, v in dict(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, sample_temp=sample_temp,
-                                        mono=mono, i0=i0, it=it, fly=fly, analyser=analyser).items() if v is not None})
+                                        mono=mono, i0=i0, it=it, ifl=ifl, fly=fly, analyser=analyser).items()
+                  if v is not None})

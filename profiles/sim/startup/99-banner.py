@@ -7,7 +7,8 @@ from bluesky_queueserver import is_re_worker_active
 from bayesbeam.interactive import banner
 from sim_devices.core.faults import armed_faults
 
-devices = {"ge": ge, "magnet": magnet, "mono": mono, "i0": i0, "it": it, "ring": ring, "beamtime": beamtime}
+devices = {"ge": ge, "magnet": magnet, "mono": mono, "i0": i0, "it": it, "ifl": ifl, "ring": ring,
+           "beamtime": beamtime}
 _armed = armed_faults(devices)
 _banner = banner(f"bayesbeam simulated session — sample {sample.name}, XAS sample {xas_sample.name}, "
              f"clock ×{sim.clock.time_scale:g}",
@@ -17,7 +18,9 @@ _banner = banner(f"bayesbeam simulated session — sample {sample.name}, XAS sam
               "  try: RE(adaptive_compton([ge], magnet, spin_moment_agent(0.01, element=sample.element), ring=ring,",
               "                           beamtime=beamtime, beam_poll_s=0, md={'sample': sample.name}))",
               "   or: RE(adaptive_xas([i0, it], mono, xas_agent(target_rmse=0.01, exclude=xas_sample.name),",
-              "                       beamtime=beamtime, md={'sample': xas_sample.name}))"]
+              "                       beamtime=beamtime, md={'sample': xas_sample.name}))",
+              "   or, in fluorescence (a dilute sample): RE(adaptive_xas([i0, ifl], mono, mode='fluorescence',",
+              "                       exclude=xas_sample.name, target_rmse=0.01, beamtime=beamtime))"]
              + (["  ARMED FAULTS (the next operations of these devices fail):"] + [f"    {a}" for a in _armed]
                 if _armed else ["  armed faults: none"]))
 if not is_re_worker_active():  # the queue server's worker runs these files too: no banner in its log
