@@ -236,7 +236,9 @@ def test_a_harmonic_measured_by_the_foil_keeps_the_edge_position_honest():
         rep = agent.report()
         truth = agent.quantity.values(es.sample.mu(agent.post.energy)[None, :])[0, 0]
         z[harmonic] = (rep["edge_position_mean"] - truth) / rep["edge_position_std"]
+        assert ("harmonic_mean" in rep) == harmonic
         if harmonic:
+            assert rep["harmonic_mean"] == pytest.approx(0.0095, abs=3 * rep["harmonic_std"])
             eta, sd = agent.post.harmonic_prior
             assert eta == pytest.approx(0.0095, abs=3 * sd) and sd < 0.005
             arrays, meta = agent.state()

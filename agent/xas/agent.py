@@ -472,7 +472,16 @@ class XASAgent(BayesAgent):
                 "last_energy": np.nan if self.current_eV is None else self.current_eV,
                 "next_energy": self._last.get("next_energy", np.nan),
                 "next_dwell": self._last.get("next_dwell", np.nan), **self.quantity_report(), **self.foil_report(),
-                **({"fluorescence_unit": self.noise.unit} if self.mode == "fluorescence" else {})}
+                **({"fluorescence_unit": self.noise.unit} if self.mode == "fluorescence" else {}),
+                **self.harmonic_report()}
+
+    def harmonic_report(self) -> dict[str, float]:
+        """``harmonic_mean``/``_std``: the posterior of the harmonic fraction η of I0 (transmission with a
+        harmonic prior: ``Nuisance.harmonic_sd`` > 0); empty otherwise (the term is held at 0)."""
+        p = self.post
+        if self.mode != "transmission" or not (p.nuisance.harmonic_sd > 0 or getattr(p, "harmonic_prior", None)):
+            return {}
+        return {"harmonic_mean": float(p.x[-1]), "harmonic_std": float(np.sqrt(max(p.S[-1, -1], 0.0)))}
 
     def foil_report(self) -> dict[str, float]:
         """``mono_offset_mean``/``_std`` (eV): the monochromator offset ε the foil channel measures (photons at
