@@ -95,6 +95,29 @@ def test_reproducible_with_seed(linear_case):
     assert not np.array_equal(a.samples, c.samples)
 
 
+def test_one_compiled_sampler_serves_every_loglike_with_the_same_args():
+    """The sampler is compiled per type of ``args``, not per loglike (each model's, each dataset's closure
+    cost seconds of compilation in every process); a loglike it cannot call through a function pointer (not
+    float-valued) gets the sampler specialised on it, as before."""
+    from agent.core.exchange_mc import _chain_for, _run_chain
+
+    @njit
+    def a(theta, args):
+        return -0.5 * np.sum((theta - args[0]) ** 2)
+
+    @njit
+    def b(theta, args):
+        return -np.sum(np.abs(theta - args[0]))
+
+    @njit
+    def whole(theta, args):
+        return 1
+
+    args = (np.zeros(2),)
+    assert _chain_for(a, args) is _chain_for(b, args) is not _run_chain
+    assert _chain_for(whole, args) is _run_chain and _chain_for(lambda theta, args: 0.0, args) is _run_chain
+
+
 def test_bridge_estimator_exact_on_gaussian_energies():
     """For a 1-D Gaussian likelihood with flat prior the per-temperature log L samples are
     exact draws; the bridge estimate then matches log Z."""

@@ -18,12 +18,14 @@ batches within runs if larger.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
 from scipy.special import erfcinv, logsumexp
 from scipy.stats import truncnorm
 
@@ -31,8 +33,7 @@ _MH_TARGET = 0.44
 BURN_PER_TEMPERATURE = 30  # minimum burn-in sweeps per temperature: replicas must cross the ladder
 
 
-@njit(nogil=True)
-def _run_chain(ll, args, theta, betas, steps, lo, hi, mu, isd, n_burn, n_keep, thin, rng, adapt_ladder):
+def _run_chain_py(ll, args, theta, betas, steps, lo, hi, mu, isd, n_burn, n_keep, thin, rng, adapt_ladder):
     """One replica-exchange run. ``theta`` (L, d), ``betas`` (L,), ``steps`` (L, d) are updated
     in place; ``rng`` is a numpy Generator. Returns (β=1 samples, log-likelihood trace
     (n_keep, L), MH and swap acceptance, likelihood evaluations, proposal axes (L, d, d)).
@@ -147,6 +148,39 @@ def _run_chain(ll, args, theta, betas, steps, lo, hi, mu, isd, n_burn, n_keep, t
     return samples, trace, mh_acc / norm, ex_acc / norm, n_eval, rot
 
 
+_run_chain = njit(nogil=True)(_run_chain_py)  # specialised per loglike: for those _chain_for cannot take
+
+_CHAINS: dict = {}  # numba type of args -> _run_chain compiled for loglikes taking such args
+_CHAINS_LOCK = threading.Lock()
+
+
+def _chain_for(loglike, args):
+    """``_run_chain`` for ``loglike``: compiled once per type of ``args`` (and cached on disk) for any numba
+    loglike ``float64(float64[::1], args)``, which it calls through a function pointer. Specialised on the
+    loglike itself, as numba does by default, it was compiled anew for every loglike (each model, each
+    dataset's closure) in every process: seconds each, uncacheable. Loglikes of another kind (not a numba
+    function, another return type) get that specialised chain."""
+    if not isinstance(loglike, numba.core.dispatcher.Dispatcher):
+        return _run_chain
+    try:
+        args_type = numba.typeof(args)
+        theta_type = types.float64[::1]
+        loglike.compile((theta_type, args_type))
+        if loglike.overloads[(theta_type, args_type)].signature.return_type != types.float64:
+            return _run_chain
+    except Exception:  # not typeable or not compilable with these types: the specialised chain says why
+        return _run_chain
+    with _CHAINS_LOCK:
+        chain = _CHAINS.get(args_type)
+        if chain is None:
+            vector, matrix = types.float64[::1], types.float64[:, ::1]
+            signature = (types.FunctionType(types.float64(theta_type, args_type)), args_type, matrix, vector,
+                         matrix, vector, vector, vector, vector, types.int64, types.int64, types.int64,
+                         numba.typeof(np.random.default_rng(0)), types.boolean)
+            chain = _CHAINS[args_type] = njit(signature, nogil=True, cache=True)(_run_chain_py)
+    return chain
+
+
 def swap_acceptance_step(target: float) -> float:
     """x = Δβ·std(log L) giving mean neighbour-swap acceptance ``target`` (Gaussian energies:
     acceptance = erfc(x/2))."""
@@ -244,7 +278,7 @@ def draw_prior(rng: np.random.Generator, n: int, lo, hi, mu, sd) -> np.ndarray:
     return out
 
 
-def _refine_ladder(loglike, args, ladder, start, lo, hi, mu, isd, n_burn, seed, target, min_acc, max_temps):
+def _refine_ladder(chain, loglike, args, ladder, start, lo, hi, mu, isd, n_burn, seed, target, min_acc, max_temps):
     """Pilot runs (n_burn adaptive + n_burn/2 frozen sweeps) that re-space the ladder, adding
     temperatures where neighbour swaps are rare, until all acceptances are ≥ ``min_acc``.
     Returns (ladder, likelihood evaluations spent)."""
@@ -253,8 +287,8 @@ def _refine_ladder(loglike, args, ladder, start, lo, hi, mu, isd, n_burn, seed, 
     for attempt in range(4):
         b = ladder.copy()
         theta, steps = start(1000 + attempt, b)
-        out = _run_chain(loglike, args, theta, b, steps, lo, hi, mu, isd, n_burn, max(n_burn // 2, 10), 1,
-                         np.random.default_rng([seed, 2000 + attempt]), True)
+        out = chain(loglike, args, theta, b, steps, lo, hi, mu, isd, n_burn, max(n_burn // 2, 10), 1,
+                    np.random.default_rng([seed, 2000 + attempt]), True)
         spent += out[4]
         acc = out[3][: b.size - 1]
         if acc.min() >= min_acc or b.size >= max_temps:
@@ -297,11 +331,11 @@ def exchange_mc(
     swap acceptance is ≥ ``min_exchange``. ``n_burn`` is a minimum: burn-in lasts at least
     30 sweeps per temperature. Runs go to ``n_workers`` threads.
     """
-    lo = np.asarray(lower, float)
-    hi = np.asarray(upper, float)
+    lo = np.ascontiguousarray(lower, float)
+    hi = np.ascontiguousarray(upper, float)
     d = lo.size
-    mu = np.zeros(d) if prior_mean is None else np.nan_to_num(np.asarray(prior_mean, float))
-    sd = np.zeros(d) if prior_sd is None else np.nan_to_num(np.asarray(prior_sd, float))
+    mu = np.zeros(d) if prior_mean is None else np.nan_to_num(np.ascontiguousarray(prior_mean, float))
+    sd = np.zeros(d) if prior_sd is None else np.nan_to_num(np.ascontiguousarray(prior_sd, float))
     if np.any(~(lo < hi)):
         raise ValueError(f"lower bounds must be < upper bounds, got {lo} and {hi}")
     if np.any((sd <= 0) & ~(np.isfinite(lo) & np.isfinite(hi))):
@@ -324,12 +358,13 @@ def exchange_mc(
         rr = np.random.default_rng([seed, r])
         return draw_prior(rr, b.size, lo, hi, mu, sd), np.outer(1.0 / np.sqrt(1.0 + b * b.size), 0.2 * scale)
 
-    _run_chain(loglike, args, draw_prior(rng, 2, lo, hi, mu, sd), np.array([0.0, 1.0]),
-               np.outer(np.ones(2), 0.1 * scale), lo, hi, mu, isd, 1, 1, 1, np.random.default_rng(0), False)
+    chain = _chain_for(loglike, args)
+    chain(loglike, args, draw_prior(rng, 2, lo, hi, mu, sd), np.array([0.0, 1.0]),
+          np.outer(np.ones(2), 0.1 * scale), lo, hi, mu, isd, 1, 1, 1, np.random.default_rng(0), False)
     t0 = time.perf_counter()
     n_pilot = 0
     if betas is None and adapt_ladder:
-        ladder, n_pilot = _refine_ladder(loglike, args, ladder, start, lo, hi, mu, isd,
+        ladder, n_pilot = _refine_ladder(chain, loglike, args, ladder, start, lo, hi, mu, isd,
                                          max(int(n_burn), BURN_PER_TEMPERATURE * ladder.size),
                                          seed, target_exchange, min_exchange, max_temps)
     n_rep = ladder.size
@@ -338,9 +373,9 @@ def exchange_mc(
     def one(r: int):
         b = ladder.copy()
         theta, steps = start(r, b)
-        out = _run_chain(loglike, args, theta, b, steps, lo, hi, mu, isd,
-                         int(n_burn), int(n_sweeps), int(thin), np.random.default_rng([seed, 3000 + r]),
-                         bool(adapt_ladder))
+        out = chain(loglike, args, theta, b, steps, lo, hi, mu, isd,
+                    int(n_burn), int(n_sweeps), int(thin), np.random.default_rng([seed, 3000 + r]),
+                    bool(adapt_ladder))
         return (*out, b)
 
     workers = min(n_runs, n_workers or 2)
