@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TECHNIQUES = ("compton", "xas", "xps")
+TECHNIQUES = ("compton", "xas", "xps", "saxs")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -425,8 +425,15 @@ class SAXSSample:
         if beam.slot == "sample":
             self.dose_s += dose
         b = presets()["beam"]
-        return SAXSFrame(image, float(rng.poisson(photons * b["i0_counts_per_photon"])),
-                         float(rng.poisson(photons * transmission * b["diode_counts_per_photon"])))
+        return SAXSFrame(image, _monitor(rng, photons, b["i0_absorbed_fraction"], b["i0_counts_per_photon"]),
+                         _monitor(rng, photons * transmission, b["diode_absorbed_fraction"],
+                                  b["diode_counts_per_photon"]))
+
+
+def _monitor(rng: np.random.Generator, photons: float, absorbed: float, counts_per_photon: float) -> float:
+    """Scaler counts of a monitor crossed by ``photons``: Poisson in the photons it absorbs (fraction ``absorbed``),
+    converted to ``counts_per_photon`` counts per crossing photon on average (its current, through a V/F)."""
+    return float(rng.poisson(photons * absorbed) * counts_per_photon / absorbed)
 
 
 def sample_presets() -> dict[str, dict]:
