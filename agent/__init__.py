@@ -1,6 +1,6 @@
 """bayesbeam agents: forward models, exact posteriors, stopping rules, experimental design.
 
-One subpackage per technique (``compton``, ``xas``, ``xps``) and one for the between-runs ``campaign`` agents,
+One subpackage per technique (``compton``, ``xas``, ``xps``, ``saxs``) and one for the between-runs ``campaign`` agents,
 over ``core`` (agent protocol, stopping rules, linear and exchange-MC inference); none of them imports bluesky
 or ophyd.
 ``agent.feeders`` is the one adapter that turns the bluesky document stream into ``ingest`` calls.
@@ -17,8 +17,9 @@ _EXPORTS = {
     **dict.fromkeys(["SpinMomentAgent", "spin_moment_agent", "InvalidCycle"], "agent.compton"),
     **dict.fromkeys(["XASAgent", "xas_agent", "TargetRMSE"], "agent.xas"),
     **dict.fromkeys(["XPSAgent", "xps_agent"], "agent.xps"),
+    **dict.fromkeys(["SAXSAgent", "saxs_agent", "KDEConverged"], "agent.saxs"),
     **dict.fromkeys(["CurieCampaign", "curie_campaign"], "agent.campaign"),
-    **dict.fromkeys(["ComptonFeeder", "XASFeeder", "XPSFeeder"], "agent.feeders"),
+    **dict.fromkeys(["ComptonFeeder", "XASFeeder", "XPSFeeder", "SAXSFeeder"], "agent.feeders"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

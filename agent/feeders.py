@@ -17,9 +17,10 @@ the plan's own decision (the ``cycles`` stream) and these feeders apply the same
 ``primary`` descriptor and ingests a cycle as soon as its last spectrum is stored (the ``cycles``
 event is bookkeeping: it only names the reason of a cycle cut short before its last spectrum).
 ``XASFeeder`` ingests each proven point of ``adaptive_xas``. ``XPSFeeder`` feeds an ``XPSAgent``
-one analyser sweep per ``primary`` event, closed by its ``sweeps`` event. The same callbacks work
-live in the RunEngine, from a document stream, or replaying a catalog run, including runs stored by
-release 0.1 and runs without a ``validity`` entry, which carry no proof: for those the ``cycles``
+one analyser sweep per ``primary`` event, closed by its ``sweeps`` event. ``SAXSFeeder`` feeds a
+``SAXSAgent`` one 2-D detector frame per ``primary`` event of ``adaptive_saxs`` (``frame_problem``).
+The same callbacks work live in the RunEngine, from a document stream, or replaying a catalog run, including
+runs stored by release 0.1 and runs without a ``validity`` entry, which carry no proof: for those the ``cycles``
 stream (Compton) and finite positive counts (XAS) decide, as they did then. Release 0.1's
 bookkeeping fields carried a prefix (``cycle_cycle``, ``point_point``, ``sweep_sweep``): the
 ``primary`` descriptor says which names a run uses.
@@ -27,6 +28,7 @@ bookkeeping fields carried a prefix (``cycle_cycle``, ``point_point``, ``sweep_s
 
 from __future__ import annotations
 
+import json
 import math
 import weakref
 from collections import defaultdict
@@ -42,6 +44,7 @@ from agent.compton.model import ComptonGeometry
 #: A count proves its length when the detector's elapsed time is at least this fraction of the preset.
 ELAPSED_FRACTION = 0.95
 COMPTON_RULE, XAS_RULE, XPS_RULE = "compton-count-proof/1", "xas-count-proof/1", "xps-sweep-proof/1"
+SAXS_RULE = "saxs-frame-proof/1"
 
 
 def field_prefix(data_keys, name: str, old_prefix: str) -> str:
@@ -459,6 +462,127 @@ class XASFeeder(CallbackBase):
             self.agent.ingest([outcome])
         else:
             self.agent.register_failures([{**outcome, "reason": problem}])
+
+
+#: Pilatus convention: module gaps read −1, dead pixels −2; anything lower is not a count (a corrupt frame).
+SAXS_LOWEST_MARKER = -2
+
+
+def frame_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """Why one stored SAXS frame (a ``primary`` event's ``data`` of ``adaptive_saxs``) is not proven, ``""`` if
+    it is, in this order: the cell slot ``spec["kind"]`` one of ``spec["kinds"]``; ``count_problem`` at the
+    requested cell position ``spec["requested"]`` (mm) with the frame's exposure ``spec["exposure"]`` (s) as the
+    preset (cell readback before and after within ``spec["tolerance"]`` mm, the ring's minimum over the frame,
+    the detector's elapsed time); a 2-D image ``spec["image"]`` (counts; only the detector's gap and dead-pixel
+    markers −1, −2 below 0; finite; some counts); the incident-beam monitor ``spec["i0"]`` finite and positive;
+    the beam-stop diode ``spec["transmitted"]`` finite and not negative."""
+    frame = data.get("frame", "?")
+    kind = data.get(spec["kind"])
+    if kind not in tuple(spec.get("kinds", ("sample", "buffer", "standard", "empty"))):
+        return f"frame {frame} on an unknown cell slot {kind!r}"
+    problem = count_problem(data, spec, _number(data, spec["requested"]), _number(data, spec["exposure"]))
+    if problem:
+        return f"{problem} (frame {frame}, {kind})"
+    image = np.asarray(data.get(spec["image"], np.nan))
+    if image.ndim != 2 or image.size == 0:
+        return f"no 2-D image stored for frame {frame} (shape {list(image.shape)})"
+    if image.dtype.kind not in "iu" and not np.all(np.isfinite(image)):
+        return f"non-finite pixels in frame {frame}"
+    if image.min() < SAXS_LOWEST_MARKER:
+        return (f"corrupt frame {frame}: pixel values down to {image.min():.6g}, below the detector's gap and "
+                f"dead-pixel markers (-1, -2)")
+    if not image.max() > 0:
+        return f"empty frame {frame} (no counts)"
+    i0 = _number(data, spec["i0"])
+    if not (math.isfinite(i0) and i0 > 0):
+        return f"incident-beam monitor {i0:.6g} is not a positive count (frame {frame})"
+    transmitted = _number(data, spec["transmitted"])
+    if not (math.isfinite(transmitted) and transmitted >= 0):
+        return f"transmitted-beam count {transmitted:.6g} is not a finite count (frame {frame})"
+    return ""
+
+
+def saxs_geometry_config(conf: Mapping[str, Any], detector: str) -> dict[str, Any]:
+    """The detector geometry (``agent.saxs.geometry.DetectorGeometry.config()``, JSON values) from a detector's
+    configuration values ``conf`` (signal name → value: a descriptor's ``configuration[det]["data"]``, or the
+    values of ``read_configuration()``): the JSON string ``<det>_geometry``, else one ``<det>_geometry_<field>``
+    signal per field. ``KeyError`` if neither is there."""
+    key = f"{detector}_geometry"
+    if key in conf:
+        value = conf[key]
+        return dict(json.loads(value) if isinstance(value, (str, bytes)) else value)
+    prefix = key + "_"
+    out = {k[len(prefix):]: (v.tolist() if hasattr(v, "tolist") else v) for k, v in conf.items()
+           if k.startswith(prefix)}
+    if not out:
+        raise KeyError(f"{detector}: no geometry in its configuration ({key} or {prefix}<field>)")
+    return out
+
+
+class SAXSFeeder(CallbackBase):
+    """Feed a ``SAXSAgent`` from the documents of an ``adaptive_saxs`` run (plans.saxs.frames).
+
+    ``detector``: the pixel detector's name (fields ``<det>_image``, ``<det>_i0``, ``<det>_transmitted``, keys in
+    the start document's ``validity``). The agent is configured with the detector geometry of the ``primary``
+    descriptor's configuration (``saxs_geometry_config``). Each ``primary`` event (one frame; none after a device
+    fault) is judged by ``frame_problem`` from its own stored readings and ingested (``kind`` = the cell slot,
+    the image, exposure s, i0 and transmitted counts, the run's beamtime s stored with it, added to the agent's
+    beamtime before the run, so a continued measurement keeps counting) or registered as a
+    failure with the reason; a ``frames`` event whose frame has no stored reading registers the fault it records.
+    Only runs with a ``saxs-frame-proof/1`` validity entry (every ``adaptive_saxs`` run has one).
+    """
+
+    def __init__(self, agent, detector: str = "saxs_det"):
+        super().__init__()
+        self.agent = agent
+        self.det = detector
+        self.spec: Mapping[str, Any] | None = None
+        self._streams: dict[str, str] = {}
+        self._seen: set[int] = set()
+        self._t0 = 0.0
+        self._bt0 = 0.0
+
+    def start(self, doc):
+        self.spec = _spec(doc, SAXS_RULE)
+        if self.spec is None:
+            raise ValueError(f"run {doc['uid'][:8]} has no {SAXS_RULE} validity entry: not an adaptive_saxs run")
+        _RUN_AGENTS[doc["uid"]] = self.agent
+        self._t0 = doc["time"]
+        self._seen.clear()
+        self._bt0 = float(getattr(self.agent, "beamtime_s", 0.0) or 0.0)  # a continued measurement keeps counting
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc["name"]
+        if doc["name"] == "primary":
+            conf = doc.get("configuration", {}).get(self.det, {}).get("data", {})
+            self.agent.configure(saxs_geometry_config(conf, self.det))
+
+    def event(self, doc):
+        stream = self._streams.get(doc["descriptor"])
+        data = doc["data"]
+        if stream == "primary":
+            frame = int(data["frame"])
+            self._seen.add(frame)
+            problem = frame_problem(data, self.spec)
+            if problem:
+                self.agent.register_failures([{"_id": frame, "kind": data.get(self.spec["kind"]), "reason": problem}])
+                return
+            key = self.spec.get("beamtime")
+            beamtime = _number(data, key) if key else math.nan
+            self.agent.ingest([{
+                "_id": frame,
+                "kind": str(data[self.spec["kind"]]),
+                "image": np.asarray(data[self.spec["image"]]),
+                "exposure_s": float(data[self.spec["exposure"]]),
+                "i0": float(data[self.spec["i0"]]),
+                "transmitted": float(data[self.spec["transmitted"]]),
+                "beamtime_s": self._bt0 + (beamtime if math.isfinite(beamtime) else doc["time"] - self._t0),
+            }])
+        elif stream == "frames":
+            frame = int(data["frame"])
+            if frame not in self._seen:  # a device fault: the frame has no stored reading
+                self._seen.add(frame)
+                self.agent.register_failures([{"_id": frame, "kind": data.get("kind"), "reason": data["reason"]}])
 
 
 FLY_XAS_RULE = "xas-fly-bin-proof/1"

@@ -18,6 +18,7 @@ from bayesbeam.catalog_cli import resume
 from bayesbeam.queue.cli import queue
 from bayesbeam.rehearsal.common import CATALOG_HELP
 from bayesbeam.rehearsal.compton.cli import SAMPLE_HELP, presets_option, rehearse_compton
+from bayesbeam.rehearsal.saxs.cli import rehearse_saxs
 from bayesbeam.rehearsal.xas.cli import design_xas, rehearse_xas
 from bayesbeam.rehearsal.xps.cli import rehearse_xps
 
@@ -70,6 +71,7 @@ def rehearse():
 rehearse.add_command(rehearse_compton)
 rehearse.add_command(rehearse_xas)
 rehearse.add_command(rehearse_xps)
+rehearse.add_command(rehearse_saxs)
 
 
 @main.group()

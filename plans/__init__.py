@@ -7,6 +7,7 @@ _EXPORTS = {
     **dict.fromkeys(["adaptive_compton", "flip_cycle", "FLIP_PATTERN"], "plans.compton"),
     **dict.fromkeys(["adaptive_xas", "adaptive_fly_xas", "grid_xas"], "plans.xas"),
     "adaptive_xps": "plans.xps",
+    "adaptive_saxs": "plans.saxs",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,6 +10,8 @@ _EXPORTS = {
                      "SimTemperature", "Magnetisation"], "sim_devices.compton"),
     **dict.fromkeys(["make_xas_endstation", "XASEndStation", "XASSample"], "sim_devices.xas"),
     **dict.fromkeys(["SimElectronAnalyser", "XPSSample", "xps_sample"], "sim_devices.xps"),
+    **dict.fromkeys(["make_saxs_endstation", "SAXSEndStation", "SAXSSample", "saxs_sample", "SimPixelDetector",
+                     "SimCellStage"], "sim_devices.saxs"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

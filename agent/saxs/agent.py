@@ -136,6 +136,16 @@ class SAXSAgent(BayesAgent):
         if geometry is not None:
             self.configure(geometry, self.user_mask)
 
+    def calibrate(self, standard_dsdo, standard_thickness_mm: float | None = None,
+                  thickness_mm: float | None = None) -> None:
+        """The absolute scale's inputs: the standard's known dΣ/dΩ (cm⁻¹: a number, or (q nm⁻¹, I) pairs), its
+        thickness and the sample's path (mm); before the standard's frame is ingested."""
+        self.standard_dsdo = standard_dsdo
+        if standard_thickness_mm is not None:
+            self.standard_thickness_mm = _positive("standard thickness (mm)", standard_thickness_mm)
+        if thickness_mm is not None:
+            self.thickness_mm = _positive("sample thickness (mm)", thickness_mm)
+
     def _reset_data(self) -> None:
         self.sums: dict[str, Sums] = {}
         self.kde: LogQKDE | None = None

@@ -1,7 +1,7 @@
 """Live views of the adaptive runs, and the rehearsal figures drawn by the same code.
 
-- ``LiveCompton``, ``LiveXAS``, ``LiveXPS``: bluesky callbacks drawing one figure of a run from its documents
-  (and the run's agent for fits and bands), throttled (≤ 2 redraws per second), final state at the stop.
+- ``LiveCompton``, ``LiveXAS``, ``LiveXPS``, ``LiveSAXS``: bluesky callbacks drawing one figure of a run from its
+  documents (and the run's agent for fits and bands), throttled (≤ 2 redraws per second), final state at the stop.
 - ``LiveViews``: the session's subscriber: a fresh view for each adaptive run (none for other plans), BEC's
   plots held for that run (the view draws the physics; BEC's curated hints still drive its table).
 - ``StopReasonPrinter``: one plain line at every stop document (``bayesbeam.live.stop``).
@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from bayesbeam.live.base import LiveFigure, pretty_reason
 from bayesbeam.live.compton import LiveCompton
+from bayesbeam.live.saxs import LiveSAXS
 from bayesbeam.live.stop import StopReasonPrinter
 from bayesbeam.live.table import PosteriorLines
 from bayesbeam.live.xas import LiveXAS
 from bayesbeam.live.xps import LiveXPS
 
 #: The live view of each adaptive plan, by the start document's ``plan_name``.
-VIEWS = {"adaptive_compton": LiveCompton, "adaptive_xas": LiveXAS, "adaptive_xps": LiveXPS}
+VIEWS = {"adaptive_compton": LiveCompton, "adaptive_xas": LiveXAS, "adaptive_xps": LiveXPS,
+         "adaptive_saxs": LiveSAXS}
 
-__all__ = ["VIEWS", "LiveCompton", "LiveFigure", "LiveViews", "LiveXAS", "LiveXPS", "PosteriorLines",
+__all__ = ["VIEWS", "LiveCompton", "LiveFigure", "LiveSAXS", "LiveViews", "LiveXAS", "LiveXPS", "PosteriorLines",
            "StopReasonPrinter", "pretty_reason", "replay_figure", "view_for"]
 
 

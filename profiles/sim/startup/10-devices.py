@@ -3,15 +3,18 @@ station on the same clock and ring: monochromator ``mono`` (eV), ion chambers ``
 detector ``ifl`` seeing the XAS standard as a dilute sample (1 wt% Fe in cellulose, ``adaptive_xas([i0, ifl], mono,
 mode="fluorescence")``); the sample
 temperature ``sample_temp`` (K; Fe only, whose simulated moment follows mu_s(T, B)); the 3d XPS
-electron analyser ``analyser``. Registered by name for plans queued with plain parameters (``plans.registry``).
+electron analyser ``analyser``; the SAXS end station (BL40B2-style) on the same clock and ring: the pixel detector
+``saxs_det`` (pilatus-300k) and the sample-cell stage ``cell_x`` (mm; slots sample, buffer, standard, empty).
+Registered by name for plans queued with plain parameters (``plans.registry``).
 
 ``$BAYESBEAM_SAMPLE`` (default fe), ``$BAYESBEAM_XAS_SAMPLE`` (an Fe K-edge standard, default Fe3O4),
-``$BAYESBEAM_XPS_SAMPLE`` (default la2o3) and ``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
+``$BAYESBEAM_XPS_SAMPLE`` (default la2o3), ``$BAYESBEAM_SAXS_SAMPLE`` (default silica-50nm) and
+``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
 
 import os
 
 from plans.registry import register_devices
-from sim_devices import BeamtimeSignal, make_compton_beamline, make_xas_endstation
+from sim_devices import BeamtimeSignal, make_compton_beamline, make_saxs_endstation, make_xas_endstation
 from sim_devices.xas.fly import fly_scaler
 from sim_devices.xps import SimElectronAnalyser, xps_sample
 
@@ -26,6 +29,9 @@ mono, i0, it, ifl, xas_sample = xas.mono, xas.i0, xas.it, xas.ifl, xas.sample
 fly = fly_scaler(xas)  # counts I0/It per energy bin of a continuous sweep (adaptive_fly_xas)
 xps = xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE", "la2o3"))
 analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps)
+saxs = make_saxs_endstation(os.environ.get("BAYESBEAM_SAXS_SAMPLE", "silica-50nm"), clock=sim.clock, ring=sim.ring)
+saxs_det, cell_x, saxs_sample = saxs.det, saxs.cell, saxs.sample
 register_devices({k: v for k, v in dict(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, sample_temp=sample_temp,
-                                        mono=mono, i0=i0, it=it, ifl=ifl, fly=fly, analyser=analyser).items()
+                                        mono=mono, i0=i0, it=it, ifl=ifl, fly=fly, analyser=analyser,
+                                        saxs_det=saxs_det, cell_x=cell_x).items()
                   if v is not None})

@@ -1,0 +1,1 @@
+"""saxs rehearsal: options (options.py), simulation and run (rehearse.py), report (report.py), command (cli.py)."""
