@@ -184,18 +184,61 @@ def test_radius_coverage():
     assert binom.cdf(covered, 60, 0.95) > 1e-3 and binom.sf(covered - 1, 60, 0.95) > 1e-3
 
 
+def _core_shell_toy(rng, rc=20.0, t=8.0, pd=0.08, noise=0.02):
+    """1-D core-shell data (sasmodels' convention: Schulz core radius, uniform shell) on the toy bins, with its
+    Laplace model."""
+    from agent.saxs.laplace import LaplaceCoreShell
+
+    q = np.exp(np.log(0.05) + 8 * LN_STEP * (np.arange(600) + 0.5))
+    cs = LaplaceCoreShell(q, 18.8, 10.8, 9.47)
+    truth = (0.005 * cs.fine_curve((np.log(rc), np.log(t), pd)) + 1e-3).reshape(-1, 10).mean(axis=1)
+    sd = noise * truth + 1e-4
+    return cs, Data(truth + sd * rng.standard_normal(truth.size), sd**2, np.full(600, 0.1), np.ones(60, bool), 10)
+
+
+def test_core_shell_spline_matches_sasmodels():
+    from agent.saxs.laplace import LaplaceCoreShell
+
+    q = np.exp(np.log(0.04) + 0.0035 * np.arange(1040))
+    cs = LaplaceCoreShell(q, 18.8, 10.8, 9.47)
+    for rc, t, pd in ((20.0, 10.0, 0.08), (60.0, 10.0, 0.03), (10.0, 2.0, 0.02)):
+        direct = sasmodels_intensity("core_shell_sphere", q, radius=rc, thickness=t, radius_pd=pd,
+                                     radius_pd_type="schulz", sld_core=18.8, sld_shell=10.8, sld_solvent=9.47)
+        assert np.max(np.abs(cs.fine_curve((np.log(rc), np.log(t), pd)) / direct - 1)) < 3e-4
+
+
+def test_core_shell_laplace_vs_brute_force():
+    """Laplace moments and evidence of the core-shell posterior against a brute-force grid over ±5 std."""
+    rng = np.random.default_rng(11)
+    cs, data = _core_shell_toy(rng, noise=0.05)
+    res = cs.fit(data, (np.log(19.0), np.log(9.0), 0.1))
+    sd = np.sqrt(np.diag(res.cov))
+    axes = [np.linspace(c - 5 * s, c + 5 * s, 15) for c, s in zip(res.window.theta, sd, strict=True)]
+    grid = np.array([[[cs.log_post((a, b, c), data)[0] for c in axes[2]] for b in axes[1]] for a in axes[0]])
+    cell = np.prod([ax[1] - ax[0] for ax in axes])
+    log_z = float(np.log(np.sum(np.exp(grid - grid.max())) * cell) + grid.max())
+    p = np.exp(grid - grid.max())
+    p /= p.sum()
+    ln_rc, ln_t, _ = np.meshgrid(*axes, indexing="ij")
+    outer = np.exp(ln_rc) + np.exp(ln_t)
+    mean = float(np.sum(p * outer))
+    std = float(np.sqrt(np.sum(p * (outer - mean) ** 2)))
+    s = res.summary()
+    assert abs(s["radius_mean"] - mean) < 0.1 * std
+    assert abs(s["radius_std"] / std - 1) < 0.1
+    assert abs(res.log_z - log_z) < 0.1
+
+
 def test_model_decision_picks_true_form_factor():
-    from agent.saxs.form_factors import core_shell_table
+    from agent.saxs.laplace import LaplaceCoreShell
 
     rng = np.random.default_rng(8)
     m_s, data = _toy(rng, noise=0.02)
     q = np.exp(np.log(0.05) + 8 * LN_STEP * (np.arange(600) + 0.5))
-    cs = GridModel(core_shell_table(), np.log(q[0]), 8, 600)
-    assert m_s.fit(data).free_energy < cs.fit(data).free_energy - 10
-    truth = (0.005 * core_shell_table().curve(q, 30.0, 0.6) + 1e-3).reshape(-1, 10).mean(axis=1)
-    sd = 0.02 * truth + 1e-4
-    data_cs = Data(truth + sd * rng.standard_normal(truth.size), sd**2, data.fine_w, data.use, 10)
-    assert cs.fit(data_cs).free_energy < m_s.fit(data_cs).free_energy - 10
+    cs = LaplaceCoreShell(q, 18.8, 10.8, 9.47)
+    assert m_s.fit(data).free_energy < cs.fit(data, (np.log(22.0), np.log(3.0), 0.08)).free_energy - 10
+    cs, data_cs = _core_shell_toy(rng)
+    assert cs.fit(data_cs, (np.log(22.0), np.log(6.0), 0.1)).free_energy < m_s.fit(data_cs).free_energy - 10
 
 
 def test_bad_input():

@@ -27,6 +27,7 @@ from agent.saxs import design
 from agent.saxs.form_factors import SLD, core_shell_table, sphere_table
 from agent.saxs.geometry import DetectorGeometry, detector_geometry
 from agent.saxs.kde import LogQKDE
+from agent.saxs.laplace import SHELL_PRIOR_NM, LaplaceCoreShell, LaplaceResult, Point
 from agent.saxs.posterior import Data, GridModel, GridResult, Window
 from agent.saxs.reduction import KINDS, Reduction, Sums, absolute_scale, subtracted
 
@@ -156,8 +157,8 @@ class SAXSAgent(BayesAgent):
         self.last_p = float("nan")
         self.last_flagged = 0
         self.beamtime_s = 0.0
-        self.results: dict[str, GridResult] = {}
-        self.windows: dict[str, Window] = {}
+        self.results: dict[str, GridResult | LaplaceResult] = {}
+        self.windows: dict[str, Window | Point] = {}
         self.data: Data | None = None
 
     # -- geometry ----------------------------------------------------------------------------
@@ -176,9 +177,12 @@ class SAXSAgent(BayesAgent):
         self.models = {
             "sphere": GridModel(sphere_table(self.slds["sld"], self.slds["sld_solvent"]), self.red.ln_q[0],
                                 self.red.m, self.red.n_fine, self.radius_prior_nm),
-            "core_shell": GridModel(core_shell_table(self.core_shell_pd, self.slds["sld_core"], self.slds["sld_shell"],
-                                                     self.slds["sld_solvent"]), self.red.ln_q[0], self.red.m,
-                                    self.red.n_fine, self.radius_prior_nm)}
+            "core_shell": LaplaceCoreShell(self.red.q, self.slds["sld_core"], self.slds["sld_shell"],
+                                           self.slds["sld_solvent"], self.radius_prior_nm)}
+        # where the core-shell posterior is first looked for: the self-similar lattice model (agent.saxs.laplace)
+        self.core_shell_start = GridModel(core_shell_table(self.core_shell_pd, self.slds["sld_core"],
+                                                           self.slds["sld_shell"], self.slds["sld_solvent"]),
+                                          self.red.ln_q[0], self.red.m, self.red.n_fine, self.radius_prior_nm)
 
     # -- ingest ------------------------------------------------------------------------------
     def _ingest_one(self, point: Mapping) -> None:
@@ -232,12 +236,22 @@ class SAXSAgent(BayesAgent):
         if use.sum() < 6:
             return
         for name, model in self.models.items():
-            if fixed is not None:
+            if isinstance(model, LaplaceCoreShell):
+                start = fixed[name] if fixed is not None else self.windows.get(name) or self._core_shell_start()
+                res = model.fit(self.data, start, optimise=fixed is None)
+            elif fixed is not None:
                 res = model.evaluate(fixed[name], self.data)
             else:
                 res = model.fit(self.data, self.windows.get(name))
             self.results[name] = res
             self.windows[name] = res.next_window()
+
+    def _core_shell_start(self) -> tuple[float, float, float]:
+        """θ = (ln R_c, ln t, pd) from the self-similar lattice core-shell's posterior mean (outer R, core fraction
+        u): R_c = uR, t = (1 − u)R at the stated ``core_shell_pd``."""
+        s = self.core_shell_start.fit(self.data).summary(("radius", "u", "scale", "background"))
+        r, u = s["radius_mean"], min(max(s["u_mean"], 0.05), 0.95)
+        return float(np.log(u * r)), float(np.log(max((1.0 - u) * r, SHELL_PRIOR_NM[0]))), self.core_shell_pd
 
     # -- decisions ---------------------------------------------------------------------------
     def model_probabilities(self) -> dict[str, float]:
@@ -301,11 +315,7 @@ class SAXSAgent(BayesAgent):
             best = max(probs, key=probs.get)
             out.update(model_best=best, model_prob_max=probs[best])
             res = self.results[best]
-            if best == "sphere":
-                summ = res.summary(("radius", "pd", "scale", "background"))
-            else:
-                summ = res.summary(("radius", "core_frac", "scale", "background"))
-                summ.update(_derived(res))
+            summ = res.summary(("radius", "pd", "scale", "background")) if best == "sphere" else res.summary()
         for q in QUANTITIES:
             for st in ("mean", "std", "lo68", "hi68", "lo95", "hi95"):
                 out[f"{q}_{st}"] = summ.get(f"{q}_{st}", nan)
@@ -357,26 +367,10 @@ class SAXSAgent(BayesAgent):
             setattr(self, key, int(meta[key]))
         self.last_p, self.beamtime_s = float(meta["last_p"]), float(meta["beamtime_s"])
         self.kde_last = {k: float(v) for k, v in meta["kde_last"].items()}
-        windows = {m: Window(float(w[0]), float(w[1]), int(w[2]), float(w[3]), float(w[4]), int(w[5]))
+        windows = {m: Point.from_list(w) if m == "core_shell" else
+                   Window(float(w[0]), float(w[1]), int(w[2]), float(w[3]), float(w[4]), int(w[5]))
                    for m, w in meta["windows"].items()}
         self._update(fixed=windows)
-
-
-def _derived(res: GridResult) -> dict[str, float]:
-    """Core radius ρR and shell (1 − ρ)R (nm) of the core-shell posterior (grid moments)."""
-    r = res.model.radius(res.j)[None, :]
-    u = res.u[:, None]
-    out = {}
-    for name, val in (("core_radius", u * r), ("shell", (1 - u) * r)):
-        flat, p = val.ravel(), res.p.ravel()
-        order = np.argsort(flat)
-        cdf = np.cumsum(p[order])
-        mean = float(p @ flat)
-        out[f"{name}_mean"] = mean
-        out[f"{name}_std"] = float(np.sqrt(max(p @ (flat - mean) ** 2, 0.0)))
-        for k, lv in (("lo68", 0.15865525), ("hi68", 0.84134475), ("lo95", 0.025), ("hi95", 0.975)):
-            out[f"{name}_{k}"] = float(np.interp(lv, cdf, flat[order]))
-    return out
 
 
 def _load_mask(mask) -> np.ndarray | None:

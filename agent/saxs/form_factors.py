@@ -33,7 +33,7 @@ LNX0 = float(np.log(1e-2))  # smallest tabulated x = qR
 LNX1 = float(np.log(3e3))  # largest
 N_X = int(np.floor((LNX1 - LNX0) / LN_STEP)) + 1
 PD_N, PD_NSIGMA = 35, 3.0  # sasmodels' GUI defaults for the polydispersity quadrature
-SLD = {"silica": 18.8, "water": 9.47, "pmma": 10.9}  # 1e-6 Å⁻², X-ray at 12.4 keV (ρ_e from density)
+SLD = {"silica": 18.8, "water": 9.47, "pmma": 10.8}  # 1e-6 Å⁻², X-ray (ρ_e·r_e; PMMA 1.18 g/cm³)
 
 
 def lattice_x() -> np.ndarray:

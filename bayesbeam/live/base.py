@@ -10,6 +10,8 @@ each redraw is a ``draw_idle`` (bluesky's Qt teleporter carries documents to the
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -228,3 +230,10 @@ class LiveFigure(QtAwareCallback):
     def artists(self) -> dict[str, Any]:
         """The named artists of the figure (for tests): lines, bands, target lines, legends."""
         return {}
+
+
+def resolved_format(std) -> str:
+    """The fixed-point format that shows a value to two significant digits of its ``std`` (``.4g`` without one)."""
+    if not (isinstance(std, numbers.Real) and math.isfinite(std) and std > 0):
+        return ".4g"
+    return f".{max(0, 1 - math.floor(math.log10(std)))}f"

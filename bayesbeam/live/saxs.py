@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator
 
-from bayesbeam.live.base import LiveFigure, pretty_reason
+from bayesbeam.live.base import LiveFigure, pretty_reason, resolved_format
 
 PARAMETERS = ("radius", "pd")  # the form-factor parameters drawn with their intervals
 UNITS = {"radius": "nm", "pd": "", "scale": "", "background": "cm⁻¹"}
@@ -211,9 +211,12 @@ class LiveSAXS(LiveFigure):
             self.l_threshold.set_data(n, h["kde_threshold"])
         else:
             self.l_conv.set_data(n, h[f"{self.quantity}_std"])
-        self.ax_conv.legend(fontsize=7.5, loc="upper right")
+        self.ax_conv.legend(fontsize=7.5, loc="lower left")
         self.ax_conv.relim()
         self.ax_conv.autoscale_view()
+        finite = n[np.isfinite(n)]
+        if finite.size:  # whole sample frames, and a single frame not at the axis' edge
+            self.ax_conv.set_xlim(0.5, float(finite.max()) + 0.5)
         target = self.targets.get(f"{self.quantity}_std")
         shown = [v for v in (*self.l_conv.get_ydata(), *self.l_threshold.get_ydata(), target)
                  if v is not None and np.isfinite(v) and v > 0]
@@ -246,7 +249,7 @@ class LiveSAXS(LiveFigure):
                 self.par_artists += self.ax_par.plot([mean / ref], [y], "o", color="k", ms=4)
             std = float(last.get(f"{q}_std", np.nan))
             unit = UNITS.get(q, "")
-            text = f"{q} = {mean:.4g} ± {std:.2g}{' ' + unit if unit else ''}"
+            text = f"{q} = {format(mean, resolved_format(std))} ± {std:.2g}{' ' + unit if unit else ''}"
             if truth:
                 text += f" (truth {float(truth):.4g})"
             self.par_artists.append(self.ax_par.text(0.02, y + 0.25, text, transform=self.ax_par.get_yaxis_transform(),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from bayesbeam.live.base import resolved_format
 from bayesbeam.rehearsal.saxs.rehearse import SAXSRehearsal
 
 PARAMETERS = ("radius", "pd", "scale", "background")
@@ -129,9 +130,10 @@ def table(s: dict[str, Any]):
     units = {"radius": " nm", "background": " cm⁻¹"}
     for q in PARAMETERS:
         truth = s["truth_params"].get(q)
-        cell = (f"{_num(s[q + '_mean'], '.4g')} ± {_num(s[q + '_std'], '.2g')}{units.get(q, '')} "
-                f"[68 %: {_num(s[q + '_lo68'], '.4g')}, {_num(s[q + '_hi68'], '.4g')}; "
-                f"95 %: {_num(s[q + '_lo95'], '.4g')}, {_num(s[q + '_hi95'], '.4g')}]")
+        f = resolved_format(s[q + "_std"])
+        cell = (f"{_num(s[q + '_mean'], f)} ± {_num(s[q + '_std'], '.2g')}{units.get(q, '')} "
+                f"[68 %: {_num(s[q + '_lo68'], f)}, {_num(s[q + '_hi68'], f)}; "
+                f"95 %: {_num(s[q + '_lo95'], f)}, {_num(s[q + '_hi95'], f)}]")
         if truth is not None:
             cell += f" (truth {_num(float(truth), '.4g')})"
         t.add_row(q, cell)
