@@ -155,6 +155,7 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
                    max_points=5, exclude="Fe3O4", md={"sample": "Fe3O4"}),
              BPlan("adaptive_xps", max_sweeps=1, md={"sample": "la2o3"}),
              BPlan("adaptive_fly_xas", quantity="edge_position", target_std=1e-6, max_sweeps=1, exclude="Fe3O4"),
+             BPlan("adaptive_saxs", stop="kde", exposure_s=0.01, max_frames=8, md={"sample": "silica-50nm"}),
              BPlan("adaptive_compton", agent="spin_moment_agent")]
     api = stack.stack.api(user_group=AGENTS_GROUP, user="test agent")
     try:
@@ -171,15 +172,18 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
         api.close()
     assert [item["kwargs"].get("agent") for item in left] in ([], ["spin_moment_agent"])
     results = [item["result"] for item in done]
-    assert [r["exit_status"] for r in results] == ["completed"] * 5 + ["failed"], results
-    assert "agent must be an agent object" in results[5]["msg"] and not results[5]["run_uids"]
+    assert [r["exit_status"] for r in results] == ["completed"] * 6 + ["failed"], results
+    assert "agent must be an agent object" in results[6]["msg"] and not results[6]["run_uids"]
     catalog = open_catalog(stack.catalog)
-    runs = [catalog[r["run_uids"][0]] for r in results[:5]]
+    runs = [catalog[r["run_uids"][0]] for r in results[:6]]
     stops = [run.metadata["stop"]["reason"] for run in runs]
     assert stops[:3] == ["budget: cycles = 2 reached the limit 2", "budget: cycles = 3 reached the limit 3",
                          "budget: points = 5 reached the limit 5"]
     assert stops[3].startswith(("budget", "model_decided"))  # one sweep may decide la2o3's model
-    assert [run["posterior"].read().sizes["time"] for run in runs] == [2, 3, 5, 1, 1]
+    assert [run["posterior"].read().sizes["time"] for run in runs[:5]] == [2, 3, 5, 1, 1]
+    saxs = runs[5]["posterior"].read()
+    assert stops[5].startswith("kde_converged") and int(saxs["sample_frames"][-1]) >= 2  # the queue's own sim profile
+    assert runs[5]["primary"].read()["saxs_det_image"].shape[1:] == (619, 487)  # the frames themselves are stored
     assert stops[4].startswith("budget: cycles = 1") and "edge_position_std" in runs[4]["posterior"].read()
     first, second, xas = (run.metadata["start"] for run in runs[:3])
     assert first["agent_suggestion_uid"] == "s1" and first["detectors"] == ["ge"] and first["motors"] == ["magnet"]
