@@ -73,20 +73,24 @@ def test_a_run_stores_its_frames_streams_and_stop_reason(RE, catalog):
     print(f"\n{n} frames in {wall:.2f} s wall")
 
 
-def test_catalog_write_time_per_frame(RE, catalog):
-    """The catalog's cost of a 2-D frame (pilatus-300k, int32): the same run with and without the catalog."""
-    from bayesbeam.session import make_run_engine
+def test_a_damaged_sample_stops_for_drift_not_convergence(RE, catalog):
+    """A sample that aggregates under the beam: the frames after the first differ from it (χ² homogeneity), are
+    stored but not accumulated, and the run stops with the drift reason, never declaring the KDE converged."""
+    from agent.saxs import saxs_agent
+    from sim_devices.saxs import make_saxs_endstation
 
-    times = {}
-    for label, engine in (("catalog", RE), ("none", make_run_engine(None))):
-        st = station(seed=5)
-        t0 = time.perf_counter()
-        run_on(engine, st, budget_agent(frames=8))
-        times[label] = time.perf_counter() - t0
-    per_frame = (times["catalog"] - times["none"]) / 8
-    print(f"\ncatalog write per frame: {per_frame * 1e3:.0f} ms (run {times['catalog']:.2f} s with, "
-          f"{times['none']:.2f} s without)")
-    assert per_frame < 1.0
+    st = make_saxs_endstation("silica-50nm-aggregating", detector="pilatus-300k", seed=2, time_scale=float("inf"))
+    agent = saxs_agent(stop="kde", max_frames=30)
+    uid, _ = run_on(RE, st, agent, md={"sample": st.sample.name})
+    run = catalog[uid]
+    reason = run.metadata["stop"]["reason"]
+    assert reason.startswith("drift") and reason == agent.should_stop()[1]
+    post = run["posterior"].read()
+    assert not any(str(r).startswith("kde_converged") for r in post["stop_reason"].values)
+    flagged = int(post["flagged_frames"][-1])
+    kinds = [str(k) for k in run["primary"].read()["kind"].values]
+    assert flagged >= 3 and kinds.count("sample") == int(post["sample_frames"][-1]) + flagged  # all stored
+    assert st.sample.truth()["aggregated_fraction"] > 0
 
 
 @pytest.mark.parametrize("fault", ["timeout", "dump", "stuck"])
