@@ -176,9 +176,11 @@ class SAXSAgent(BayesAgent):
         self.kde = LogQKDE(self.red.ln_q, self.precision)
         self.models = {
             "sphere": GridModel(sphere_table(self.slds["sld"], self.slds["sld_solvent"]), self.red.ln_q[0],
-                                self.red.m, self.red.n_fine, self.radius_prior_nm),
-            "core_shell": LaplaceCoreShell(self.red.q, self.slds["sld_core"], self.slds["sld_shell"],
-                                           self.slds["sld_solvent"], self.radius_prior_nm)}
+                                self.red.m, self.red.n_fine, self.radius_prior_nm, ln_q_mean=self.red.ln_q_mean,
+                                ln_q_var=self.red.ln_q_var),
+            "core_shell": LaplaceCoreShell(np.exp(self.red.ln_q_mean), self.slds["sld_core"], self.slds["sld_shell"],
+                                           self.slds["sld_solvent"], self.radius_prior_nm,
+                                           ln_q_var=self.red.ln_q_var)}
         # where the core-shell posterior is first looked for: the self-similar lattice model (agent.saxs.laplace)
         self.core_shell_start = GridModel(core_shell_table(self.core_shell_pd, self.slds["sld_core"],
                                                            self.slds["sld_shell"], self.slds["sld_solvent"]),

@@ -8,9 +8,10 @@ stated, a the volume fraction, b a flat background (cm⁻¹), both marginalised 
 (``agent.saxs.posterior``: flat priors over the whole plane). Nonlinear θ = (ln R_c, ln t, pd), uniform
 priors ln R_c ∈ [ln R_min, ln R_max] (the agent's radius prior, nm), ln t ∈ [ln 2, ln 50] (nm), pd ∈ [0.02, 0.3].
 
-Laplace: θ* maximises ln p(θ | y) (L-BFGS-B from the previous update's θ*, or from the self-similar lattice
-model's estimate at the first); H the Hessian of −ln p at θ* by central differences with steps of 0.1
-posterior std (two passes: the first sets the steps); ln Z = ln p(θ*, y) + (3/2) ln 2π − ½ ln det H. The
+Laplace: θ* maximises ln p(θ | y) (Gauss-Newton from the previous update's θ*; at the first, L-BFGS-B from the
+self-similar lattice model's estimate, then Gauss-Newton); H the Gauss-Newton precision at θ* (the Fisher
+matrix of (θ, a, b) with (a, b) profiled out: exact for a model linear in θ over the posterior's width, and
+the −½ ln det of the linear integral's θ-dependence neglected); ln Z = ln p(θ*, y) + (3/2) ln 2π − ½ ln det H. The
 posterior of θ is N(θ*, H⁻¹): the outer radius R = R_c + t and the others by the delta method (moments and
 Gaussian intervals). Valid while the posterior is well inside the prior box and close to Gaussian, as it is
 once a frame of 10⁵+ photons is in (``tests/test_saxs_agent.py`` checks it against a brute-force grid); the
@@ -30,38 +31,34 @@ from agent.saxs.posterior import Data
 
 SHELL_PRIOR_NM = (2.0, 50.0)  # nm: a shell thinner than ~2 nm (a surface layer) is the sphere candidate
 SUBSAMPLE = 2  # fine bins per sasmodels point
+GN_STEP = 1e-4  # forward-difference step of the Gauss-Newton Jacobian (ln R_c, ln t: relative; pd: absolute)
 PD_PRIOR = (0.02, 0.3)  # below 2 % the spline between sasmodels points fails at the zeros (and no colloid is)
 Z = {"lo68": -0.9944578832, "hi68": 0.9944578832, "lo95": -1.959963985, "hi95": 1.959963985}  # LEVELS as normal z
 
 
 @dataclass(frozen=True)
 class Point:
-    """θ* = (ln R_c, ln t, pd), the finite-difference ``step`` its Hessian was taken with, that Hessian ``hess``
-    (row-major) and the data's total weight Σ 1/σ² then: where the next update starts, and (``as_list`` /
-    ``from_list``) what a checkpoint stores to give the same numbers again."""
+    """θ* = (ln R_c, ln t, pd): where the next update starts, and (``as_list``) what a checkpoint stores."""
 
     theta: tuple[float, float, float]
-    step: tuple[float, float, float] | None = None
-    hess: tuple[float, ...] | None = None
-    weight: float = float("nan")
 
     def as_list(self) -> list:
-        return [*self.theta, *(self.step or ()), *(self.hess or ()), self.weight] if self.step else list(self.theta)
+        return list(self.theta)
 
     @classmethod
     def from_list(cls, values) -> Point:
-        v = [float(x) for x in values]
-        if len(v) == 3:
-            return cls(tuple(v))
-        return cls(tuple(v[:3]), tuple(v[3:6]), tuple(v[6:15]), v[15])
+        return cls(tuple(float(x) for x in values))
 
 
 class LaplaceCoreShell:
     """The core-shell candidate on the reduction's fine bins ``q_fine`` (nm⁻¹)."""
 
     def __init__(self, q_fine: np.ndarray, sld_core: float, sld_shell: float, sld_solvent: float,
-                 r_prior=(2.0, 150.0), a_max: float = 1.0, b_max: float = 1.0):
+                 r_prior=(2.0, 150.0), a_max: float = 1.0, b_max: float = 1.0, ln_q_var=None):
+        """``q_fine``: where each fine bin's curve is taken (its pixels' mean q, nm⁻¹); ``ln_q_var``: the variance
+        of ln q over its pixels, for the ½·var·I'' term (reduction._pixel_moments)."""
         self.q_fine = np.asarray(q_fine, float)
+        self.half_var = np.zeros(self.q_fine.size) if ln_q_var is None else 0.5 * np.asarray(ln_q_var, float)
         # sasmodels is called on every SUBSAMPLE-th fine bin (and the last), I·q⁴ interpolated by a cubic spline in
         # ln q between them: ~4× fewer curve points (see ``fine_curve``)
         self._sub = np.unique(np.r_[np.arange(0, self.q_fine.size, SUBSAMPLE), self.q_fine.size - 1])
@@ -82,7 +79,9 @@ class LaplaceCoreShell:
             pars.update(radius_pd=pd, radius_pd_type="schulz")
         q4 = self.q_fine**4
         nodes = sasmodels_intensity("core_shell_sphere", self.q_fine[self._sub], **pars) * q4[self._sub]
-        return CubicSpline(self._ln_q[self._sub], nodes)(self._ln_q) / q4
+        spline = CubicSpline(self._ln_q[self._sub], nodes)
+        s0, s1, s2 = spline(self._ln_q), spline(self._ln_q, 1), spline(self._ln_q, 2)
+        return (s0 + self.half_var * (s2 - 8.0 * s1 + 16.0 * s0)) / q4  # I = S/q⁴: I'' = (S'' − 8S' + 16S)/q⁴
 
     def coarse_curve(self, theta, data: Data) -> np.ndarray:
         """The coarse-bin model (pixel-weight average of the fine bins, as the reduction averages pixels) on the
@@ -111,71 +110,64 @@ class LaplaceCoreShell:
         return np.array([min(max(v, lo), hi) for v, (lo, hi) in zip(theta, self.bounds, strict=True)])
 
     def fit(self, data: Data, start, optimise: bool = True) -> LaplaceResult:
-        """The Laplace posterior from ``start`` (θ or a ``Point``); ``optimise`` False: at ``start`` itself, with its
-        stored step (a restored checkpoint's θ*: the same numbers again)."""
-        point = start if isinstance(start, Point) else Point(tuple(float(v) for v in start))
-        theta = self._clip(np.array(point.theta, float))
-        weight = float(np.sum(1.0 / data.var[data.use]))
+        """The Laplace posterior from ``start``: a ``Point`` (the previous update's θ*: Gauss-Newton from there) or θ
+        (a first guess: L-BFGS-B first); ``optimise`` False: at ``start`` itself (a restored checkpoint's θ*)."""
+        warm = isinstance(start, Point)
+        theta = self._clip(np.array(start.theta if warm else start, float))
         if optimise:
-            theta = self._maximise(theta, point, weight, data)
-        step = np.array(point.step) if point.step else None
-        if step is None:  # first time: a pass with small steps sets the scale of the posterior
-            step = 0.1 * _sd(self._hessian(theta, data, np.full(3, 1e-3)))
-        h = self._hessian(theta, data, step)
+            found = self._newton(theta, data) if warm else None
+            if found is None:
+                opt = minimize(lambda t: -self.log_post(t, data)[0], theta, method="L-BFGS-B", bounds=self.bounds,
+                               options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 200})
+                found = self._newton(self._clip(opt.x), data) if np.isfinite(opt.fun) else None
+                found = self._clip(opt.x) if found is None else found
+            theta = found
+        h, _ = self._gauss_newton(theta, data)
         lp, a, b, va, vb, cab, chi2 = self.log_post(theta, data)
         sign, logdet = np.linalg.slogdet(h)
         log_z = lp + 1.5 * np.log(2 * np.pi) - 0.5 * logdet if sign > 0 else -np.inf
         cov = np.linalg.inv(h) if sign > 0 else np.full((3, 3), np.nan)
-        theta_t = tuple(float(v) for v in theta)
-        used = Point(theta_t, tuple(float(v) for v in step), tuple(h.ravel().tolist()), weight)
-        following = Point(theta_t, tuple((0.1 * _sd(h)).tolist()), used.hess, weight)
-        return LaplaceResult(self, used, cov, a, b, va, vb, cab, float(log_z), chi2, int(data.use.sum()), data,
-                             following)
+        return LaplaceResult(self, Point(tuple(float(v) for v in theta)), cov, a, b, va, vb, cab, float(log_z), chi2,
+                             int(data.use.sum()), data)
 
-    def _maximise(self, theta: np.ndarray, point: Point, weight: float, data: Data) -> np.ndarray:
-        """θ* by Newton steps on the previous update's Hessian scaled by the data's weight (a frame more changes the
-        posterior little: one or two steps of 6 curves each, converging by ~10× per step), else by L-BFGS-B."""
-        f = lambda t: -self.log_post(t, data)[0]  # noqa: E731 - a local shorthand
-        if point.hess is not None and np.isfinite(point.weight) and point.weight > 0:
-            h = np.array(point.hess).reshape(3, 3) * (weight / point.weight)
-            step = np.array(point.step)
-            sd = _sd(h)
-            f0 = f(theta)
-            for _ in range(4):
-                g = np.array([(f(theta + e) - f(theta - e)) / (2 * e[i]) for i, e in enumerate(np.diag(step))])
-                d = -np.linalg.solve(h, g)
+    def _gauss_newton(self, theta, data: Data) -> tuple[np.ndarray, np.ndarray]:
+        """(S, g): the Gauss-Newton precision of θ with (a, b) profiled out (the Schur complement of the Fisher
+        matrix of (θ, a, b)) and the gradient of −χ²/2 along θ at the conditional (a, b), from 4 curves (forward
+        differences of ``GN_STEP``)."""
+        m0 = self.coarse_curve(theta, data)
+        jac = np.stack([(self.coarse_curve(theta + e, data) - m0) / GN_STEP for e in GN_STEP * np.eye(3)], axis=1)
+        y, iw = data.y[data.use], 1.0 / data.var[data.use]
+        lin = np.column_stack([m0, np.ones_like(m0)])
+        a, b = np.linalg.solve(lin.T @ (iw[:, None] * lin), lin.T @ (iw * y))
+        full = np.column_stack([a * jac, lin])
+        f = full.T @ (iw[:, None] * full)
+        schur = f[:3, :3] - f[:3, 3:] @ np.linalg.solve(f[3:, 3:], f[3:, :3])
+        return schur, (a * jac).T @ (iw * (y - a * m0 - b))
+
+    def _newton(self, theta: np.ndarray, data: Data) -> np.ndarray | None:
+        """θ* by Gauss-Newton steps (halved while ln p falls) until a step is < 0.01 std: from the previous
+        update's θ* one or two steps, 5 curves each; ``None`` if it does not converge in 8."""
+        lp0 = self.log_post(theta, data)[0]
+        for _ in range(8):
+            s, g = self._gauss_newton(theta, data)
+            try:
+                d = np.linalg.solve(s, g)
+            except np.linalg.LinAlgError:
+                return None
+            sd = _sd(s)
+            for _halving in range(5):
                 trial = self._clip(theta + d)
-                if np.max(np.abs(trial - theta) / sd) < 0.15:  # the Hessian's scaling is ~10 % off: a step this
-                    return trial  # small leaves < 0.02 std to go
-                f1 = f(trial)
-                if not f1 < f0:
+                lp1 = self.log_post(trial, data)[0]
+                if lp1 >= lp0 - 1e-9:
                     break
-                theta, f0 = trial, f1
+                d = 0.5 * d
             else:
+                return None
+            step = np.abs(trial - theta) / sd
+            theta, lp0 = trial, lp1
+            if np.max(step) < 0.01:
                 return theta
-        opt = minimize(f, theta, method="L-BFGS-B", bounds=self.bounds,
-                       options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 200})
-        return self._clip(opt.x)
-
-    def _hessian(self, theta, data: Data, step) -> np.ndarray:
-        """Central-difference Hessian of −ln p at θ (steps kept inside the prior box)."""
-        f = lambda t: -self.log_post(t, data)[0]  # noqa: E731 - a local shorthand
-        n = len(theta)
-        h = np.zeros((n, n))
-        step = np.array([min(s, 0.25 * (hi - lo)) for s, (lo, hi) in zip(step, self.bounds, strict=True)])
-        centre = np.array([min(max(v, lo + s), hi - s)
-                           for v, s, (lo, hi) in zip(theta, step, self.bounds, strict=True)])
-        f0 = f(centre)
-        for i in range(n):
-            e_i = np.zeros(n)
-            e_i[i] = step[i]
-            h[i, i] = (f(centre + e_i) - 2 * f0 + f(centre - e_i)) / step[i] ** 2
-            for j in range(i):
-                e_j = np.zeros(n)
-                e_j[j] = step[j]
-                h[i, j] = h[j, i] = (f(centre + e_i + e_j) - f(centre + e_i - e_j) - f(centre - e_i + e_j)
-                                     + f(centre - e_i - e_j)) / (4 * step[i] * step[j])
-        return h
+        return None
 
 
 @dataclass
@@ -194,15 +186,13 @@ class LaplaceResult:
     chi2_min: float
     n_data: int
     data: Data
-    following: Point
 
     @property
     def free_energy(self) -> float:
         return -self.log_z
 
     def next_window(self) -> Point:
-        """Where the next update starts: θ*, this Hessian, and steps of 0.1 of this posterior's std."""
-        return self.following
+        return self.window
 
     def summary(self) -> dict[str, float]:
         """``<q>_mean/_std/_lo68/_hi68/_lo95/_hi95`` of the outer radius ``radius``, ``core_radius``, ``shell``

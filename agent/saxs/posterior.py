@@ -59,12 +59,17 @@ class GridModel:
     """One candidate model on the reduction's fine ln-q bins (first centre ``ln_q0``, step m·LN_STEP)."""
 
     def __init__(self, table: FormFactorTable, ln_q0: float, m: int, n_fine: int, r_prior=(2.0, 150.0),
-                 a_max: float = 1.0, b_max: float = 1.0):
+                 a_max: float = 1.0, b_max: float = 1.0, ln_q_mean=None, ln_q_var=None):
         self.table, self.m, self.n_fine = table, int(m), int(n_fine)
         self.ln_r_lat0 = LNX0 - ln_q0
+        # each fine bin's curve is taken at its pixels' mean ln q, plus ½·var·I'' (reduction._pixel_moments);
+        # default: the bin centres, no variance
+        mean = ln_q0 + LN_STEP * self.m * np.arange(self.n_fine) if ln_q_mean is None else np.asarray(ln_q_mean)
+        self.offset = (mean - ln_q0) / LN_STEP  # lattice steps from the first centre
+        self.half_var = np.zeros(self.n_fine) if ln_q_var is None else 0.5 * np.asarray(ln_q_var, float)
         j_lo = int(np.ceil((np.log(r_prior[0]) - self.ln_r_lat0) / LN_STEP))
         j_hi = int(np.floor((np.log(r_prior[1]) - self.ln_r_lat0) / LN_STEP))
-        self.j_range = (max(j_lo, 0), min(j_hi, N_X - 2 - (n_fine - 1) * self.m))
+        self.j_range = (max(j_lo, 1), min(j_hi, N_X - 3 - int(np.ceil(self.offset.max()))))
         if self.j_range[0] >= self.j_range[1]:
             raise ValueError(f"radius prior {r_prior} nm outside the form-factor table for this q range")
         self.u_range = table.u_range
@@ -103,11 +108,14 @@ class GridModel:
         nodes = np.unique(idx)
         wu = np.zeros((len(u), len(nodes)))
         np.add.at(wu, (np.repeat(np.arange(len(u)), 4), np.searchsorted(nodes, idx.ravel())), wt.ravel())
-        xi = j[:, None] + self.m * f[None, :]
+        xi = j[:, None] + self.offset[f][None, :]
         i0 = np.floor(xi).astype(np.int64)
         frac = xi - i0
         rows = self.table.table[nodes]
         g = rows[:, i0] * (1.0 - frac) + rows[:, i0 + 1] * frac
+        if np.any(self.half_var[f] > 0):  # + ½·var·G'' (second difference along ln x at the lower node)
+            d2 = (rows[:, i0 + 1] - 2.0 * rows[:, i0] + rows[:, i0 - 1]) / LN_STEP**2
+            g = g + d2 * self.half_var[f]
         c = np.tensordot(wu, g, axes=(1, 0)) * (self.radius(j) ** 3)[None, :, None] * data.fine_w[f]
         starts = np.searchsorted(f, np.flatnonzero(data.use) * data.group)
         return np.add.reduceat(c, starts, axis=2)

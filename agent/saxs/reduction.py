@@ -110,9 +110,29 @@ class Reduction:
         self.q_coarse = np.exp(self.ln_q.reshape(-1, self.group).mean(axis=1))
         self.q_range = (a, float(np.exp(self.ln_edges[-1])))
         self._ai = geometry.integrator()
+        self.ln_q_mean, self.ln_q_var = self._pixel_moments()
         self._kw = dict(unit=UNIT, method=METHOD, mask=self.mask, dummy=-1.0, delta_dummy=0.5,
                         polarization_factor=geometry.polarisation_factor, correctSolidAngle=True,
                         radial_range=(self.ln_edges[0], self.ln_edges[-1]))
+
+    def _pixel_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per fine bin, the mean and variance of ln q over its unmasked pixels, weighted as pyFAI normalises them
+        (solid angle × polarisation): where the bin's average of a curve lies. A model evaluated at the bin's
+        centre instead misses it by ½·var·I'' and by the offset of the mean, near the beam stop (a few pixel
+        rings per bin) by much more: with 10⁸-photon frames that biased the radius by 1e-3 nm, one std."""
+        ok = ~self.mask
+        ln_q = np.log(self.geometry.q_map()[ok])
+        w = (self.geometry.solid_angle() * self.geometry.polarisation())[ok]
+        idx = np.floor((ln_q - self.ln_edges[0]) / self.step).astype(np.int64)
+        inside = (idx >= 0) & (idx < self.n_fine)
+        idx, ln_q, w = idx[inside], ln_q[inside], w[inside]
+        sw = np.bincount(idx, w, self.n_fine)
+        s1 = np.bincount(idx, w * ln_q, self.n_fine)
+        s2 = np.bincount(idx, w * ln_q**2, self.n_fine)
+        has = sw > 0
+        mean = np.where(has, s1 / np.where(has, sw, 1.0), self.ln_q)
+        var = np.where(has, np.maximum(s2 / np.where(has, sw, 1.0) - mean**2, 0.0), 0.0)
+        return mean, var
 
     def integrate(self, image: np.ndarray, i0: float) -> tuple[np.ndarray, np.ndarray]:
         """(photons, Σ i0·ΔΩ·P) per fine bin of one frame (float64), from one pyFAI call."""
