@@ -145,13 +145,22 @@ class LaplaceCoreShell:
         return schur, (a * jac).T @ (iw * (y - a * m0 - b))
 
     def _newton(self, theta: np.ndarray, data: Data) -> np.ndarray | None:
-        """θ* by Gauss-Newton steps (halved while ln p falls) until a step is < 0.01 std: from the previous
-        update's θ* one or two steps, 5 curves each; ``None`` if it does not converge in 8."""
+        """θ* by Gauss-Newton steps (halved while ln p falls; a coordinate at its prior bound that a step pushes
+        out held there) until a step is < 0.01 std: from the previous update's θ* one or two steps, 5 curves
+        each; ``None`` if it does not converge in 8."""
         lp0 = self.log_post(theta, data)[0]
+        lo, hi = np.array(self.bounds).T
         for _ in range(8):
             s, g = self._gauss_newton(theta, data)
+            free = np.ones(3, bool)
             try:
-                d = np.linalg.solve(s, g)
+                for _active in range(3):  # a coordinate at its prior bound that the step pushes out stays there
+                    d = np.zeros(3)
+                    d[free] = np.linalg.solve(s[np.ix_(free, free)], g[free])
+                    out = free & (((theta <= lo) & (d < 0)) | ((theta >= hi) & (d > 0)))
+                    if not out.any():
+                        break
+                    free &= ~out
             except np.linalg.LinAlgError:
                 return None
             sd = _sd(s)

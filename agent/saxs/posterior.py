@@ -23,7 +23,7 @@ from scipy.special import logsumexp, ndtr
 
 from agent.saxs.form_factors import LN_STEP, LNX0, N_X, FormFactorTable
 
-N_R, N_U = 41, 25
+N_R, N_U = 41, 31
 SPAN = 6.0
 LEVELS = {"lo68": 0.15865525, "hi68": 0.84134475, "lo95": 0.025, "hi95": 0.975}
 
@@ -192,13 +192,13 @@ class GridResult:
         return mu, float(np.sqrt(max(pu @ (self.u - mu) ** 2, 0.0)))
 
     def resolved(self) -> bool:
-        """Spacing ≤ half a std (or at the lattice/prior limit) and < 1e-3 of the mass on the grid's edges
+        """Spacing ≤ 0.6 std (or at the lattice/prior limit) and < 1e-3 of the mass on the grid's edges
         (unless at the prior's bounds)."""
         _, s_r = self._ln_r_moments()
         _, s_u = self._u_moments()
         w, mdl = self.window, self.model
-        fine_r = w.step * LN_STEP <= 0.5 * s_r or w.step <= 1e-4
-        fine_u = w.du <= 0.5 * s_u or w.du <= 1e-5
+        fine_r = w.step * LN_STEP <= 0.6 * s_r or w.step <= 1e-4
+        fine_u = w.du <= 0.6 * s_u or w.du <= 1e-5
         pr, pu = self.p.sum(axis=0), self.p.sum(axis=1)
         edge_r = (pr[0] < 1e-3 or w.j0 <= mdl.j_range[0]) and (pr[-1] < 1e-3 or self.j[-1] >= mdl.j_range[1] - w.step)
         edge_u = ((pu[0] < 1e-3 or self.u[0] - w.du <= mdl.u_range[0])
