@@ -8,7 +8,7 @@ over (a, b) is taken over the whole plane (exact when the posterior lies well in
 ln ∫∫ L = −χ²_min/2 + ln 2π − ½ ln det A − Σ ln √(2πσ²) − ln(a_max·2b_max), A the 2 × 2 normal matrix.
 Nonlinear part: ln R uniform on [ln R_min, ln R_max] (R in nm, default 2–150), u uniform on the table's
 range; a grid in (ln R, u) over the posterior mean ± 6 std, re-centred at each update (and zoomed from a
-global grid at the first one) so that the spacing stays ≤ ~0.3–0.5 std; between the table's ln x lattice
+global grid at the first one) so that the spacing stays ≤ 0.6 std; between the table's ln x lattice
 points the curves are interpolated linearly in ln x (a posterior far narrower than the lattice step, as
 10⁷-photon frames give, is then still resolved); moments by the midpoint rule, quantiles from the
 cell-wise CDF. Free energy F = −ln Z (nats), Z the evidence.
