@@ -511,7 +511,7 @@ def print_stop(preset, exposure, fig, conv):
           + ", ".join(f"{v:.3f}" for v in c["fraction_reached_at"])
           + f"; never reached within {CAP}: {c['never_reached']}; back above the target after the first passage: "
           f"{c['violations_after_first_passage']}")
-    for key, what in (("n_star", "median ≤ 0.2 nm"), ("n_star95", "≥ 95 % ≤ 0.2 nm")):
+    for key, what in (("n_star", f"median ≤ {TARGET_NM} nm"), ("n_star95", f"≥ 95 % ≤ {TARGET_NM} nm")):
         if c[key] is None:
             print(f"[conventional]   {what}: not reached within {CAP} pairs")
             continue
