@@ -105,6 +105,7 @@ SCALER_FREQ_HZ = 1e7
 MSTA_DONE, MSTA_MOVING = 0x2, 0x400  # motor record status bits
 IN_POSITION_K = 1.0  # TEMP:InPosition window around the setpoint (K)
 N_SPEEDS = 256  # STAT:MonoMoveSpeeds keeps the speeds of this many last moves
+_LIMIT_PUTS = asyncio.Lock()  # the soft-limit putters, one at a time (see the mono limit putters)
 
 
 async def _wait(status, poll_s: float = 0.002) -> None:
@@ -450,12 +451,14 @@ class ComptonBeamlineIOC(PVGroup):
 
     @mono.fields.user_high_limit.putter
     async def mono(fields, instance, value):
-        await fields.parent.write_metadata(upper_ctrl_limit=value)
+        async with _LIMIT_PUTS:  # in order: a later put's control limit is never overwritten by an earlier one's
+            await fields.parent.write_metadata(upper_ctrl_limit=value)
         return value
 
     @mono.fields.user_low_limit.putter
     async def mono(fields, instance, value):
-        await fields.parent.write_metadata(lower_ctrl_limit=value)
+        async with _LIMIT_PUTS:
+            await fields.parent.write_metadata(lower_ctrl_limit=value)
         return value
 
     async def mcs_start(self) -> None:
