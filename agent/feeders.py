@@ -505,18 +505,12 @@ def frame_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
 def saxs_geometry_config(conf: Mapping[str, Any], detector: str) -> dict[str, Any]:
     """The detector geometry (``agent.saxs.geometry.DetectorGeometry.config()``, JSON values) from a detector's
     configuration values ``conf`` (signal name → value: a descriptor's ``configuration[det]["data"]``, or the
-    values of ``read_configuration()``): the JSON string ``<det>_geometry``, else one ``<det>_geometry_<field>``
-    signal per field. ``KeyError`` if neither is there."""
+    values of ``read_configuration()``): its JSON string ``<det>_geometry``. ``KeyError`` if it is not there."""
     key = f"{detector}_geometry"
-    if key in conf:
-        value = conf[key]
-        return dict(json.loads(value) if isinstance(value, (str, bytes)) else value)
-    prefix = key + "_"
-    out = {k[len(prefix):]: (v.tolist() if hasattr(v, "tolist") else v) for k, v in conf.items()
-           if k.startswith(prefix)}
-    if not out:
-        raise KeyError(f"{detector}: no geometry in its configuration ({key} or {prefix}<field>)")
-    return out
+    if key not in conf:
+        raise KeyError(f"{detector}: no geometry in its configuration ({key})")
+    value = conf[key]
+    return dict(json.loads(value) if isinstance(value, (str, bytes)) else value)
 
 
 class SAXSFeeder(CallbackBase):

@@ -258,7 +258,7 @@ def wait_for_beam(ring, floor_ma: float, poll_s: float = 1.0, max_wait_s: float 
 def watched_fields(agent) -> list[str]:
     """The ``posterior`` fields the agent's stop rule watches, hinted in that stream: ``<q>_mean`` and
     ``<q>_std`` of a target-std or plateau quantity, ``rmse_pred`` of a target RMSE, ``model_prob_max`` of a
-    model decision (in the rule's order, each once)."""
+    model decision, ``kde_divergence`` and ``kde_threshold`` of SAXS's KDE rule (in the rule's order, each once)."""
     from agent.core.stopping import leaf_rules
 
     fields: list[str] = []
@@ -270,6 +270,8 @@ def watched_fields(agent) -> list[str]:
             fields.append("rmse_pred")
         elif name == "ModelDecided":
             fields.append("model_prob_max")
+        elif name == "KDEConverged":
+            fields.extend(("kde_divergence", "kde_threshold"))
     return list(dict.fromkeys(fields))
 
 

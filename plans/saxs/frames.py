@@ -113,17 +113,6 @@ def _positive_exposure(value: Any, where: str) -> float:
     return exposure
 
 
-def _stop_fields(agent) -> list[str]:
-    """The ``posterior`` fields to hint: the stop rule's watched fields (``plans.core.watched_fields``) and, for
-    the KDE rule, the divergence and its threshold."""
-    from agent.core.stopping import leaf_rules
-
-    fields = watched_fields(agent)
-    if any(type(r).__name__ == "KDEConverged" for r in leaf_rules(getattr(agent, "stop_rule", None))):
-        fields += ["kde_divergence", "kde_threshold"]
-    return list(dict.fromkeys(fields))
-
-
 def adaptive_saxs(detectors: Sequence[Readable] = ("saxs_det",), cell: Movable = "cell_x",
                   agent: SAXSAgent | None = None, *, stop: str | None = None, quantity: str | None = None,
                   target_std: float | None = None, precision: float | None = None, max_frames: int | None = None,
@@ -198,7 +187,7 @@ def adaptive_saxs(detectors: Sequence[Readable] = ("saxs_det",), cell: Movable =
                                 "next_exposure_s": default_exposure, "frame_problem": ""}
     info = ValuesReadable("frame", lambda: frame, hints=("frame",))
     status = ValuesReadable("frames", lambda: frame_state)
-    report = ValuesReadable("agent", lambda: {**agent.report(), **decision}, hints=_stop_fields(agent))
+    report = ValuesReadable("agent", lambda: {**agent.report(), **decision}, hints=watched_fields(agent))
     guard = CountGuard("cell", cell, "cell_before_mm", "cell_after_mm", "mm")
     readables = [guard] + ([RingWindow(ring)] if ring is not None else []) + [cell, *detectors, info] \
         + ([run_bt] if run_bt is not None else [])
