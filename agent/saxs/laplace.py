@@ -114,15 +114,17 @@ class LaplaceCoreShell:
         (a first guess: L-BFGS-B first); ``optimise`` False: at ``start`` itself (a restored checkpoint's θ*)."""
         warm = isinstance(start, Point)
         theta = self._clip(np.array(start.theta if warm else start, float))
+        h = None
         if optimise:
             found = self._newton(theta, data) if warm else None
             if found is None:
                 opt = minimize(lambda t: -self.log_post(t, data)[0], theta, method="L-BFGS-B", bounds=self.bounds,
                                options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 200})
                 found = self._newton(self._clip(opt.x), data) if np.isfinite(opt.fun) else None
-                found = self._clip(opt.x) if found is None else found
-            theta = found
-        h, _ = self._gauss_newton(theta, data)
+                found = (self._clip(opt.x), None) if found is None else found
+            theta, h = found
+        if h is None:
+            h, _ = self._gauss_newton(theta, data)
         lp, a, b, va, vb, cab, chi2 = self.log_post(theta, data)
         sign, logdet = np.linalg.slogdet(h)
         log_z = lp + 1.5 * np.log(2 * np.pi) - 0.5 * logdet if sign > 0 else -np.inf
@@ -144,10 +146,11 @@ class LaplaceCoreShell:
         schur = f[:3, :3] - f[:3, 3:] @ np.linalg.solve(f[3:, 3:], f[3:, :3])
         return schur, (a * jac).T @ (iw * (y - a * m0 - b))
 
-    def _newton(self, theta: np.ndarray, data: Data) -> np.ndarray | None:
+    def _newton(self, theta: np.ndarray, data: Data) -> tuple[np.ndarray, np.ndarray | None] | None:
         """θ* by Gauss-Newton steps (halved while ln p falls; a coordinate at its prior bound that a step pushes
-        out held there) until a step is < 0.01 std: from the previous update's θ* one or two steps, 5 curves
-        each; ``None`` if it does not converge in 8."""
+        out held there) until a step is < 0.01 std (a proposed one: no line search then; a taken one): from the
+        previous update's θ* one or two steps, 5 curves each. (θ*, its precision if computed there, else None);
+        ``None`` if it does not converge in 8."""
         lp0 = self.log_post(theta, data)[0]
         lo, hi = np.array(self.bounds).T
         for _ in range(8):
@@ -164,6 +167,8 @@ class LaplaceCoreShell:
             except np.linalg.LinAlgError:
                 return None
             sd = _sd(s)
+            if np.max(np.abs(d) / sd) < 0.01:  # at θ* already: a step this small is below ln p's rounding at χ² ~ 10⁵
+                return theta, s
             for _halving in range(5):
                 trial = self._clip(theta + d)
                 lp1 = self.log_post(trial, data)[0]
@@ -175,7 +180,7 @@ class LaplaceCoreShell:
             step = np.abs(trial - theta) / sd
             theta, lp0 = trial, lp1
             if np.max(step) < 0.01:
-                return theta
+                return theta, None
         return None
 
 
