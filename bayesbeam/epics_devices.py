@@ -506,6 +506,21 @@ class EnergyMotor(EpicsMotor):
         super().__init__(*args, **kwargs)
         self.timing = timing or DeviceTiming()
 
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The record's soft limits (.LLM, .HLM, eV) as monitored. ``EpicsMotor`` returns the control limits of
+        .VAL, which it refreshes from a .LLM/.HLM change while .VAL's own monitor events carry the limits of the
+        moment each was queued: under load a stale one can land after the refresh and keep an old limit."""
+        return float(self.low_limit_travel.get()), float(self.high_limit_travel.get())
+
+    def check_value(self, pos):
+        """``LimitError`` for a position (eV) outside ``limits`` (equal limits: none, as the motor record has it)."""
+        if pos is None or not math.isfinite(float(pos)):
+            raise ValueError(f"{self.name}: a position must be a finite number, got {pos!r}")
+        lo, hi = self.limits
+        if lo < hi and not lo <= float(pos) <= hi:
+            raise LimitError(f"{self.name}: value {pos} outside of range: [{lo}, {hi}]")
+
     def expected_move_s(self, target: float) -> float:
         """Beamtime (s) a move to ``target`` takes: settle + distance/speed + acceleration at both ends."""
         velo, accl = float(self.velocity.get()), float(self.acceleration.get())
