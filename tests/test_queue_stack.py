@@ -325,7 +325,7 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
     api = stack.stack.api(user_group=AGENTS_GROUP, user="campaign test")
     runner = CampaignRunner(config, api, catalog, CatalogWriter(catalog), echo=lambda line: None, poll_s=0.1,
                             stack=stack.stack)
-    suid, budget = "watchdog-1", 12
+    suid, budget = "watchdog-1", 60  # ~0.15 s a cycle idle: the kill below must land well inside the first run
     runner._md[suid] = md = {"sample": "fe", "campaign": config.name, "agent_suggestion_uid": suid}
     try:
         api.item_add(BPlan("adaptive_compton", target_std=1e-6, max_cycles=budget, temperature_k=300.0, md=md))
@@ -340,6 +340,8 @@ def test_the_campaign_watchdog_resumes_a_run_whose_worker_was_killed(stack, tmp_
         assert run is not None and counted >= 1, "the run never counted a cycle"
         pid = stack.stack.worker_pid()
         os.kill(pid, signal.SIGKILL)
+        assert _journalled_posteriors(backup_directory(catalog), agent_suggestion_uid=suid) < budget, \
+            "the first run had counted its whole budget before the kill: nothing was left to resume"
         assert runner.wait(suid) is True
         wait_for_status(api, lambda s: s["manager_state"] == "idle" and s["items_in_queue"] == 0, timeout=60,
                         what="the continued run's item to finish")
