@@ -68,6 +68,27 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [item for item in items if item not in last] + last
 
 
+SHARED_STACK_FILES = ("test_queue_stack.py", "test_status_page.py")  # the modules that use the session's queue stack
+
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # pytest-xdist (the [test] extra) runs the suite in parallel; without it, ``-p no:xdist``
+    pass
+else:
+
+    class _ModuleScheduling(LoadFileScheduling):
+        """pytest-xdist's ``--dist loadfile`` (a module's tests in one process, in order, its fixtures set up
+        once), except that the modules sharing the queue stack go to one process together, so the test that
+        stops the stack runs after all of theirs."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "queue_stack" if Path(path).name in SHARED_STACK_FILES else path
+
+    def pytest_xdist_make_scheduler(config, log):
+        return _ModuleScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """``bayesbeam queue start --profile sim --open`` on free ports, stopped at the end of the session; skips if
