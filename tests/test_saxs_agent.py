@@ -229,6 +229,28 @@ def test_core_shell_laplace_vs_brute_force():
     assert abs(res.log_z - log_z) < 0.1
 
 
+def test_a_warm_refit_of_a_far_wrong_model_stays_gauss_newton(monkeypatch):
+    """The losing core-shell on sphere data (χ² ~ 7·10⁴) refitted from its own θ* on the same data: its Gauss-Newton
+    step (~0.02 std) cannot raise ln p above rounding, and that is convergence, not an L-BFGS-B fallback (~170
+    sasmodels curves; 47 of 54 pilatus-1m updates fell back before ed56c76, and this one still did at ed56c76)."""
+    import agent.saxs.laplace as laplace
+
+    rng = np.random.default_rng(8)
+    _, data = _toy(rng, noise=3e-4)
+    q = np.exp(np.log(0.05) + 8 * LN_STEP * (np.arange(600) + 0.5))
+    cs = laplace.LaplaceCoreShell(q, 18.8, 10.8, 9.47)
+    first = cs.fit(data, (np.log(22.0), np.log(3.0), 0.08))
+    assert first.chi2_min > 1e4
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("a warm refit at θ* fell back to L-BFGS-B")
+
+    monkeypatch.setattr(laplace, "minimize", no_fallback)
+    again = cs.fit(data, first.window)
+    assert np.allclose(again.window.theta, first.window.theta, atol=1e-6)
+    assert again.log_z == pytest.approx(first.log_z, abs=1e-3)
+
+
 def test_model_decision_picks_true_form_factor():
     from agent.saxs.laplace import LaplaceCoreShell
 

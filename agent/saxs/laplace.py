@@ -148,7 +148,8 @@ class LaplaceCoreShell:
 
     def _newton(self, theta: np.ndarray, data: Data) -> tuple[np.ndarray, np.ndarray | None] | None:
         """θ* by Gauss-Newton steps (halved while ln p falls; a coordinate at its prior bound that a step pushes
-        out held there) until a step is < 0.01 std (a proposed one: no line search then; a taken one): from the
+        out held there) until a step is < 0.01 std (a proposed one: no line search then; a taken one), or a proposed
+        step < 0.1 std that no halving can take (ln p's rounding at χ² ~ 10⁵: θ* is within 0.1 std); from the
         previous update's θ* one or two steps, 5 curves each. (θ*, its precision if computed there, else None);
         ``None`` if it does not converge in 8."""
         lp0 = self.log_post(theta, data)[0]
@@ -167,7 +168,8 @@ class LaplaceCoreShell:
             except np.linalg.LinAlgError:
                 return None
             sd = _sd(s)
-            if np.max(np.abs(d) / sd) < 0.01:  # at θ* already: a step this small is below ln p's rounding at χ² ~ 10⁵
+            proposed = float(np.max(np.abs(d) / sd))
+            if proposed < 0.01:  # at θ* already: a step this small is below ln p's rounding at χ² ~ 10⁵
                 return theta, s
             for _halving in range(5):
                 trial = self._clip(theta + d)
@@ -175,8 +177,8 @@ class LaplaceCoreShell:
                 if lp1 >= lp0 - 1e-9:
                     break
                 d = 0.5 * d
-            else:
-                return None
+            else:  # no step raised ln p: rounding if the step was < 0.1 std (θ* within 0.1 std), else no convergence
+                return (theta, s) if proposed < 0.1 else None
             step = np.abs(trial - theta) / sd
             theta, lp0 = trial, lp1
             if np.max(step) < 0.01:
