@@ -72,7 +72,7 @@ SHARED_STACK_FILES = ("test_queue_stack.py", "test_status_page.py")  # the modul
 
 try:
     from xdist.scheduler import LoadFileScheduling
-except ImportError:  # pytest-xdist (the [test] extra) runs the suite in parallel; without it, ``-p no:xdist``
+except ImportError:  # pytest-xdist is in the [test] extra; without it, override addopts' ``-n 3 --dist loadfile``
     pass
 else:
 
