@@ -1,6 +1,6 @@
 """bayesbeam agents: forward models, exact posteriors, stopping rules, experimental design.
 
-One subpackage per technique (``compton``, ``xas``, ``xps``, ``saxs``) and one for the between-runs ``campaign`` agents,
+One subpackage per technique (``compton``, ``xas``, ``xps``, ``saxs``, ``imaging``) and one for the between-runs ``campaign`` agents,
 over ``core`` (agent protocol, stopping rules, linear and exchange-MC inference); none of them imports bluesky
 or ophyd.
 ``agent.feeders`` is the one adapter that turns the bluesky document stream into ``ingest`` calls.
@@ -18,6 +18,7 @@ _EXPORTS = {
     **dict.fromkeys(["XASAgent", "xas_agent", "TargetRMSE"], "agent.xas"),
     **dict.fromkeys(["XPSAgent", "xps_agent"], "agent.xps"),
     **dict.fromkeys(["SAXSAgent", "saxs_agent", "KDEConverged"], "agent.saxs"),
+    **dict.fromkeys(["ImagingAgent", "imaging_agent", "ClassificationDecided", "classify_stack"], "agent.imaging"),
     **dict.fromkeys(["CurieCampaign", "curie_campaign"], "agent.campaign"),
     **dict.fromkeys(["ComptonFeeder", "XASFeeder", "XPSFeeder", "SAXSFeeder"], "agent.feeders"),
 }

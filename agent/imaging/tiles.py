@@ -1,0 +1,195 @@
+"""The two passes of the classification over one tile of a stack: plain numerics, no scheduler.
+
+A *source* is any picklable object with ``shape`` (H, W), ``energies_eV`` (k), ``passes`` (images summed per
+energy) and ``read(y0, x0, h, w)`` → (images (k, h, w), flats (k, h, w), dark (h, w)) in ADU; ``ArraySource``
+wraps arrays (numpy, h5py, dask, tiled), ``HDF5Source`` a file opened inside each task. Pass 1 counts a tile's
+pixels into cells (``tile_cells``); pass 2 labels it (``tile_labels``) from a window one Potts halo wider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.imaging.classify import DECIDED_P, class_loglik, softmax, unexplained_threshold
+from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
+from agent.imaging.partition import CellTable, SpectralSpace, cell_keys
+from agent.imaging.spatial import potts_meanfield
+
+UNCLASSIFIED = -1  # label of pixels without an absorption edge (t̂ below the space's t_min) or dead
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x.compute() if hasattr(x, "compute") else x)
+
+
+@dataclass
+class ArraySource:
+    """A stack in arrays: ``images`` (k, H, W) ADU summed over ``passes``, ``flats`` (k, H, W) mean flats,
+    ``dark`` (H, W) mean dark; any array that slices (numpy, h5py, dask, a tiled array client)."""
+
+    images: object
+    flats: object
+    dark: object
+    energies_eV: np.ndarray
+    passes: int = 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.images.shape[1:])
+
+    def read(self, y0: int, x0: int, h: int, w: int):
+        sl = (slice(y0, y0 + h), slice(x0, x0 + w))
+        return (_np(self.images[(slice(None), *sl)]).astype(np.float32),
+                _np(self.flats[(slice(None), *sl)]).astype(np.float32), _np(self.dark[sl]).astype(np.float32))
+
+
+@dataclass
+class HDF5Source:
+    """A stack in an HDF5/NeXus file: datasets ``images`` (k, H, W), ``flats`` (k, H, W), ``dark`` (H, W),
+    ``energy`` (k, eV) under ``group``; attribute ``passes`` (default 1). Opened read-only in each read, so the
+    source pickles to Dask workers."""
+
+    path: str
+    group: str = "/entry/data"
+
+    def _meta(self):
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            g = f[self.group]
+            return tuple(g["images"].shape[1:]), np.asarray(g["energy"][()], float), int(g.attrs.get("passes", 1))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._meta()[0]
+
+    @property
+    def energies_eV(self) -> np.ndarray:
+        return self._meta()[1]
+
+    @property
+    def passes(self) -> int:
+        return self._meta()[2]
+
+    def read(self, y0: int, x0: int, h: int, w: int):
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            g = f[self.group]
+            sl = (slice(y0, y0 + h), slice(x0, x0 + w))
+            return (g["images"][(slice(None), *sl)].astype(np.float32),
+                    g["flats"][(slice(None), *sl)].astype(np.float32), g["dark"][sl].astype(np.float32))
+
+
+def windows(shape: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, h, w) of the tiles covering an image of ``shape``, row by row."""
+    hh, ww = shape
+    return [(y, x, min(tile, hh - y), min(tile, ww - x)) for y in range(0, hh, tile) for x in range(0, ww, tile)]
+
+
+def _absorbance(source, noise: NoiseModel, y0, x0, h, w):
+    images, flats, dark = source.read(y0, x0, h, w)
+    p = source.passes
+    return absorbance(images, flats, dark, p), absorbance_variance(images, flats, dark, noise, p)
+
+
+def tile_cells(source, noise: NoiseModel, space: SpectralSpace, cell: float, window) -> CellTable:
+    """Pass 1 over one tile: its occupied cells (pixels with an edge only)."""
+    a, v = _absorbance(source, noise, *window)
+    k = a.shape[0]
+    a = a.reshape(k, -1).astype(np.float64)
+    z, t = space.z(a)
+    ok = (t > space.t_min) & (v.reshape(k, -1).max(axis=0) < 1e5)
+    z = z[:, ok]
+    return CellTable.of(cell_keys(space.whiten @ z, cell), z)
+
+
+@dataclass
+class TileStats:
+    """Pass-2 sums of tiles: pixels per label (C classes then unclassified), decided and unexplained pixels, and
+    per class the sums of the pixels' normalised spectra (A − b̂)/t̂ and their squares (C, k); ``residual``: the
+    cells of the unexplained pixels (where a class the partition missed shows up); ``confusion`` (C + 1,
+    n_truth) against a truth map when one is given."""
+
+    counts: np.ndarray
+    decided: int
+    unexplained: int
+    s1: np.ndarray
+    s2: np.ndarray
+    residual: CellTable
+    confusion: np.ndarray | None = None
+    pixels: int = 0
+
+    def __add__(self, other: TileStats) -> TileStats:
+        conf = None if self.confusion is None else self.confusion + other.confusion
+        return TileStats(self.counts + other.counts, self.decided + other.decided,
+                         self.unexplained + other.unexplained, self.s1 + other.s1, self.s2 + other.s2,
+                         CellTable.merge([self.residual, other.residual]), conf, self.pixels + other.pixels)
+
+
+def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, spectra: np.ndarray,
+                log_prior: np.ndarray, beta: float, iterations: int, window, truth=None, n_truth: int = 0,
+                keep: bool = False):
+    """Pass 2 over one tile: (TileStats, labels (h, w) int8 or None, max posterior (h, w) float32 or None).
+    The likelihoods are computed on the window grown by ``iterations`` pixels (clipped to the image) so the
+    Potts sweeps see the tile's true neighbours; ``truth(y0, x0, h, w)`` → int labels for the confusion."""
+    y0, x0, h, w = window
+    hh, ww = source.shape
+    g = int(iterations)
+    wy0, wx0 = max(y0 - g, 0), max(x0 - g, 0)
+    wy1, wx1 = min(y0 + h + g, hh), min(x0 + w + g, ww)
+    a, v = _absorbance(source, noise, wy0, wx0, wy1 - wy0, wx1 - wx0)
+    k, gh, gw = a.shape
+    af, vf = a.reshape(k, -1).astype(np.float64), v.reshape(k, -1).astype(np.float64)
+    logp, x2, t = class_loglik(af, vf, spectra, log_prior)
+    c = len(spectra)
+    q = potts_meanfield(logp.reshape(c, gh, gw), beta, g) if g else softmax(logp).reshape(c, gh, gw)
+    cy, cx = y0 - wy0, x0 - wx0
+    q = q[:, cy:cy + h, cx:cx + w]
+    label = q.argmax(axis=0)
+    qmax = q.max(axis=0)
+    inner = np.zeros((gh, gw), bool)
+    inner[cy:cy + h, cx:cx + w] = True
+    inner = inner.ravel()
+    t_best = np.take_along_axis(t[:, inner], label.reshape(1, -1), 0)[0]
+    dead = vf[:, inner].max(axis=0) >= 1e5
+    has_edge = (t_best > space.t_min) & ~dead
+    label = np.where(has_edge.reshape(h, w), label, UNCLASSIFIED)
+    x2min = np.take_along_axis(x2[:, inner], q.argmax(axis=0).reshape(1, -1), 0)[0]
+    lab = label.ravel()
+    counts = np.bincount(np.where(lab >= 0, lab, c), minlength=c + 1)
+    decided = int(((qmax.ravel() >= DECIDED_P) & has_edge).sum())
+    odd = (x2min > unexplained_threshold(k)) & has_edge
+    unexplained = int(odd.sum())
+    z_odd = space.z(af[:, inner][:, odd])[0]
+    residual = CellTable.of(cell_keys(space.whiten @ z_odd, cell), z_odd)
+    # each labelled pixel's spectrum normalised by its own class fit: b̂ and t̂ of A = b + t·m_c
+    ai = af[:, inner]
+    sel = lab >= 0
+    s1 = np.zeros((c, k))
+    s2 = np.zeros((c, k))
+    if sel.any():
+        li = lab[sel]
+        m = spectra[li].T  # (k, n)
+        wi = 1.0 / vf[:, inner][:, sel]
+        x = ai[:, sel]
+        s0, sm, smm = wi.sum(0), (wi * m).sum(0), (wi * m * m).sum(0)
+        sy, smy = (wi * x).sum(0), (wi * m * x).sum(0)
+        det = s0 * smm - sm * sm
+        tt = (s0 * smy - sm * sy) / det
+        bb = (smm * sy - sm * smy) / det
+        norm = (x - bb) / tt
+        for d in range(k):
+            s1[:, d] = np.bincount(li, norm[d], c)
+            s2[:, d] = np.bincount(li, norm[d] ** 2, c)
+    conf = None
+    if truth is not None:
+        tl = np.asarray(truth(y0, x0, h, w)).ravel().astype(np.int64)
+        conf = np.bincount(np.where(lab >= 0, lab, c) * n_truth + tl,
+                           minlength=(c + 1) * n_truth).reshape(c + 1, n_truth).astype(np.int64)
+    stats = TileStats(counts.astype(np.int64), decided, unexplained, s1, s2, residual, conf, h * w)
+    if keep:
+        return stats, label.astype(np.int8), qmax.astype(np.float32)
+    return stats, None, None
