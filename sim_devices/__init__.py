@@ -12,6 +12,8 @@ _EXPORTS = {
     **dict.fromkeys(["SimElectronAnalyser", "XPSSample", "xps_sample"], "sim_devices.xps"),
     **dict.fromkeys(["make_saxs_endstation", "SAXSEndStation", "SAXSSample", "saxs_sample", "SimPixelDetector",
                      "SimCellStage"], "sim_devices.saxs"),
+    **dict.fromkeys(["make_imaging_endstation", "ImagingEndStation", "ImagingSample", "default_sample"],
+                    "sim_devices.imaging"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
