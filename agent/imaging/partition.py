@@ -6,7 +6,8 @@ its cell, and two spectra are different classes only if they differ beyond the n
 silent, and what is implemented here:
 
 1. **The space** (``SpectralSpace``). A pixel's absorbance at k energies is A = b + t·μ(E) + noise with a
-   background b and an edge jump t of its own. Projecting A off span{1, μ̄} (μ̄: a reference spectrum, the
+   background b (shape β(E), ``classify.background_shape``) and an edge jump t of its own. Projecting A off
+   span{β, μ̄} (μ̄: a reference spectrum, the
    library mean) with fixed weights, and dividing by the fitted edge jump t̂, gives z = R·A/t̂, which for a
    pure phase is a point independent of b and t (a k-vector in the (k − 2)-dimensional residual space; a
    mixture of two phases lies on the segment between their points). z is whitened by the noise covariance of
@@ -45,9 +46,12 @@ class SpectralSpace:
     weights: np.ndarray    # (k) fixed weights of the projection: 1/var(A) of a typical pixel
     whiten: np.ndarray     # (r, k): z → y, unit noise for a typical pixel
     t_min: float = 0.05    # edge jumps below this are not classified (no absorber)
+    background: np.ndarray | None = None  # (k) shape of the non-edge absorbance (default constant)
 
     def __post_init__(self):
-        x = np.stack([np.ones_like(self.reference), self.reference], axis=1)  # (k, 2)
+        if self.background is None:
+            self.background = np.ones_like(self.reference)
+        x = np.stack([self.background, self.reference], axis=1)  # (k, 2)
         xw = x * self.weights[:, None]
         self._fit = np.linalg.solve(x.T @ xw, xw.T)  # (2, k): (b̂, t̂) = fit·A
         self._resid = np.eye(len(self.reference)) - x @ self._fit  # (k, k)
@@ -72,14 +76,16 @@ class SpectralSpace:
 
     @classmethod
     def fit(cls, a: np.ndarray, var: np.ndarray, energies_eV, reference: np.ndarray, r_max: int = 6,
-            library: np.ndarray | None = None, t_min: float = 0.05) -> SpectralSpace:
+            library: np.ndarray | None = None, t_min: float = 0.05, background: np.ndarray | None = None
+            ) -> SpectralSpace:
         """The space of a stack from a sample of its pixels: absorbances ``a`` and variances ``var`` (k, n),
         ``reference`` μ̄ (k); ``library`` (m, k) spectra choose the reduced directions when k − 2 > ``r_max``
         (otherwise the sample's own principal directions)."""
         a, var = np.asarray(a, float), np.asarray(var, float)
         k = a.shape[0]
         weights = 1.0 / np.median(var, axis=1)
-        space = cls(np.asarray(energies_eV, float), np.asarray(reference, float), weights, np.eye(k), t_min)
+        space = cls(np.asarray(energies_eV, float), np.asarray(reference, float), weights, np.eye(k), t_min,
+                    background)
         t = space.edge_jump(a)
         ok = t > t_min
         r_op = space._resid
@@ -98,7 +104,8 @@ class SpectralSpace:
 
     def to_dict(self) -> dict:
         return {"energies_eV": self.energies_eV.tolist(), "reference": self.reference.tolist(),
-                "weights": self.weights.tolist(), "whiten": self.whiten.tolist(), "t_min": self.t_min}
+                "weights": self.weights.tolist(), "whiten": self.whiten.tolist(), "t_min": self.t_min,
+                "background": self.background.tolist()}
 
 
 def _bits(r: int) -> int:

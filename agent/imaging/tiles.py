@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.imaging.classify import DECIDED_P, class_loglik, softmax, unexplained_threshold
+from agent.imaging.classify import DECIDED_P, class_loglik, pair_chi2, softmax, unexplained_threshold
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
 from agent.imaging.partition import CellTable, SpectralSpace, cell_keys
 from agent.imaging.spatial import potts_meanfield
@@ -108,9 +108,10 @@ def tile_cells(source, noise: NoiseModel, space: SpectralSpace, cell: float, win
 
 @dataclass
 class TileStats:
-    """Pass-2 sums of tiles: pixels per label (C classes then unclassified), decided and unexplained pixels, and
+    """Pass-2 sums of tiles: pixels per label (C classes then unclassified), decided pixels, unexplained ones
+    (by no class and no two-class mixture), and
     per class the sums of the pixels' normalised spectra (A − b̂)/t̂ and their squares (C, k); ``residual``: the
-    cells of the unexplained pixels (where a class the partition missed shows up); ``confusion`` (C + 1,
+    cells of the pixels no single class explains (where a class the partition missed shows up); ``confusion`` (C + 1,
     n_truth) against a truth map when one is given."""
 
     counts: np.ndarray
@@ -143,7 +144,7 @@ def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, sp
     a, v = _absorbance(source, noise, wy0, wx0, wy1 - wy0, wx1 - wx0)
     k, gh, gw = a.shape
     af, vf = a.reshape(k, -1).astype(np.float64), v.reshape(k, -1).astype(np.float64)
-    logp, x2, t = class_loglik(af, vf, spectra, log_prior)
+    logp, x2, t = class_loglik(af, vf, spectra, log_prior, space.background)
     c = len(spectra)
     q = potts_meanfield(logp.reshape(c, gh, gw), beta, g) if g else softmax(logp).reshape(c, gh, gw)
     cy, cx = y0 - wy0, x0 - wx0
@@ -162,9 +163,13 @@ def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, sp
     counts = np.bincount(np.where(lab >= 0, lab, c), minlength=c + 1)
     decided = int(((qmax.ravel() >= DECIDED_P) & has_edge).sum())
     odd = (x2min > unexplained_threshold(k)) & has_edge
-    unexplained = int(odd.sum())
-    z_odd = space.z(af[:, inner][:, odd])[0]
+    z_odd = space.z(af[:, inner][:, odd])[0]  # the residual search sees every pixel no single class explains
     residual = CellTable.of(cell_keys(space.whiten @ z_odd, cell), z_odd)
+    if odd.any() and c > 1:  # counted as explained if a mixture of two classes fits (a grain boundary)
+        cand = np.flatnonzero(odd)
+        mix = pair_chi2(af[:, inner][:, cand], vf[:, inner][:, cand], spectra, space.background)
+        odd[cand[mix <= unexplained_threshold(k - 1)]] = False
+    unexplained = int(odd.sum())
     # each labelled pixel's spectrum normalised by its own class fit: b̂ and t̂ of A = b + t·m_c
     ai = af[:, inner]
     sel = lab >= 0
@@ -175,12 +180,13 @@ def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, sp
         m = spectra[li].T  # (k, n)
         wi = 1.0 / vf[:, inner][:, sel]
         x = ai[:, sel]
-        s0, sm, smm = wi.sum(0), (wi * m).sum(0), (wi * m * m).sum(0)
-        sy, smy = (wi * x).sum(0), (wi * m * x).sum(0)
+        bg = space.background[:, None]
+        s0, sm, smm = (wi * bg * bg).sum(0), (wi * bg * m).sum(0), (wi * m * m).sum(0)
+        sy, smy = (wi * bg * x).sum(0), (wi * m * x).sum(0)
         det = s0 * smm - sm * sm
         tt = (s0 * smy - sm * sy) / det
         bb = (smm * sy - sm * smy) / det
-        norm = (x - bb) / tt
+        norm = (x - bb * bg) / tt
         for d in range(k):
             s1[:, d] = np.bincount(li, norm[d], c)
             s2[:, d] = np.bincount(li, norm[d] ** 2, c)
