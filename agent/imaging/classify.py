@@ -18,6 +18,9 @@ from scipy.stats import chi2
 DECIDED_P = 0.99
 #: Tail probability of χ²_min below which a pixel is unexplained by every class (an unknown phase, a defect).
 UNEXPLAINED_P = 1e-4
+#: χ² a two-class mixture must gain over the best single class to label a pixel by its dominant class (the
+#: 0.999 quantile of χ² with the one more parameter's degree of freedom).
+MIXTURE_GAIN = float(chi2.ppf(0.999, 1))
 
 
 #: Exponent of the background's energy dependence (E/E_REF_EV)^BACKGROUND_POWER.
@@ -63,17 +66,19 @@ def unexplained_threshold(k: int) -> float:
     return float(chi2.ppf(1.0 - UNEXPLAINED_P, max(k - 2, 1)))
 
 
-def pair_chi2(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, bg: np.ndarray | None = None) -> np.ndarray:
-    """χ² (n) of the best two-class mixture A = b·β + t_a·m_a + t_b·m_b with t_a, t_b ≥ 0 over all pairs of
-    class ``spectra`` (C, k) (inf where no pair fits with both weights non-negative, or C < 2): a pixel on a
-    grain boundary is a mixture, not an unknown phase. Weighted least squares per pixel, 3 × 3 normal
-    equations solved in batch."""
+def pair_chi2(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, bg: np.ndarray | None = None):
+    """(χ² (n), dominant class (n)) of the best two-class mixture A = b·β + t_a·m_a + t_b·m_b with t_a, t_b ≥ 0
+    over all pairs of class ``spectra`` (C, k) (χ² inf and class −1 where no pair fits with both weights
+    non-negative, or C < 2); the dominant class is the one of the larger weight (the truth's "majority
+    fraction"). A pixel on a grain boundary, or in a grain smaller than the point-spread function, is a
+    mixture. Weighted least squares per pixel, 3 × 3 normal equations solved in batch."""
     a = np.asarray(a, np.float64)
     w = 1.0 / np.asarray(var, np.float64)
     m = np.asarray(spectra, np.float64)
     k, n = a.shape
     bg = np.ones(k) if bg is None else np.asarray(bg, float)
     best = np.full(n, np.inf)
+    dominant = np.full(n, -1)
     yy = (w * a * a).sum(0)
     for i in range(len(m)):
         for j in range(i + 1, len(m)):
@@ -84,6 +89,7 @@ def pair_chi2(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, bg: np.ndarra
             coef = np.zeros((n, 3))
             coef[ok] = np.linalg.solve(g[ok], h[ok][..., None])[..., 0]
             x2 = yy - (coef * h).sum(1)
-            good = ok & (coef[:, 1] >= 0) & (coef[:, 2] >= 0)
-            best = np.where(good & (x2 < best), x2, best)
-    return best
+            better = ok & (coef[:, 1] >= 0) & (coef[:, 2] >= 0) & (x2 < best)
+            best = np.where(better, x2, best)
+            dominant = np.where(better, np.where(coef[:, 1] >= coef[:, 2], i, j), dominant)
+    return best, dominant

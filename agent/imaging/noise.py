@@ -57,10 +57,11 @@ def absorbance(images: np.ndarray, flats: np.ndarray, dark: np.ndarray, passes: 
 
 
 def absorbance_variance(images: np.ndarray, flats: np.ndarray, dark: np.ndarray, noise: NoiseModel,
-                        passes: int = 1) -> np.ndarray:
+                        passes: int = 1, image_var_factor: np.ndarray | None = None) -> np.ndarray:
     """var(A) per energy and pixel (float32), delta method: var(I)/I² + var(F̄)/F̄², with var of a sum of
     ``passes`` images = g·I + passes·σ_r² and of the mean of n_flat flats (g·F + σ_r²)/n_flat; the dark's
-    noise (mean of n_dark frames) enters both. Dead pixels get variance 1e6 (no weight)."""
+    noise (mean of n_dark frames) enters both. ``image_var_factor`` (k): the images' variance after an
+    interpolation (registration) relative to before. Dead pixels get variance 1e6 (no weight)."""
     g, r = np.float32(noise.gain), np.float32(noise.read_var)
     d_var = r / np.float32(noise.n_dark)
     i = np.asarray(images, np.float32) - np.float32(passes) * np.asarray(dark, np.float32)
@@ -68,6 +69,9 @@ def absorbance_variance(images: np.ndarray, flats: np.ndarray, dark: np.ndarray,
     lo = np.float32(MIN_SIGNAL_ADU)
     ic, fc = np.maximum(i, lo), np.maximum(f, lo)
     var_i = (g * ic + np.float32(passes) * r + np.float32(passes ** 2) * d_var) / (ic * ic)
+    if image_var_factor is not None:
+        shape = (-1,) + (1,) * (var_i.ndim - 1)
+        var_i = var_i * np.asarray(image_var_factor, np.float32).reshape(shape)
     var_f = ((g * fc + r) / np.float32(noise.n_flat) + d_var) / (fc * fc)
     out = var_i + var_f
     return np.where((i < lo) | (f < lo), np.float32(1e6), out)

@@ -20,6 +20,7 @@ import numpy as np
 from agent.imaging.classify import background_shape
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
 from agent.imaging.partition import CellTable, Classes, SpectralSpace, find_classes, join
+from agent.imaging.registration import RegisteredSource, estimate_shifts
 from agent.imaging.tiles import TileStats, tile_cells, tile_labels, windows
 
 
@@ -115,7 +116,8 @@ def _sample(source, noise: NoiseModel, tile: int, n_tiles: int, n_pixels: int, s
     for i in pick:
         images, flats, dark = source.read(*wins[i])
         a = absorbance(images, flats, dark, source.passes).reshape(len(images), -1)
-        v = absorbance_variance(images, flats, dark, noise, source.passes).reshape(len(images), -1)
+        v = absorbance_variance(images, flats, dark, noise, source.passes,
+                                getattr(source, "image_variance_factor", None)).reshape(len(images), -1)
         j = rng.choice(a.shape[1], min(per, a.shape[1]), replace=False)
         a_all.append(a[:, j])
         v_all.append(v[:, j])
@@ -172,20 +174,28 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
                    cell: float = 1.0, r_max: int = 6, z_sig: float = 5.0, beta: float = 1.0, iterations: int = 2,
                    match_sigma: float = 3.0, batch: int = 8, truth: Callable | None = None, n_truth: int = 0,
                    keep_labels: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                   sample_tiles: int = 8, sample_pixels: int = 200_000, residual_pixels: float = 2e7
-                   ) -> ClassificationResult:
+                   sample_tiles: int = 8, sample_pixels: int = 200_000, residual_pixels: float = 2e7,
+                   register: bool = True) -> ClassificationResult:
     """Classify the stack of ``source`` (``tiles`` module) under ``noise``. ``library`` (m, k) spectra of the
     known phases at the stack's energies (names ``library_names``) name the classes and, when k − 2 > ``r_max``,
     choose the reduced directions; ``reference`` (k) is the spectrum projected off (default: the library mean,
     else the sample's mean normalised spectrum). ``truth(y0, x0, h, w)`` → integer labels < ``n_truth`` adds a
     confusion matrix. ``progress(stage, done, total)`` is called as tiles finish. The search among unexplained
     pixels labels tiles of ≥ ``residual_pixels`` pixels first; the full labelling pass follows (reusing that one
-    when it covered every tile and found nothing new)."""
+    when it covered every tile and found nothing new). ``register``: shift the energies' images onto the first's
+    (``registration``) before anything else."""
     own = executor is None
     ctx = ThreadPoolExecutor(2) if own else contextlib.nullcontext(executor)
     timings: dict[str, float] = {}
     energies = np.asarray(source.energies_eV, float)
     with ctx as ex:
+        t0 = time.perf_counter()
+        shifts = None
+        if register and len(energies) > 1:
+            shifts = estimate_shifts(source)
+            if np.any(shifts):
+                source = RegisteredSource(source, shifts)
+        timings["register_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         a, v = _sample(source, noise, tile, sample_tiles, sample_pixels)
         if reference is None:
@@ -253,4 +263,5 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
     classified = max(int(stats.counts[:-1].sum()), 1)
     return ClassificationResult(energies, space, classes, names, matches, spectra_out, std_out, stats.counts,
                                 stats.decided / classified, stats.unexplained / classified, stats.pixels,
-                                table_cells, timings, stats.confusion, labels, qmax)
+                                table_cells, timings, stats.confusion, labels, qmax,
+                                {"shifts_px": None if shifts is None else shifts.tolist()})

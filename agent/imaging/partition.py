@@ -287,7 +287,7 @@ def _modes(table: CellTable, space: SpectralSpace, z_sig: float, core: float):
 
 
 def find_classes(table: CellTable, space: SpectralSpace, cell: float = 1.0, z_sig: float = 5.0,
-                 d_merge: float = 2.0, d_mix: float = 1.5, min_pixels: int = 25, core: float = 0.5,
+                 d_merge: float = 2.0, d_mix: float = 4.0, min_pixels: int = 25, core: float = 0.5,
                  existing: Classes | None = None) -> Classes:
     """The classes of a merged ``CellTable`` (module docstring, step 3). With ``existing`` classes (a search
     among the pixels they leave unexplained), only new classes are returned, tested for distinctness against

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.imaging.classify import DECIDED_P, class_loglik, pair_chi2, softmax, unexplained_threshold
+from agent.imaging.classify import (
+    DECIDED_P,
+    MIXTURE_GAIN,
+    class_loglik,
+    pair_chi2,
+    softmax,
+    unexplained_threshold,
+)
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
 from agent.imaging.partition import CellTable, SpectralSpace, cell_keys
 from agent.imaging.spatial import potts_meanfield
@@ -92,7 +99,8 @@ def windows(shape: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]
 def _absorbance(source, noise: NoiseModel, y0, x0, h, w):
     images, flats, dark = source.read(y0, x0, h, w)
     p = source.passes
-    return absorbance(images, flats, dark, p), absorbance_variance(images, flats, dark, noise, p)
+    factor = getattr(source, "image_variance_factor", None)
+    return absorbance(images, flats, dark, p), absorbance_variance(images, flats, dark, noise, p, factor)
 
 
 def tile_cells(source, noise: NoiseModel, space: SpectralSpace, cell: float, window) -> CellTable:
@@ -165,9 +173,13 @@ def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, sp
     odd = (x2min > unexplained_threshold(k)) & has_edge
     z_odd = space.z(af[:, inner][:, odd])[0]  # the residual search sees every pixel no single class explains
     residual = CellTable.of(cell_keys(space.whiten @ z_odd, cell), z_odd)
-    if odd.any() and c > 1:  # counted as explained if a mixture of two classes fits (a grain boundary)
-        cand = np.flatnonzero(odd)
-        mix = pair_chi2(af[:, inner][:, cand], vf[:, inner][:, cand], spectra, space.background)
+    if odd.any() and c > 1:  # a two-class mixture (grain boundaries, grains below the PSF): labelled by its
+        cand = np.flatnonzero(odd)  # dominant class where it fits clearly better, and then not unexplained
+        mix, dominant = pair_chi2(af[:, inner][:, cand], vf[:, inner][:, cand], spectra, space.background)
+        use = mix + MIXTURE_GAIN < x2min[cand]
+        lab_flat = label.reshape(-1)
+        lab_flat[cand[use]] = dominant[use]
+        label = lab_flat.reshape(h, w)
         odd[cand[mix <= unexplained_threshold(k - 1)]] = False
     unexplained = int(odd.sum())
     # each labelled pixel's spectrum normalised by its own class fit: b̂ and t̂ of A = b + t·m_c
