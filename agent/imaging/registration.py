@@ -4,7 +4,8 @@ mixture by more than its counting noise, so the spectrum no longer belongs to an
 
 Shifts are estimated as a beamline does, by cross-correlating images: each energy against the next one up (their
 contrasts are alike), on the gradient magnitude of ln(flat/image) (edges of domains whatever their contrast sign),
-the peak refined to a sub-pixel by a parabola and then by Gauss-Newton on the images themselves, chained from the first energy. A pair whose correlation peak does
+the peak refined to a sub-pixel by a parabola and then by Gauss-Newton on those edge images, chained from the
+first energy. A pair whose correlation peak does
 not stand out (a pre-edge image shows only smooth thickness) gets no relative shift: a smooth image needs none.
 ``RegisteredSource`` shifts each tile's images back by bilinear interpolation and tells the noise model how
 much that interpolation reduced their variance.
