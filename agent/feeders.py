@@ -19,6 +19,8 @@ event is bookkeeping: it only names the reason of a cycle cut short before its l
 ``XASFeeder`` ingests each proven point of ``adaptive_xas``. ``XPSFeeder`` feeds an ``XPSAgent``
 one analyser sweep per ``primary`` event, closed by its ``sweeps`` event. ``SAXSFeeder`` feeds a
 ``SAXSAgent`` one 2-D detector frame per ``primary`` event of ``adaptive_saxs`` (``frame_problem``).
+``ImagingFeeder`` feeds an ``ImagingAgent`` one dark, flat or image per ``primary`` event of
+``adaptive_xas_imaging`` (``imaging_frame_problem``).
 The same callbacks work live in the RunEngine, from a document stream, or replaying a catalog run, including
 runs stored by release 0.1 and runs without a ``validity`` entry, which carry no proof: for those the ``cycles``
 stream (Compton) and finite positive counts (XAS) decide, as they did then. Release 0.1's
@@ -45,6 +47,7 @@ from agent.compton.model import ComptonGeometry
 ELAPSED_FRACTION = 0.95
 COMPTON_RULE, XAS_RULE, XPS_RULE = "compton-count-proof/1", "xas-count-proof/1", "xps-sweep-proof/1"
 SAXS_RULE = "saxs-frame-proof/1"
+IMAGING_RULE = "xas-imaging-frame-proof/1"
 
 
 def field_prefix(data_keys, name: str, old_prefix: str) -> str:
@@ -577,6 +580,116 @@ class SAXSFeeder(CallbackBase):
             if frame not in self._seen:  # a device fault: the frame has no stored reading
                 self._seen.add(frame)
                 self.agent.register_failures([{"_id": frame, "kind": data.get("kind"), "reason": data["reason"]}])
+
+
+def imaging_frame_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """Why one stored imaging frame (a ``primary`` event's ``data`` of ``adaptive_xas_imaging``) is not proven,
+    ``""`` if it is, in this order: the frame's ``spec["kind"]`` one of dark, flat, image; the shutter
+    (``spec["shutter"]``, when stored) closed for a dark, open otherwise; for flats and images ``count_problem`` at
+    the requested energy ``spec["requested"]`` (eV: monochromator readback before and after, the ring's minimum
+    over the frame) and the sample-stage readback before and after (``spec["stage_before"]``,
+    ``spec["stage_after"]``, mm) within ``spec["stage_tolerance_mm"]`` of in (images) or out (flats); for every
+    frame the detector's elapsed time ≥ ``ELAPSED_FRACTION`` of the exposure ``spec["exposure"]`` (s: a fresh
+    frame); a finite 2-D image ``spec["image"]`` (ADU) of the detector's shape ``spec["shape"]`` (when stated) with
+    no row at or below 0 ADU (a real frame carries the dark offset; a zero row is lost packets)."""
+    n = data.get("frame", "?")
+    kind = data.get(spec["kind"])
+    if kind not in ("dark", "flat", "image"):
+        return f"frame {n} of an unknown kind {kind!r}"
+    shutter = spec.get("shutter")
+    if shutter:
+        want = "closed" if kind == "dark" else "open"
+        if data.get(shutter) != want:
+            return f"shutter {data.get(shutter)!r}, not {want}, during {kind} frame {n}"
+    exposure = _number(data, spec["exposure"])
+    if kind == "dark":
+        elapsed = [(det, _number(data, f"{det}_elapsed_s")) for det in spec.get("detectors", ())
+                   if f"{det}_elapsed_s" in data]
+        problem = next((f"{det} counted {e:.3g} s of its {exposure:.3g} s preset" for det, e in elapsed
+                        if not e >= ELAPSED_FRACTION * exposure), "")
+    else:
+        problem = count_problem(data, spec, _number(data, spec["requested"]), exposure)
+        if not problem:
+            target = float(spec["stage_in_mm" if kind == "image" else "stage_out_mm"])
+            tol = float(spec["stage_tolerance_mm"])
+            for key, when in ((spec["stage_before"], "before"), (spec["stage_after"], "after")):
+                value = _number(data, key)
+                if not abs(value - target) <= tol:
+                    where = "in" if kind == "image" else "out"
+                    problem = (f"sample stage {when} the frame at {value:.6g} mm, not within {tol:g} mm of "
+                               f"{where} ({target:.6g} mm)")
+                    break
+    if problem:
+        return f"{problem} ({kind} frame {n})"
+    image = np.asarray(data.get(spec["image"], np.nan))
+    if image.ndim != 2 or image.size == 0:
+        return f"no 2-D image stored for {kind} frame {n} (shape {list(image.shape)})"
+    shape = spec.get("shape")
+    if shape and list(image.shape) != list(shape):
+        return f"{kind} frame {n} has shape {list(image.shape)}, not the detector's {list(shape)}"
+    if image.dtype.kind not in "iu" and not np.all(np.isfinite(image)):
+        return f"non-finite pixels in {kind} frame {n}"
+    dead = int(np.count_nonzero(image.max(axis=1) <= 0))
+    if dead:
+        return f"corrupt {kind} frame {n}: {dead} rows at or below 0 ADU (lost packets)"
+    return ""
+
+
+class ImagingFeeder(CallbackBase):
+    """Feed an ``ImagingAgent`` from the documents of an ``adaptive_xas_imaging`` run (plans.imaging.images).
+
+    ``detector``: the full-field detector's name (field ``<det>_image``; keys in the start document's
+    ``validity``). Each ``primary`` event (one dark, flat or image; none after a device fault) is judged by
+    ``imaging_frame_problem`` from its own stored readings and ingested (``kind``, the requested energy (eV), the
+    pass, the image in ADU, the run's beamtime (s) stored with it) or registered as a failure with the reason; a
+    ``frames`` event whose frame has no stored reading registers the fault it records. The agent classifies the
+    stack inside ``ingest`` when a pass completes. Only runs with a ``xas-imaging-frame-proof/1`` validity entry.
+    """
+
+    def __init__(self, agent, detector: str = "imaging_det"):
+        super().__init__()
+        self.agent = agent
+        self.det = detector
+        self.spec: Mapping[str, Any] | None = None
+        self._streams: dict[str, str] = {}
+        self._seen: set[int] = set()
+        self._t0 = 0.0
+
+    def start(self, doc):
+        self.spec = _spec(doc, IMAGING_RULE)
+        if self.spec is None:
+            raise ValueError(f"run {doc['uid'][:8]} has no {IMAGING_RULE} validity entry: not an adaptive_xas_imaging "
+                             "run")
+        _RUN_AGENTS[doc["uid"]] = self.agent
+        self._t0 = doc["time"]
+        self._seen.clear()
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc["name"]
+
+    def event(self, doc):
+        stream = self._streams.get(doc["descriptor"])
+        data = doc["data"]
+        if stream == "primary":
+            n = int(data["frame"])
+            self._seen.add(n)
+            kind = str(data[self.spec["kind"]])
+            point = {"_id": int(data.get("suggestion_id", n)), "kind": kind, "pass": int(data.get("pass", -1))}
+            if kind != "dark":
+                point["energy"] = float(data[self.spec["requested"]])
+            problem = imaging_frame_problem(data, self.spec)
+            if problem:
+                self.agent.register_failures([{**point, "reason": problem}])
+                return
+            key = self.spec.get("beamtime")
+            beamtime = _number(data, key) if key else math.nan
+            self.agent.ingest([{**point, "image": np.asarray(data[self.spec["image"]]),
+                                "beamtime_s": beamtime if math.isfinite(beamtime) else doc["time"] - self._t0}])
+        elif stream == "frames":
+            n = int(data["frame"])
+            if n not in self._seen:  # a device fault: the frame has no stored reading
+                self._seen.add(n)
+                self.agent.register_failures([{"_id": n, "kind": data.get("kind"), "reason": data["reason"]}])
 
 
 FLY_XAS_RULE = "xas-fly-bin-proof/1"

@@ -18,6 +18,7 @@ from bayesbeam.catalog_cli import resume
 from bayesbeam.queue.cli import queue
 from bayesbeam.rehearsal.common import CATALOG_HELP
 from bayesbeam.rehearsal.compton.cli import SAMPLE_HELP, presets_option, rehearse_compton
+from bayesbeam.rehearsal.imaging.cli import classify_command, imaging_stack, rehearse_imaging
 from bayesbeam.rehearsal.saxs.cli import rehearse_saxs
 from bayesbeam.rehearsal.xas.cli import design_xas, rehearse_xas
 from bayesbeam.rehearsal.xps.cli import rehearse_xps
@@ -72,6 +73,7 @@ rehearse.add_command(rehearse_compton)
 rehearse.add_command(rehearse_xas)
 rehearse.add_command(rehearse_xps)
 rehearse.add_command(rehearse_saxs)
+rehearse.add_command(rehearse_imaging)
 
 
 @main.group()
@@ -84,6 +86,8 @@ main.add_command(queue)
 main.add_command(campaign)
 main.add_command(catalog_commands)
 main.add_command(resume)
+main.add_command(classify_command)
+main.add_command(imaging_stack)
 
 
 @main.command("runs")

@@ -8,6 +8,7 @@ _EXPORTS = {
     **dict.fromkeys(["adaptive_xas", "adaptive_fly_xas", "grid_xas"], "plans.xas"),
     "adaptive_xps": "plans.xps",
     "adaptive_saxs": "plans.saxs",
+    "adaptive_xas_imaging": "plans.imaging",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
