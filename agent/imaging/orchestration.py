@@ -64,6 +64,10 @@ class ClassificationResult:
                 "partition": self.classes.to_dict()}
 
 
+#: Energy-pixel values of one tile at most (a task holds ~10 float64 copies: ~1 GB at 12 × 1024²).
+TILE_VALUES = 12 * 1024 * 1024
+
+
 class _Inline(Executor):
     """An executor that runs each task at submission (``scheduler="sync"``: debugging, tiny stacks)."""
 
@@ -188,6 +192,7 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
     ctx = ThreadPoolExecutor(2) if own else contextlib.nullcontext(executor)
     timings: dict[str, float] = {}
     energies = np.asarray(source.energies_eV, float)
+    tile = min(int(tile), int(np.sqrt(TILE_VALUES / len(energies))))  # a task's memory ∝ energies × tile²
     with ctx as ex:
         t0 = time.perf_counter()
         shifts = None
