@@ -124,24 +124,31 @@ def imaging_figure(r: ImagingRehearsal, path: str | Path, s: dict[str, Any] | No
     res = r.agent.result
     fig, ax = plt.subplots(1, 4, figsize=(18, 4.6))
     ax[0].imshow(r.truth, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
-    ax[0].set_title("truth: " + ", ".join(f"{i}={n}" for i, n in enumerate(r.names)), fontsize=7)
+    ax[0].set_title("truth: " + ", ".join(r.names), fontsize=7)
     if res is not None and res.labels is not None:
-        ax[1].imshow(np.where(res.labels >= 0, res.labels, 9), cmap="tab10", vmin=0, vmax=9,
-                     interpolation="nearest")
-        ax[1].set_title("classified: " + ", ".join(f"{i}={n}" for i, n in enumerate(s["classes"])), fontsize=7)
+        phase_of = {n: i for i, n in enumerate(r.names)}
+        matched = np.array([phase_of.get(p, 9) for p in s["class_to_phase"]] + [9])  # unclassified: colour 9
+        ax[1].imshow(matched[np.where(res.labels >= 0, res.labels, len(matched) - 1)], cmap="tab10", vmin=0,
+                     vmax=9, interpolation="nearest")
+        ax[1].set_title(f"{len(s['classes'])} classes, coloured by the true phase each holds most", fontsize=7)
         e = res.energies_eV
-        for c, name in enumerate(s["classes"]):
+        biggest = {}
+        for c, phase in enumerate(s["class_to_phase"]):  # per true phase, its largest class
+            if phase is not None and (phase not in biggest or s["class_pixels"][c] > s["class_pixels"][biggest[phase]]):
+                biggest[phase] = c
+        for phase, c in biggest.items():
             ax[2].errorbar(e, res.spectra[c], yerr=res.spectra_std[c], marker="o", ms=3, capsize=2, lw=1,
-                           label=f"{name}")
+                           color=plt.cm.tab10(phase_of[phase]), label=f"{s['classes'][c]} (holds {phase})")
         grid = np.linspace(e.min(), e.max(), 400)
         mu = phase_spectra(r.names, grid)
         for p in range(len(r.names)):
-            ax[2].plot(grid, mu[:, p], "k--" if p == len(r.names) - 1 else "k-", lw=0.6, alpha=0.6)
+            ax[2].plot(grid, mu[:, p], "--" if p == len(r.names) - 1 else "-", color=plt.cm.tab10(p), lw=0.8,
+                       alpha=0.7)
         ax[2].set_xlabel("energy (eV)")
         ax[2].set_ylabel("normalised μ")
         ax[2].legend(fontsize=6)
         found = "found" if s["minority_found"] else "NOT found"
-        ax[2].set_title(f"class spectra ±1 std; truths black (minority dashed): minority {found}, "
+        ax[2].set_title(f"largest class per phase ±1 std over the truths (minority dashed): minority {found}, "
                         f"P {_num(s['minority_precision'], '.2f')} R {_num(s['minority_recall'], '.2f')}", fontsize=7)
     c = s.get("conventional")
     bars = {"this run": s["beamtime_s"] / 3600}
