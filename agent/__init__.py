@@ -1,8 +1,8 @@
 """bayesbeam agents: forward models, exact posteriors, stopping rules, experimental design.
 
-One subpackage per technique (``compton``, ``xas``, ``xps``, ``saxs``, ``imaging``) and one for the between-runs ``campaign`` agents,
-over ``core`` (agent protocol, stopping rules, linear and exchange-MC inference); none of them imports bluesky
-or ophyd.
+One subpackage per technique (``compton``, ``xas``, ``xps``, ``saxs``, ``imaging``) and one for the between-runs
+``campaign`` agents, over ``core`` (agent protocol, stopping rules, linear and exchange-MC inference); none of them
+imports bluesky or ophyd.
 ``agent.feeders`` is the one adapter that turns the bluesky document stream into ``ingest`` calls.
 Public names are imported on first use: ``from agent import xas_agent`` loads the XAS code only.
 """
