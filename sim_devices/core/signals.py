@@ -17,6 +17,16 @@ class ArraySignal(Signal):
         return d
 
 
+class ImageSignal(Signal):
+    """A Signal holding a 2-D array, described as such (shape [rows, cols], its numpy dtype; DESIGN §8)."""
+
+    def describe(self):
+        d = super().describe()
+        value = np.asarray(self._readback)
+        d[self.name].update(dtype="array", shape=list(value.shape), dtype_numpy=value.dtype.str)
+        return d
+
+
 class ElapsedSignal(Signal):
     """The elapsed time of a device's last count (s), read with every reading as ``<device>_elapsed_s``:
     0 while a count runs and after one that failed, the count's own duration once it finished."""

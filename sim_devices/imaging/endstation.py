@@ -24,7 +24,7 @@ from ophyd.utils import LimitError
 
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
-from sim_devices.core.signals import ElapsedSignal
+from sim_devices.core.signals import ElapsedSignal, ImageSignal
 from sim_devices.imaging.detector import DetectorModel, TileFields, spectra_library
 from sim_devices.imaging.sample import ImagingSample
 from sim_devices.xas.monochromator import SimMonochromator
@@ -32,16 +32,6 @@ from sim_devices.xas.monochromator import SimMonochromator
 REFERENCE_CURRENT_MA = 100.0
 SAMPLE_HALF_WIDTH_MM = 2.0  # the sample covers the field of view within ±2 mm of the stage's "in" position
 CORRUPT_ROWS = 0.05  # share of the rows a "corrupt" frame reads as 0 ADU (lost packets)
-
-
-class ImageSignal(Signal):
-    """A Signal holding a 2-D array, described as such (shape [rows, cols], its numpy dtype; DESIGN §8)."""
-
-    def describe(self):
-        d = super().describe()
-        value = np.asarray(self._readback)
-        d[self.name].update(dtype="array", shape=list(value.shape), dtype_numpy=value.dtype.str)
-        return d
 
 
 class SimSampleStage(Device):

@@ -17,20 +17,10 @@ from ophyd import Device, Kind, Signal
 from agent.saxs.geometry import DetectorGeometry
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
-from sim_devices.core.signals import CountsSignal, ElapsedSignal
+from sim_devices.core.signals import CountsSignal, ElapsedSignal, ImageSignal
 from sim_devices.saxs.samples import ExpectedFrame, SAXSSample, presets
 
 CORRUPT_FRACTION = 0.02  # share of the active pixels a "corrupt" frame fills with negative garbage
-
-
-class ImageSignal(Signal):
-    """A Signal holding a 2-D array, described as such (shape [rows, cols], its numpy dtype)."""
-
-    def describe(self):
-        d = super().describe()
-        value = np.asarray(self._readback)
-        d[self.name].update(dtype="array", shape=list(value.shape), dtype_numpy=value.dtype.str)
-        return d
 
 
 class SimPixelDetector(Device):
