@@ -25,7 +25,7 @@ from agent.core.stopping import Budget, StopRule, _positive, any_of
 from agent.core.words import plain
 from agent.imaging.classify import DECIDED_P
 from agent.imaging.noise import NoiseModel, estimate_gain
-from agent.imaging.orchestration import ClassificationResult, classify_stack
+from agent.imaging.orchestration import ClassificationResult, classify_stack, executor_for
 from agent.imaging.tiles import ArraySource
 
 KINDS = ("dark", "flat", "image")
@@ -131,8 +131,6 @@ class ImagingAgent(BayesAgent):
     def _classify(self) -> None:
         if not self._ready():
             raise ValueError("a pass of images arrived before the dark and the flat fields")
-        from agent.imaging.orchestration import executor_for
-
         flats = np.stack([np.mean(f, axis=0) for f in self.flats])
         dark = np.mean(self.darks, axis=0)
         if self.noise is None:
