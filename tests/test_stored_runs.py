@@ -2,6 +2,7 @@
 0.1 (prefixed field names, tests/data/format_v0, written by the 0.1 plans) still read and replay."""
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -83,8 +84,18 @@ def test_v0_xps_run_replays_into_the_same_free_energies(catalog, v0_catalog):
     replay(run, XPSFeeder(agent))
     stored = run["posterior"].read()
     assert agent.sweeps == len(stored["F_2level"]) >= 1
-    assert np.allclose([h["F_2level"] for h in agent.history], np.asarray(stored["F_2level"]))
-    assert agent.should_stop() == (True, run.metadata["stop"]["reason"])
+    # the same seed, but a Monte Carlo free energy repeats only within its error across numpy/numba releases (a
+    # fresh install moved it by 1.5 σ): agreement within 4 combined σ, not to the last digit
+    for key in ("F_2level", "F_3level"):
+        new = np.array([h[key] for h in agent.history])
+        err = np.hypot([h[f"{key}_err"] for h in agent.history], np.asarray(stored[f"{key}_err"]))
+        assert np.all(np.abs(new - np.asarray(stored[key])) < 4 * err), (key, new, np.asarray(stored[key]), err)
+    stop, reason = agent.should_stop()  # the same conditions met, their Monte Carlo figures aside
+
+    def conditions(text):
+        return re.sub(r"\d+\.\d+", "#", text)
+
+    assert stop and conditions(reason) == conditions(run.metadata["stop"]["reason"])
 
 
 def test_a_new_run_stores_plan_args_and_plain_field_names(RE, catalog):
