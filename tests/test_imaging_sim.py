@@ -13,6 +13,7 @@ from sim_devices.imaging.detector import (
     DetectorModel,
     TileFields,
     _blur,
+    _shifted,
     dark_pattern,
     dark_tile,
     flat_tile,
@@ -110,6 +111,26 @@ def test_psf_variance_factor_against_brute_force():
         z = np.random.default_rng(0).standard_normal((1000 + 2 * r, 1000 + 2 * r), dtype=np.float32)
         assert _blur(z, w).var() == pytest.approx(psf_variance_factor(sigma), rel=0.02)
     assert psf_variance_factor(0) == 1.0
+
+
+def test_the_registration_shift_translates_without_blurring():
+    """A sample moved by a sub-pixel shift and moved back is the sample again (a band-limited field, as the
+    sample's smoothed fractions are), a whole-pixel shift is exact, and the shift moves the content by its value."""
+    rng = np.random.default_rng(4)
+    a = ndimage.gaussian_filter(rng.standard_normal((80, 80)), 1.5).astype(np.float32)
+    m = 8
+    there = _shifted(a, 0.5, -0.37, m, m - 4)  # margin 4 left for the way back
+    back = _shifted(there, -0.5, 0.37, 4, 0)
+    core = a[m:-m, m:-m]
+    assert np.sqrt(np.mean((back - core) ** 2)) < 0.02 * core.std()
+    assert np.array_equal(_shifted(a, 1.0, -2.0, m, 0), a[m - 1:80 - m - 1, m + 2:80 - m + 2])
+    bump = np.zeros((40, 40), np.float32)
+    bump[20, 20] = 1
+    bump = ndimage.gaussian_filter(bump, 1.2)
+    moved = _shifted(bump, 0.3, -0.6, 8, 4)  # output pixel i is input pixel i + 4
+    yy, xx = np.mgrid[0:32, 0:32] + 4
+    assert (moved * yy).sum() / moved.sum() == pytest.approx(20.3, abs=0.02)
+    assert (moved * xx).sum() / moved.sum() == pytest.approx(19.4, abs=0.02)
 
 
 def test_images_reproducible_and_independent_by_index():
