@@ -9,9 +9,11 @@ from agent.imaging.classify import class_loglik
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance, estimate_gain
 from agent.imaging.orchestration import classify_stack, executor_for
 from agent.imaging.partition import CellTable, SpectralSpace, cell_centres, cell_keys, find_classes
+from agent.imaging.registration import RegisteredSource, spline_variance_factor
 from agent.imaging.scoring import scores
 from agent.imaging.spatial import potts_meanfield
 from agent.imaging.tiles import ArraySource
+from agent.imaging.unmixing import common_endmember, fan_endpoint
 from agent.xas.prior import SpectraLibrary
 
 ENERGIES = np.array([7100.0, 7112.0, 7120.0, 7125.0, 7128.0, 7131.0, 7135.0, 7140.0, 7150.0, 7185.0])
@@ -173,3 +175,36 @@ def test_thread_pool_and_dask_cluster_give_the_same_classification(toy):
     assert out[0].names == out[1].names
     assert np.array_equal(out[0].labels, out[1].labels)
     assert out[0].cells == out[1].cells
+
+
+def test_the_pure_spectrum_is_where_the_fans_from_the_hosts_cross_though_no_pixel_is_pure():
+    """Pixels of a phase seen only in mixtures (fractions 0.3–0.85) with three hosts, unit noise in 4 whitened
+    dimensions: the fans' crossing is the pure spectrum within 1 σ, while the pixels' mean is far from it; along
+    one fan alone, the fitted far end of the fractions (uniform on [0.2, 1]) is its length within 5 %."""
+    rng = np.random.default_rng(3)
+    hosts = np.array([[0.0, 0, 0, 0], [60, 0, 0, 0], [0, 45, 0, 0]])
+    e = np.array([15.0, 10, 12, 0])
+    own = rng.integers(0, 3, 3000)
+    f = rng.uniform(0.3, 0.85, 3000)
+    y = (hosts[own] + f[:, None] * (e - hosts[own]) + rng.standard_normal((3000, 4))).T
+    start = y.mean(axis=1)
+    assert np.linalg.norm(start - e) > 5
+    found, per_fan = common_endmember(y, np.ones(3000), hosts, start)
+    assert np.linalg.norm(found - e) < 1.0, found
+    assert per_fan == pytest.approx(np.bincount(own, minlength=3), abs=60)
+    p = rng.uniform(0.2, 1.0, 4000) * 20.0 + rng.standard_normal(4000)
+    assert fan_endpoint(p, np.ones(4000)) == pytest.approx(20.0, rel=0.05)
+
+
+def test_spline_registration_variance_factor_against_the_scatter_of_shifted_noise():
+    """White noise shifted by the registration's cubic spline loses the variance ``spline_variance_factor`` says."""
+    rng = np.random.default_rng(5)
+    shifts = np.array([[0.0, 0.0], [0.5, 0.5], [0.25, -0.7], [1.0, 2.0]])
+    k = len(shifts)
+    noise = rng.standard_normal((k, 300, 300)).astype(np.float32)
+    src = ArraySource(noise + 1000, np.ones((k, 300, 300), np.float32), np.zeros((300, 300), np.float32),
+                      np.arange(k, dtype=float), 1)
+    images, _, _ = RegisteredSource(src, shifts).read(20, 20, 250, 250)
+    measured = images.reshape(k, -1).var(axis=1)
+    assert measured == pytest.approx(spline_variance_factor(shifts), rel=0.03)
+    assert spline_variance_factor(shifts)[[0, 3]] == pytest.approx(1.0)

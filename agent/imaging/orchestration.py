@@ -22,6 +22,7 @@ from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
 from agent.imaging.partition import CellTable, Classes, SpectralSpace, find_classes, join
 from agent.imaging.registration import RegisteredSource, estimate_shifts
 from agent.imaging.tiles import TileStats, tile_cells, tile_labels, windows
+from agent.imaging.unmixing import endmembers
 
 
 @dataclass
@@ -151,7 +152,7 @@ def _names(space: SpectralSpace, classes: Classes, library, library_names, match
 
 
 def _label_all(ex, source, noise, space, cell, classes, beta, iterations, wins, truth, n_truth, keep_labels,
-               progress, shape):
+               progress, shape, hosts=None):
     """Pass 2 over every tile: (summed TileStats, labels, max posterior) (maps None unless ``keep_labels``)."""
     spectra = classes.z + space.reference  # z = R·μ/t̂ is μ/τ less the projected reference: μ ∝ z + μ̄
     log_prior = np.log(classes.counts / classes.counts.sum())
@@ -159,7 +160,7 @@ def _label_all(ex, source, noise, space, cell, classes, beta, iterations, wins, 
     labels = np.full((hh, ww), -1, np.int8) if keep_labels else None
     qmax = np.zeros((hh, ww), np.float32) if keep_labels else None
     futures = {ex.submit(tile_labels, source, noise, space, cell, spectra, log_prior, beta, iterations, w, truth,
-                         n_truth, keep_labels): w for w in wins}
+                         n_truth, keep_labels, hosts): w for w in wins}
     stats: TileStats | None = None
     for i, f in enumerate(as_completed(futures)):
         s, lab, q = f.result()
@@ -240,13 +241,20 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
         step = max(1, int(len(wins) * tile * tile // max(residual_pixels, 1)))
         probe = wins[::step]
         every = step == 1
+        names, _ = _names(space, classes, library, library_names, match_sigma)
+        hosts = np.array([i for i, n in enumerate(names) if not n.startswith("unknown-")], int)
         stats, labels, qmax = _label_all(ex, source, noise, space, cell, classes, beta, iterations, probe,
-                                         truth, n_truth, keep_labels and every, progress, source.shape)
+                                         truth, n_truth, keep_labels and every, progress, source.shape, hosts)
         found = find_classes(stats.residual, space, cell=cell, z_sig=z_sig, existing=classes)
         timings["residual_s"] = time.perf_counter() - t0
         if len(found.z):
             classes = join(classes, found)
-        if len(found.z) or not every:
+        t0 = time.perf_counter()
+        names, _ = _names(space, classes, library, library_names, match_sigma)
+        unknown = [i for i, n in enumerate(names) if n.startswith("unknown-")]
+        classes, fans = endmembers(classes, unknown, stats.residual, space)
+        timings["endmembers_s"] = time.perf_counter() - t0
+        if len(found.z) or fans or not every:
             t0 = time.perf_counter()
             stats, labels, qmax = _label_all(ex, source, noise, space, cell, classes, beta, iterations, wins,
                                              truth, n_truth, keep_labels, progress, source.shape)
@@ -269,4 +277,4 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
     return ClassificationResult(energies, space, classes, names, matches, spectra_out, std_out, stats.counts,
                                 stats.decided / classified, stats.unexplained / classified, stats.pixels,
                                 table_cells, timings, stats.confusion, labels, qmax,
-                                {"shifts_px": None if shifts is None else shifts.tolist()})
+                                {"shifts_px": None if shifts is None else shifts.tolist(), "fans": fans})

@@ -119,8 +119,8 @@ class TileStats:
     """Pass-2 sums of tiles: pixels per label (C classes then unclassified), decided pixels, unexplained ones
     (by no class and no two-class mixture), and
     per class the sums of the pixels' normalised spectra (A − b̂)/t̂ and their squares (C, k); ``residual``: the
-    cells of the pixels no single class explains (where a class the partition missed shows up); ``confusion`` (C + 1,
-    n_truth) against a truth map when one is given."""
+    cells of the pixels no host class nor two-host mixture explains (where a class the partition missed shows up);
+    ``confusion`` (C + 1, n_truth) against a truth map when one is given."""
 
     counts: np.ndarray
     decided: int
@@ -140,10 +140,12 @@ class TileStats:
 
 def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, spectra: np.ndarray,
                 log_prior: np.ndarray, beta: float, iterations: int, window, truth=None, n_truth: int = 0,
-                keep: bool = False):
+                keep: bool = False, hosts: np.ndarray | None = None):
     """Pass 2 over one tile: (TileStats, labels (h, w) int8 or None, max posterior (h, w) float32 or None).
     The likelihoods are computed on the window grown by ``iterations`` pixels (clipped to the image) so the
-    Potts sweeps see the tile's true neighbours; ``truth(y0, x0, h, w)`` → int labels for the confusion."""
+    Potts sweeps see the tile's true neighbours; ``truth(y0, x0, h, w)`` → int labels for the confusion. The
+    residual table holds the pixels that no class of ``hosts`` (indices; default all), alone or mixed with one
+    other, explains under the pixel's own noise: where a phase the library lacks shows up."""
     y0, x0, h, w = window
     hh, ww = source.shape
     g = int(iterations)
@@ -171,8 +173,14 @@ def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, sp
     counts = np.bincount(np.where(lab >= 0, lab, c), minlength=c + 1)
     decided = int(((qmax.ravel() >= DECIDED_P) & has_edge).sum())
     odd = (x2min > unexplained_threshold(k)) & has_edge
-    z_odd = space.z(af[:, inner][:, odd])[0]  # the residual search sees every pixel no single class explains
-    residual = CellTable.of(cell_keys(space.whiten @ z_odd, cell), z_odd)
+    hosts = np.arange(c) if hosts is None else np.asarray(hosts, int)
+    x2h = x2[hosts][:, inner].min(axis=0) if len(hosts) else np.full(h * w, np.inf)
+    res_px = np.flatnonzero((x2h > unexplained_threshold(k)) & has_edge)
+    if len(res_px) and len(hosts) > 1:  # a mixture of two hosts (a grain boundary) is explained
+        mix_h, _ = pair_chi2(af[:, inner][:, res_px], vf[:, inner][:, res_px], spectra[hosts], space.background)
+        res_px = res_px[mix_h > unexplained_threshold(k - 1)]
+    z_res = space.z(af[:, inner][:, res_px])[0]
+    residual = CellTable.of(cell_keys(space.whiten @ z_res, cell), z_res)
     if odd.any() and c > 1:  # a two-class mixture (grain boundaries, grains below the PSF): labelled by its
         cand = np.flatnonzero(odd)  # dominant class where it fits clearly better, and then not unexplained
         mix, dominant = pair_chi2(af[:, inner][:, cand], vf[:, inner][:, cand], spectra, space.background)
