@@ -1,14 +1,14 @@
-"""Endmembers of the classes found among unexplained pixels.
+"""Endmembers of the classes no library phase explains.
 
 A phase in grains of a few pixels is never seen pure: its grains are blurred by the point-spread function and
-sit in a host, so its pixels lie on a fan from the host class towards the unseen pure spectrum, y = y_h +
-f·(y_e − y_h) + noise, with fractions f mostly 0.5–0.9. The residual search's mode is the fan's mean, well short
-of the pure spectrum, and labelling by that mean puts the class boundary at the wrong fraction (the truth's
-label is the dominant fraction). The pure spectrum is the fan's far end: along the fan's direction u the
-projections p = f·L + ε (ε ~ N(0, 1) in the whitened space) are fitted above their median by f uniform on
-[f_lo, 1] convolved with the unit noise (maximum likelihood, the truncation to p ≥ median normalised), and the
-endmember is placed at y_h + L̂·u. The uniform top is an assumption (the seed is silent): where the fractions
-thin out towards 1, L̂ falls short of the pure spectrum and the boundary moves below one half.
+sit in every host, so its pixels lie on fans from each host class towards the unseen pure spectrum, y = y_h +
+f·(y_e − y_h) + noise, with fractions f mostly 0.5–0.9. The class the partition finds is a fan's mode, well
+short of the pure spectrum, and labelling by it puts the class boundary at the wrong fraction (the truth's label
+is the dominant fraction). The pure spectrum is where the fans from two or more hosts cross
+(``common_endmember``, least squares on the residual cells). With one fan only, it is that fan's far end: the
+projections p = f·L + ε (ε ~ N(0, 1) in the whitened space) above their median fitted by f uniform on [f_lo, 1]
+convolved with the unit noise (``fan_endpoint``); the uniform top is an assumption (the seed is silent), and
+where the fractions thin out towards 1, L̂ falls short of the pure spectrum.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from scipy.special import log_ndtr
 
 from agent.imaging.partition import CellTable, Classes, SpectralSpace
 
-#: Cells of the fan lie within this many σ of the ray from the host through the class centre.
+#: Residual cells within this many σ of a placed phase's fans are its mixtures (not left for the next class).
 FAN_WIDTH_SIGMA = 3.0
 #: The endmember is placed at most this many times the class centre's distance from its host.
 MAX_EXTRAPOLATION = 3.0
@@ -97,7 +97,6 @@ def common_endmember(y: np.ndarray, n: np.ndarray, hosts: np.ndarray, start: np.
         if np.sum(n[f >= 0.5]) < 5:
             break
         use = f >= 0.5
-    owner, f = _fractions(e, y, hosts)
     return e, np.bincount(owner, n, len(hosts))
 
 
