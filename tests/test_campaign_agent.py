@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from agent.campaign import CurieCampaign, curie_campaign, curve, temperature_change_s
 from sim_devices.compton.magnetisation import FE
@@ -104,12 +105,13 @@ def test_default_grid_is_fine_enough():
 
 
 def test_interval_coverage_over_simulated_campaigns(capsys):
-    """100 campaigns on the simulator's μs(T, 2 T) (not the analysis model), each truth with its own
+    """40 campaigns on the simulator's μs(T, 2 T) (not the analysis model), each truth with its own
     T_c ∈ [1000, 1090] K and μs(0) ∈ [2.0, 2.3] μB, Gaussian noise of each run's std, every run chosen by
-    the design, each campaign to std(T_c) ≤ 5 K: the stopped 68 % / 95 % intervals cover the truth at
-    about their rate (measured over these seeds: 0.67 / 0.97, (mean − T_c)/std of mean +0.30 and sd 0.94: a
-    small upward bias, from not assuming the universality class: a lower γ reads the 2 T tail as a higher T_c)."""
-    n, hits, runs, z = 100, {68: 0, 95: 0}, [], []
+    the design, each campaign to std(T_c) ≤ 5 K: the stopped 68 % / 95 % intervals cover the truth within
+    the 99 % binomial band of their rate. Over 100 of these seeds: 0.67 / 0.97, (mean − T_c)/std of mean
+    +0.30 and sd 0.94: a small upward bias, from not assuming the universality class (a lower γ reads the 2 T
+    tail as a higher T_c). More campaigns: ``tests/bench/bench_campaign.py``."""
+    n, hits, runs, z = 40, {68: 0, 95: 0}, [], []
     for i in range(n):
         rng = np.random.default_rng(1000 + i)
         tc, m0 = rng.uniform(1000.0, 1090.0), rng.uniform(2.0, 2.3)
@@ -124,8 +126,8 @@ def test_interval_coverage_over_simulated_campaigns(capsys):
     with capsys.disabled():
         print(f"\ncampaign coverage over {n}: 68 % → {hits[68] / n:.2f}, 95 % → {hits[95] / n:.2f}; "
               f"runs median {np.median(runs):.0f}; z mean {np.mean(z):+.2f} sd {np.std(z):.2f}")
-    assert 0.55 <= hits[68] / n <= 0.85
-    assert 0.88 <= hits[95] / n
+    for lv in hits:
+        assert stats.binom.ppf(0.005, n, lv / 100) <= hits[lv] <= stats.binom.isf(0.005, n, lv / 100), hits
     assert abs(np.mean(z)) < 0.5 and 0.7 < np.std(z) < 1.3
 
 
