@@ -138,7 +138,10 @@ class Budget(StopRule):
 
 @dataclass(frozen=True)
 class ModelDecided(StopRule):
-    """Stop when the leading model's posterior probability reaches ``p``."""
+    """Stop when the leading model's posterior probability ``model_prob_max`` reaches ``p``. Checked after
+    every update, the decision is wrong with probability ≤ (1 − p)/p when the probabilities are those of
+    ``agent.core.model_decision.model_probabilities`` (Ville's inequality; Monte-Carlo error spent over the
+    looks) and the data come from one of the two models."""
 
     p: float = 0.99
 

@@ -2,8 +2,9 @@
 
 After every analyser sweep the accumulated counts are fitted with both cluster models by exchange
 Monte Carlo; each model's free energy F (nats) gives posterior model probabilities
-P(m) ∝ exp(−F_m) (equal prior odds). ``model_prob_max`` is computed conservatively from
-|ΔF| − 2·err(ΔF), so Monte-Carlo noise in F cannot decide the model. The reported parameters
+P(m) ∝ exp(−F_m) (equal prior odds). ``model_prob_max`` is computed from |ΔF| − z_n·err(ΔF) at the
+n-th sweep (agent.core.model_decision), so that a decision checked after every sweep is wrong with
+probability ≤ (1 − p)/p + 1 % under the two models, Monte-Carlo error of F included. The reported parameters
 ``<q>_mean/_std/_lo95/_hi95`` (eV) are those of the leading model; U_ff is NaN while the 2-level
 model leads (it has none). ``delta_f`` = Δ − U_fc (eV), the final-state charge-transfer energy, is
 derived from the samples: the 2-level model (pure f⁰ initial state) fixes only Δ_f and V, not Δ and
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
+from agent.core.model_decision import model_probabilities
 from agent.core.nonlinear import Dataset, Param, Posterior, fit
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, ModelDecided, StopRule, TargetStd, all_of, any_of
@@ -76,16 +78,6 @@ def _with_delta_f(post: Posterior) -> dict[str, float]:
     return out
 
 
-def model_probabilities(free_energies: Mapping[str, float], errors: Mapping[str, float]) -> dict[str, float]:
-    """P(m) ∝ exp(−F_m) for two models, with |ΔF| shrunk by 2·err(ΔF) (conservative)."""
-    (m1, f1), (m2, f2) = free_energies.items()
-    err = np.hypot(errors[m1], errors[m2])
-    gap = max(abs(f1 - f2) - 2.0 * err, 0.0)
-    p_lead = 1.0 / (1.0 + np.exp(-gap))
-    lead, other = (m1, m2) if f1 <= f2 else (m2, m1)
-    return {lead: float(p_lead), other: float(1.0 - p_lead)}
-
-
 def default_stop_rule(p: float = 0.99, targets: Mapping[str, float] | None = None) -> StopRule:
     """``all_of(ModelDecided(p), TargetStd(q, t) for each target)``; targets in eV
     (default std(Δ_f) ≤ 0.1, std(V) ≤ 0.01)."""
@@ -134,7 +126,7 @@ class XPSAgent(BayesAgent):
     def model_probabilities(self) -> dict[str, float]:
         f = {m: p.free_energy for m, p in self.posteriors.items()}
         err = {m: p.free_energy_err for m, p in self.posteriors.items()}
-        return model_probabilities(f, err)
+        return model_probabilities(f, err, look=max(self.sweeps, 1))
 
     def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
         """The next settings: simply more sweeps of the same window."""
