@@ -15,14 +15,14 @@ Protocol (fixed before any result was looked at; nothing is tuned afterwards)
   as drawn (``--max-draws`` caps the screening; the number screened is printed).
 - Each kept truth is run as the agent runs: Poisson sweeps (``default_rng([seed, k, 1])``), after every
   sweep both models refitted by ``XPSAgent`` (its default sampler) and the decision checked, up to
-  ``--max-sweeps`` sweeps. The stop is ``ModelDecided(p)`` alone (``--p``, default 0.95), so that the model
+  ``--max-sweeps`` sweeps. The stop is ``ModelDecided(p)`` alone (``--p``, default 0.99, the agent's), so that the model
   decision is what ends a run. A decision for the model that did not generate the data is false.
 - From the same free-energy histories, the earlier allowance (|ΔF| − 2·err at every look) and none (|ΔF|)
   are evaluated as well: same data, same fits.
 - Reported per rule: false decisions / runs with the Clopper–Pearson 95 % upper bound, decided and
   undecided fractions, median sweeps to a decision; target from the issue: false ≤ 5 %. Wall time counts
   screening and compilation.
-Run: python tests/bench/bench_xps_stop.py [--runs 100] [--seed 0] [--jobs 2] [--max-sweeps 10] [--p 0.95]
+Run: python tests/bench/bench_xps_stop.py [--runs 100] [--seed 0] [--jobs 2] [--max-sweeps 10] [--p 0.99]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--dwell", type=float, default=0.01)
     ap.add_argument("--max-sweeps", type=int, default=10)
     ap.add_argument("--max-draws", type=int, default=1000)
-    ap.add_argument("--p", type=float, default=0.95)
+    ap.add_argument("--p", type=float, default=0.99)
     a = ap.parse_args()
     t0 = time.perf_counter()
     kept, screened, k = [], 0, 0
