@@ -516,7 +516,61 @@ def saxs_geometry_config(conf: Mapping[str, Any], detector: str) -> dict[str, An
     return dict(json.loads(value) if isinstance(value, (str, bytes)) else value)
 
 
-class SAXSFeeder(CallbackBase):
+class _FrameFeeder(CallbackBase):
+    """What the frame feeders share: the start document's validity entry ``rule`` (required), the streams by
+    descriptor, each ``primary`` event handed to ``_frame(data, doc)``, and a ``frames`` event whose frame has no
+    stored reading (a device fault) registered as a failure with the reason it records. ``_beamtime`` is the run's
+    beamtime (s) stored with the frame, else the time since the start; with ``continues_beamtime`` it is added to
+    the agent's beamtime before the run, so a continued measurement keeps counting."""
+
+    rule = ""
+    plan = ""
+    continues_beamtime = False
+
+    def __init__(self, agent, detector: str):
+        super().__init__()
+        self.agent = agent
+        self.det = detector
+        self.spec: Mapping[str, Any] | None = None
+        self._streams: dict[str, str] = {}
+        self._seen: set[int] = set()
+        self._t0 = 0.0
+        self._bt0 = 0.0
+
+    def start(self, doc):
+        self.spec = _spec(doc, self.rule)
+        if self.spec is None:
+            raise ValueError(f"run {doc['uid'][:8]} has no {self.rule} validity entry: not an {self.plan} run")
+        _RUN_AGENTS[doc["uid"]] = self.agent
+        self._t0 = doc["time"]
+        self._seen.clear()
+        self._bt0 = float(getattr(self.agent, "beamtime_s", 0.0) or 0.0) if self.continues_beamtime else 0.0
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc["name"]
+
+    def _beamtime(self, data: Mapping[str, Any], doc) -> float:
+        key = self.spec.get("beamtime")
+        beamtime = _number(data, key) if key else math.nan
+        return self._bt0 + (beamtime if math.isfinite(beamtime) else doc["time"] - self._t0)
+
+    def _frame(self, data: Mapping[str, Any], doc) -> None:
+        raise NotImplementedError
+
+    def event(self, doc):
+        stream = self._streams.get(doc["descriptor"])
+        data = doc["data"]
+        if stream == "primary":
+            self._seen.add(int(data["frame"]))
+            self._frame(data, doc)
+        elif stream == "frames":
+            n = int(data["frame"])
+            if n not in self._seen:
+                self._seen.add(n)
+                self.agent.register_failures([{"_id": n, "kind": data.get("kind"), "reason": data["reason"]}])
+
+
+class SAXSFeeder(_FrameFeeder):
     """Feed a ``SAXSAgent`` from the documents of an ``adaptive_saxs`` run (plans.saxs.frames).
 
     ``detector``: the pixel detector's name (fields ``<det>_image``, ``<det>_i0``, ``<det>_transmitted``, keys in
@@ -529,57 +583,32 @@ class SAXSFeeder(CallbackBase):
     Only runs with a ``saxs-frame-proof/1`` validity entry (every ``adaptive_saxs`` run has one).
     """
 
-    def __init__(self, agent, detector: str = "saxs_det"):
-        super().__init__()
-        self.agent = agent
-        self.det = detector
-        self.spec: Mapping[str, Any] | None = None
-        self._streams: dict[str, str] = {}
-        self._seen: set[int] = set()
-        self._t0 = 0.0
-        self._bt0 = 0.0
+    rule, plan, continues_beamtime = SAXS_RULE, "adaptive_saxs", True
 
-    def start(self, doc):
-        self.spec = _spec(doc, SAXS_RULE)
-        if self.spec is None:
-            raise ValueError(f"run {doc['uid'][:8]} has no {SAXS_RULE} validity entry: not an adaptive_saxs run")
-        _RUN_AGENTS[doc["uid"]] = self.agent
-        self._t0 = doc["time"]
-        self._seen.clear()
-        self._bt0 = float(getattr(self.agent, "beamtime_s", 0.0) or 0.0)  # a continued measurement keeps counting
+    def __init__(self, agent, detector: str = "saxs_det"):
+        super().__init__(agent, detector)
 
     def descriptor(self, doc):
-        self._streams[doc["uid"]] = doc["name"]
+        super().descriptor(doc)
         if doc["name"] == "primary":
             conf = doc.get("configuration", {}).get(self.det, {}).get("data", {})
             self.agent.configure(saxs_geometry_config(conf, self.det))
 
-    def event(self, doc):
-        stream = self._streams.get(doc["descriptor"])
-        data = doc["data"]
-        if stream == "primary":
-            frame = int(data["frame"])
-            self._seen.add(frame)
-            problem = frame_problem(data, self.spec)
-            if problem:
-                self.agent.register_failures([{"_id": frame, "kind": data.get(self.spec["kind"]), "reason": problem}])
-                return
-            key = self.spec.get("beamtime")
-            beamtime = _number(data, key) if key else math.nan
-            self.agent.ingest([{
-                "_id": frame,
-                "kind": str(data[self.spec["kind"]]),
-                "image": np.asarray(data[self.spec["image"]]),
-                "exposure_s": float(data[self.spec["exposure"]]),
-                "i0": float(data[self.spec["i0"]]),
-                "transmitted": float(data[self.spec["transmitted"]]),
-                "beamtime_s": self._bt0 + (beamtime if math.isfinite(beamtime) else doc["time"] - self._t0),
-            }])
-        elif stream == "frames":
-            frame = int(data["frame"])
-            if frame not in self._seen:  # a device fault: the frame has no stored reading
-                self._seen.add(frame)
-                self.agent.register_failures([{"_id": frame, "kind": data.get("kind"), "reason": data["reason"]}])
+    def _frame(self, data, doc):
+        frame = int(data["frame"])
+        problem = frame_problem(data, self.spec)
+        if problem:
+            self.agent.register_failures([{"_id": frame, "kind": data.get(self.spec["kind"]), "reason": problem}])
+            return
+        self.agent.ingest([{
+            "_id": frame,
+            "kind": str(data[self.spec["kind"]]),
+            "image": np.asarray(data[self.spec["image"]]),
+            "exposure_s": float(data[self.spec["exposure"]]),
+            "i0": float(data[self.spec["i0"]]),
+            "transmitted": float(data[self.spec["transmitted"]]),
+            "beamtime_s": self._beamtime(data, doc),
+        }])
 
 
 def imaging_frame_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
@@ -635,7 +664,7 @@ def imaging_frame_problem(data: Mapping[str, Any], spec: Mapping[str, Any]) -> s
     return ""
 
 
-class ImagingFeeder(CallbackBase):
+class ImagingFeeder(_FrameFeeder):
     """Feed an ``ImagingAgent`` from the documents of an ``adaptive_xas_imaging`` run (plans.imaging.images).
 
     ``detector``: the full-field detector's name (field ``<det>_image``; keys in the start document's
@@ -646,50 +675,23 @@ class ImagingFeeder(CallbackBase):
     stack inside ``ingest`` when a pass completes. Only runs with a ``xas-imaging-frame-proof/1`` validity entry.
     """
 
+    rule, plan = IMAGING_RULE, "adaptive_xas_imaging"
+
     def __init__(self, agent, detector: str = "imaging_det"):
-        super().__init__()
-        self.agent = agent
-        self.det = detector
-        self.spec: Mapping[str, Any] | None = None
-        self._streams: dict[str, str] = {}
-        self._seen: set[int] = set()
-        self._t0 = 0.0
+        super().__init__(agent, detector)
 
-    def start(self, doc):
-        self.spec = _spec(doc, IMAGING_RULE)
-        if self.spec is None:
-            raise ValueError(f"run {doc['uid'][:8]} has no {IMAGING_RULE} validity entry: not an adaptive_xas_imaging "
-                             "run")
-        _RUN_AGENTS[doc["uid"]] = self.agent
-        self._t0 = doc["time"]
-        self._seen.clear()
-
-    def descriptor(self, doc):
-        self._streams[doc["uid"]] = doc["name"]
-
-    def event(self, doc):
-        stream = self._streams.get(doc["descriptor"])
-        data = doc["data"]
-        if stream == "primary":
-            n = int(data["frame"])
-            self._seen.add(n)
-            kind = str(data[self.spec["kind"]])
-            point = {"_id": int(data.get("suggestion_id", n)), "kind": kind, "pass": int(data.get("pass", -1))}
-            if kind != "dark":
-                point["energy"] = float(data[self.spec["requested"]])
-            problem = imaging_frame_problem(data, self.spec)
-            if problem:
-                self.agent.register_failures([{**point, "reason": problem}])
-                return
-            key = self.spec.get("beamtime")
-            beamtime = _number(data, key) if key else math.nan
-            self.agent.ingest([{**point, "image": np.asarray(data[self.spec["image"]]),
-                                "beamtime_s": beamtime if math.isfinite(beamtime) else doc["time"] - self._t0}])
-        elif stream == "frames":
-            n = int(data["frame"])
-            if n not in self._seen:  # a device fault: the frame has no stored reading
-                self._seen.add(n)
-                self.agent.register_failures([{"_id": n, "kind": data.get("kind"), "reason": data["reason"]}])
+    def _frame(self, data, doc):
+        n = int(data["frame"])
+        kind = str(data[self.spec["kind"]])
+        point = {"_id": int(data.get("suggestion_id", n)), "kind": kind, "pass": int(data.get("pass", -1))}
+        if kind != "dark":
+            point["energy"] = float(data[self.spec["requested"]])
+        problem = imaging_frame_problem(data, self.spec)
+        if problem:
+            self.agent.register_failures([{**point, "reason": problem}])
+            return
+        self.agent.ingest([{**point, "image": np.asarray(data[self.spec["image"]]),
+                            "beamtime_s": self._beamtime(data, doc)}])
 
 
 FLY_XAS_RULE = "xas-fly-bin-proof/1"
