@@ -139,11 +139,13 @@ def test_a_plan_queued_with_plain_parameters_is_stored_in_the_catalog(stack):
 
 @needs_redis
 def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack):
-    """``BPlan("adaptive_compton", target_std=...)`` and ``BPlan("adaptive_xas", target_rmse=...)`` are complete
-    requests: devices from the profile's names (``plans.registry``), the agent built inside the plan from the
-    parameters (a fresh one per item: the second Compton run does not inherit the first's cycles), the stop
-    reason and the posterior stream in the catalog, ``agent_suggestion_uid`` from ``md``. An agent named over
-    the queue is refused by the plan in one line; nothing is counted."""
+    """``BPlan("adaptive_compton", target_std=...)``, ``BPlan("adaptive_xas", target_rmse=...)`` and the other
+    techniques' adaptive plans (XPS, fly XAS, SAXS, XAS imaging) are complete requests: devices from the profile's
+    names (``plans.registry``), the agent built inside the plan from the parameters (a fresh one per item: the
+    second Compton run does not inherit the first's cycles), the stop reason and the posterior stream in the
+    catalog, ``agent_suggestion_uid`` from ``md``. An agent named over the queue is refused by the plan in one line;
+    nothing is counted.
+    """
     from bluesky_queueserver_api import BPlan
 
     from bayesbeam.catalog import open_catalog
@@ -156,6 +158,7 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
              BPlan("adaptive_xps", max_sweeps=1, md={"sample": "la2o3"}),
              BPlan("adaptive_fly_xas", quantity="edge_position", target_std=1e-6, max_sweeps=1, exclude="Fe3O4"),
              BPlan("adaptive_saxs", stop="kde", exposure_s=0.01, max_frames=8, md={"sample": "silica-50nm"}),
+             BPlan("adaptive_xas_imaging", max_passes=1, n_flat=2, n_dark=2),
              BPlan("adaptive_compton", agent="spin_moment_agent")]
     api = stack.stack.api(user_group=AGENTS_GROUP, user="test agent")
     try:
@@ -172,10 +175,10 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
         api.close()
     assert [item["kwargs"].get("agent") for item in left] in ([], ["spin_moment_agent"])
     results = [item["result"] for item in done]
-    assert [r["exit_status"] for r in results] == ["completed"] * 6 + ["failed"], results
-    assert "agent must be an agent object" in results[6]["msg"] and not results[6]["run_uids"]
+    assert [r["exit_status"] for r in results] == ["completed"] * 7 + ["failed"], results
+    assert "agent must be an agent object" in results[7]["msg"] and not results[7]["run_uids"]
     catalog = open_catalog(stack.catalog)
-    runs = [catalog[r["run_uids"][0]] for r in results[:6]]
+    runs = [catalog[r["run_uids"][0]] for r in results[:7]]
     stops = [run.metadata["stop"]["reason"] for run in runs]
     assert stops[:3] == ["budget: cycles = 2 reached the limit 2", "budget: cycles = 3 reached the limit 3",
                          "budget: points = 5 reached the limit 5"]
@@ -185,6 +188,12 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
     assert stops[5].startswith("kde_converged") and int(saxs["sample_frames"][-1]) >= 2  # the queue's own sim profile
     assert runs[5]["primary"].read()["saxs_det_image"].shape[1:] == (619, 487)  # the frames themselves are stored
     assert stops[4].startswith("budget: cycles = 1") and "edge_position_std" in runs[4]["posterior"].read()
+    # imaging: 2 darks, then 2 flats and an image at each of the designed energies, one pass on the profile's
+    # 256² detector, the devices by the plan's default names
+    imaging = runs[6]["posterior"].read()
+    assert stops[6].startswith(("classification_decided", "budget")) and int(imaging["passes"][-1]) == 1
+    n_e = int(imaging["energies"][-1])
+    assert runs[6]["primary"].read()["imaging_det_image"].shape == (2 + 3 * n_e, 256, 256)
     first, second, xas = (run.metadata["start"] for run in runs[:3])
     assert first["agent_suggestion_uid"] == "s1" and first["detectors"] == ["ge"] and first["motors"] == ["magnet"]
     assert first["plan_args"]["target_std"] == 1e-6 and first["agent_config"]["element"] == "Fe"

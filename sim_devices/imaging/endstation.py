@@ -272,20 +272,25 @@ class ImagingEndStation:
 
 def make_imaging_endstation(sample: ImagingSample, clock: SimClock, ring=None, shape: tuple[int, int] = (1000, 1000),
                             detector: DetectorModel | None = None, seed: int = 0, origin: tuple[int, int] = (0, 0),
-                            exposure_s: float = 1.0, settle_s: float = 0.3, speed_eV_s: float = 20.0
-                            ) -> ImagingEndStation:
+                            exposure_s: float = 1.0, settle_s: float = 0.3, speed_eV_s: float = 20.0,
+                            mono: SimMonochromator | None = None) -> ImagingEndStation:
     """The imaging devices on ``clock``: the monochromator ``mono`` over the library's range (eV, starting at its
     low end; the XAS end station's class), the sample stage ``sample_x`` (sample in), the shutter (open) and the
     detector ``imaging_det`` of ``shape`` px at ``origin`` (global px) with ``detector`` (default
     ``DetectorModel()``) and noise ``seed``, frames of ``exposure_s`` s (n0 = the model's n0 per
-    ``exposure_s``); counts follow ``ring`` (mA) when given."""
+    ``exposure_s``); counts follow ``ring`` (mA) when given. ``mono``: the beamline's monochromator instead of a
+    new one (a session's XAS end station and imaging share it); its limits must hold the library's range."""
     if not exposure_s > 0:
         raise ValueError(f"exposure must be positive, got {exposure_s!r} s")
     model = detector or DetectorModel()
     lib = spectra_library()
     lo, hi = float(lib.energy[0]), float(lib.energy[-1])
-    mono = SimMonochromator(name="mono", clock=clock, limits_eV=(lo, hi), start_eV=lo, settle_time_s=settle_s,
-                            speed_eV_s=speed_eV_s)
+    if mono is None:
+        mono = SimMonochromator(name="mono", clock=clock, limits_eV=(lo, hi), start_eV=lo, settle_time_s=settle_s,
+                                speed_eV_s=speed_eV_s)
+    elif not (mono.limits[0] <= lo and hi <= mono.limits[1]):
+        raise ValueError(f"monochromator {mono.name} limits {mono.limits} eV do not hold the imaging library's "
+                         f"{lo:g}-{hi:g} eV")
     stage = SimSampleStage(name="sample_x", clock=clock)
     shutter = SimShutter(name="shutter", clock=clock)
     det = SimFullFieldDetector(name="imaging_det", clock=clock, mono=mono, sample=sample, stage=stage,

@@ -4,17 +4,21 @@ detector ``ifl`` seeing the XAS standard as a dilute sample (1 wt% Fe in cellulo
 mode="fluorescence")``); the sample
 temperature ``sample_temp`` (K; Fe only, whose simulated moment follows mu_s(T, B)); the 3d XPS
 electron analyser ``analyser``; the SAXS end station (BL40B2-style) on the same clock and ring: the pixel detector
-``saxs_det`` (pilatus-300k) and the sample-cell stage ``cell_x`` (mm; slots sample, buffer, standard, empty).
+``saxs_det`` (pilatus-300k) and the sample-cell stage ``cell_x`` (mm; slots sample, buffer, standard, empty); the
+full-field XAS-imaging station on the XAS monochromator: the detector ``imaging_det`` (the default LiFePO4/FePO4/
+Fe3O4 sample with its hidden 0.5 % minority), the sample stage ``sample_x`` (in/out for flats) and the ``shutter``.
 Registered by name for plans queued with plain parameters (``plans.registry``).
 
 ``$BAYESBEAM_SAMPLE`` (default fe), ``$BAYESBEAM_XAS_SAMPLE`` (an Fe K-edge standard, default Fe3O4),
-``$BAYESBEAM_XPS_SAMPLE`` (default la2o3), ``$BAYESBEAM_SAXS_SAMPLE`` (default silica-50nm) and
-``$BAYESBEAM_TIME_SCALE`` (simulated s per wall s, default 1e4)."""
+``$BAYESBEAM_XPS_SAMPLE`` (default la2o3), ``$BAYESBEAM_SAXS_SAMPLE`` (default silica-50nm),
+``$BAYESBEAM_IMAGING_PIXELS`` (the imaging detector's side, px, default 256) and ``$BAYESBEAM_TIME_SCALE``
+(simulated s per wall s, default 1e4)."""
 
 import os
 
 from plans.registry import register_devices
 from sim_devices import BeamtimeSignal, make_compton_beamline, make_saxs_endstation, make_xas_endstation
+from sim_devices.imaging import default_sample, make_imaging_endstation
 from sim_devices.xas.fly import fly_scaler
 from sim_devices.xps import SimElectronAnalyser, xps_sample
 
@@ -31,7 +35,11 @@ xps = xps_sample(os.environ.get("BAYESBEAM_XPS_SAMPLE", "la2o3"))
 analyser = SimElectronAnalyser(name="analyser", clock=sim.clock, sample=xps)
 saxs = make_saxs_endstation(os.environ.get("BAYESBEAM_SAXS_SAMPLE", "silica-50nm"), clock=sim.clock, ring=sim.ring)
 saxs_det, cell_x, saxs_sample = saxs.det, saxs.cell, saxs.sample
+_side = int(os.environ.get("BAYESBEAM_IMAGING_PIXELS", "256"))
+imaging = make_imaging_endstation(default_sample(), sim.clock, ring=sim.ring, shape=(_side, _side), mono=mono)
+imaging_det, sample_x, shutter, imaging_sample = imaging.detector, imaging.stage, imaging.shutter, imaging.sample
 register_devices({k: v for k, v in dict(ge=ge, magnet=magnet, ring=ring, beamtime=beamtime, sample_temp=sample_temp,
                                         mono=mono, i0=i0, it=it, ifl=ifl, fly=fly, analyser=analyser,
-                                        saxs_det=saxs_det, cell_x=cell_x).items()
+                                        saxs_det=saxs_det, cell_x=cell_x, imaging_det=imaging_det,
+                                        sample_x=sample_x, shutter=shutter).items()
                   if v is not None})
