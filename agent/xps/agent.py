@@ -9,7 +9,16 @@ model leads (it has none). ``delta_f`` = Δ − U_fc (eV), the final-state charg
 derived from the samples: the 2-level model (pure f⁰ initial state) fixes only Δ_f and V, not Δ and
 U_fc separately, so the default stop targets are on Δ_f and V, identifiable in both models.
 
-Likelihood: Gaussian on the accumulated counts with σ² = (counts averaged over ±0.2 eV) + 1,
+Two analyses (``analysis``):
+
+* ``"poisson"``: the Poisson likelihood of the counts under the measured line shape (3d₃/₂ partner, Voigt,
+  multiplet width, Shirley step from the model's peaks, transmission, charging shift), the intensity scale and
+  background sampled as parameters with fixed log-uniform priors (agent.xps.likelihood, where every prior is
+  stated); F includes them. ``element`` ("Ce", "La") sets the spin-orbit splitting. About 10⁶ likelihood
+  evaluations per model and sweep (≈ 45 temperatures × 10 parameters): 1–2 min per fit on one busy core.
+* ``"0.1"`` (default, the release-0.1 analysis the stored runs were decided with): the seed's line shape.
+
+Likelihood of the 0.1 analysis: Gaussian on the accumulated counts with σ² = (counts averaged over ±0.2 eV) + 1,
 the local mean, so that downward fluctuations get no extra weight (Neyman's χ², σ² = counts, is
 biased low); an unknown intensity scale and flat background are marginalised analytically
 (agent.core.nonlinear ``linear="scale+offset"``, uniform priors a ∈ [0, 3·Σy·ΔE], b ∈ [0, max y]:
@@ -27,7 +36,15 @@ from scipy.ndimage import uniform_filter1d
 from agent.core.nonlinear import Dataset, Param, Posterior, fit
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, ModelDecided, StopRule, TargetStd, all_of, any_of
-from agent.xps.cluster_models import XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
+from agent.xps.cluster_models import CORE_LEVEL_EV, SPIN_ORBIT_EV, XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
+from agent.xps.likelihood import (
+    MODEL_CODE,
+    POISSON_PARAMS,
+    POISSON_PRIORS,
+    channel_widths,
+    expected_counts,
+    fit_poisson,
+)
 
 MODELS = {"2-level": (xps2, XPS2_PARAMS), "3-level": (xps3, XPS3_PARAMS)}
 
@@ -43,6 +60,7 @@ XPS_PRIORS = {
 
 SMOOTH_EV = 0.4  # width (eV) of the running mean that estimates the count variance
 SAMPLER_DEFAULTS = {"n_sweeps": 800, "n_burn": 400, "n_runs": 2}
+ANALYSES = ("0.1", "poisson")
 
 
 def xps_dataset(energies, counts, model: str) -> Dataset:
@@ -98,12 +116,21 @@ class XPSAgent(BayesAgent):
 
     ``ingest`` points: ``counts`` (one sweep, per channel), ``energies`` (binding energies, eV;
     the same every sweep), optional ``beamtime_s`` (beamtime at the end of the sweep, s), ``_id``.
+    ``analysis``: "0.1" or "poisson" (module docstring); ``element``: the spin-orbit splitting of "poisson";
+    ``priors``: the "poisson" priors (default agent.xps.likelihood.POISSON_PRIORS).
     """
 
     quantities = ("delta", "V", "U_ff", "U_fc", "gamma", "delta_f")
 
-    def __init__(self, stop_rule: StopRule | None = None, seed: int = 0, checkpoint_path=None, **sampler):
+    def __init__(self, stop_rule: StopRule | None = None, seed: int = 0, checkpoint_path=None, analysis: str = "0.1",
+                 element: str = "Ce", priors: Mapping[str, Param] | None = None, **sampler):
         super().__init__(stop_rule or default_stop_rule(), checkpoint_path)
+        if analysis not in ANALYSES:
+            raise ValueError(f"analysis must be one of {ANALYSES}, got {analysis!r}")
+        if element not in SPIN_ORBIT_EV:
+            raise ValueError(f"element must be one of {sorted(SPIN_ORBIT_EV)}, got {element!r}")
+        self.analysis, self.element = analysis, element
+        self.priors = dict(POISSON_PRIORS if priors is None else priors)
         self.seed = int(seed)
         self.sampler = {**SAMPLER_DEFAULTS, **sampler}
         self.energies: np.ndarray | None = None
@@ -128,8 +155,12 @@ class XPSAgent(BayesAgent):
 
     def _update(self) -> None:
         for i, model in enumerate(MODELS):
-            self.posteriors[model] = fit_xps(self.energies, self.counts, model,
-                                             seed=self.seed + 2 * self.sweeps + i, **self.sampler)
+            seed = self.seed + 2 * self.sweeps + i
+            if self.analysis == "poisson":
+                self.posteriors[model] = fit_poisson(self.energies, self.counts, model, self.sweeps, self.element,
+                                                     self.priors, seed=seed, **self.sampler)
+            else:
+                self.posteriors[model] = fit_xps(self.energies, self.counts, model, seed=seed, **self.sampler)
 
     def model_probabilities(self) -> dict[str, float]:
         f = {m: p.free_energy for m, p in self.posteriors.items()}
@@ -168,11 +199,16 @@ class XPSAgent(BayesAgent):
         return out
 
     def fitted_spectrum(self, model: str | None = None) -> np.ndarray:
-        """Accumulated-count prediction a·I(E; θ̄) + b of ``model`` (default: the leading one) at
-        the posterior-mean θ̄, with a, b the weighted least-squares scale and background."""
+        """Accumulated-count prediction of ``model`` (default: the leading one) at the posterior-mean θ̄:
+        "poisson": μ(θ̄); "0.1": a·I(E; θ̄) + b, a, b the weighted least-squares scale and background."""
         model = model or self.report()["model_best"]
-        f, names = MODELS[model]
         post = self.posteriors[model]
+        if self.analysis == "poisson":
+            theta = np.array([post.mean[n] for n in POISSON_PARAMS[model]])
+            e = np.ascontiguousarray(self.energies)
+            return expected_counts(theta, MODEL_CODE[model], e, channel_widths(e), float(self.sweeps),
+                                   SPIN_ORBIT_EV[self.element], CORE_LEVEL_EV[self.element])
+        f, names = MODELS[model]
         shape = f(np.array([post.mean[n] for n in names]), self.energies)
         w = 1.0 / (self.counts + 1.0)
         design = np.stack([shape, np.ones_like(shape)], axis=1) * np.sqrt(w)[:, None]
@@ -181,12 +217,14 @@ class XPSAgent(BayesAgent):
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {} if self.counts is None else {"energies": self.energies, "counts": self.counts}
-        return arrays, {"sweeps": self.sweeps, "beamtime_s": self.beamtime_s, "seed": self.seed}
+        return arrays, {"sweeps": self.sweeps, "beamtime_s": self.beamtime_s, "seed": self.seed,
+                        "analysis": self.analysis, "element": self.element}
 
     def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         self.sweeps = int(meta["sweeps"])
         self.beamtime_s = float(meta["beamtime_s"])
         self.seed = int(meta["seed"])
+        self.analysis, self.element = meta.get("analysis", "0.1"), meta.get("element", "Ce")
         if "counts" in arrays:
             self.energies = np.asarray(arrays["energies"], float)
             self.counts = np.asarray(arrays["counts"], float)
@@ -194,11 +232,11 @@ class XPSAgent(BayesAgent):
 
 
 def xps_agent(p_model: float = 0.99, target_delta_f: float = 0.1, target_v: float = 0.01, max_sweeps: int = 20,
-              seed: int = 0, **sampler) -> XPSAgent:
+              seed: int = 0, analysis: str = "0.1", element: str = "Ce", **sampler) -> XPSAgent:
     """The XPS agent a user configures: stop when one model's probability reaches ``p_model`` and
     std(Δ − U_fc), std(V) reach ``target_delta_f``, ``target_v`` (eV), or after ``max_sweeps`` sweeps.
-    ``sampler``: exchange-MC settings (``n_sweeps``, ``n_burn`` …)."""
+    ``analysis``, ``element``: as XPSAgent; ``sampler``: exchange-MC settings (``n_sweeps``, ``n_burn`` …)."""
     if int(max_sweeps) < 1:
         raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps!r}")
     rule = any_of(default_stop_rule(p_model, {"delta_f": target_delta_f, "V": target_v}), Budget(cycles=max_sweeps))
-    return XPSAgent(rule, seed=seed, **sampler)
+    return XPSAgent(rule, seed=seed, analysis=analysis, element=element, **sampler)
