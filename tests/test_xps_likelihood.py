@@ -199,3 +199,24 @@ def test_poisson_agent_decides_the_full_ceo2_truth():
     assert meta["analysis"] == "poisson" and meta["element"] == "Ce"
     with pytest.raises(ValueError, match="analysis"):
         XPSAgent(Budget(cycles=1), analysis="gauss")
+
+
+def test_sweep_consistency_notices_beam_induced_reduction():
+    """The sweep-trend test keeps its size on a stable sample (≤ 2 of 100 null runs below p = 0.01) and flags a
+    sample losing 10 % of its Ce⁴⁺ per sweep (≈ 38 % Ce³⁺ by the 5th sweep) in at least 9 of 10 runs."""
+    from agent.xps.agent import sweep_consistency
+    from sim_devices.xps.samples import full_sample
+
+    e = np.round(np.arange(-25.0, 30.0001, 0.4), 10)
+
+    def p_values(r, n):
+        s = full_sample(1.6, reduction_per_sweep=r)
+        out = []
+        for seed in range(n):
+            rng = np.random.default_rng(seed)
+            out.append(sweep_consistency(np.array([s.sweep(e, 0.2, rng, k) for k in range(5)]), e))
+        return np.array(out)
+
+    assert np.sum(p_values(0.0, 100) < 0.01) <= 2
+    assert np.sum(p_values(0.1, 10) < 0.01) >= 9
+    assert np.isnan(sweep_consistency(np.ones((1, e.size)), e))

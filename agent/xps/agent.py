@@ -18,6 +18,11 @@ Two analyses (``analysis``):
   evaluations per model and sweep (≈ 45 temperatures × 10 parameters): 1–2 min per fit on one busy core.
 * ``"0.1"`` (default, the release-0.1 analysis the stored runs were decided with): the seed's line shape.
 
+Sweep consistency (both analyses): after each sweep, a test that the K sweeps share one expected
+spectrum against a smooth drift with the sweep index (:func:`sweep_consistency`) gives
+``sweep_consistency_p``, its p-value: small when the sample changes across sweeps (e.g. beam-induced
+Ce⁴⁺→Ce³⁺ reduction), which accumulating the sweeps assumes it does not. It is reported; the stop rule does not use it.
+
 Likelihood of the 0.1 analysis: Gaussian on the accumulated counts with σ² = (counts averaged over ±0.2 eV) + 1,
 the local mean, so that downward fluctuations get no extra weight (Neyman's χ², σ² = counts, is
 biased low); an unknown intensity scale and flat background are marginalised analytically
@@ -32,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
+from scipy.stats import chi2
 
 from agent.core.nonlinear import Dataset, Param, Posterior, fit
 from agent.core.protocol import BayesAgent
@@ -104,6 +110,30 @@ def model_probabilities(free_energies: Mapping[str, float], errors: Mapping[str,
     return {lead: float(p_lead), other: float(1.0 - p_lead)}
 
 
+TREND_WIDTH_EV = 1.0  # σ (eV) of the smooth bumps the sweep-trend test projects on (≈ a line's width)
+
+
+def sweep_consistency(sweeps: np.ndarray, energies: np.ndarray) -> float:
+    """p-value of the test that the sweeps (K, N_ch) share one expected spectrum, against a drift linear in
+    the sweep index that is smooth in energy; NaN for K < 2. Per channel z_i = Σ_k (k − k̄) y_ik / √(ȳ_i Σ_k
+    (k − k̄)²), N(0, 1) under a constant Poisson spectrum; projected on Gaussian bumps (σ TREND_WIDTH_EV, every
+    1.5σ, orthonormalised) q = Bᵀz, and |q|² is χ² with rank(B) degrees of freedom."""
+    y = np.asarray(sweeps, dtype=float)
+    if y.ndim != 2 or y.shape[0] < 2:
+        return float("nan")
+    e = np.asarray(energies, dtype=float)
+    mean = y.mean(axis=0)
+    keep = mean > 0
+    k = np.arange(y.shape[0]) - 0.5 * (y.shape[0] - 1)
+    z = (k @ y[:, keep]) / np.sqrt(mean[keep] * np.sum(k * k))
+    centres = np.arange(e.min(), e.max() + 1e-9, 1.5 * TREND_WIDTH_EV)
+    bumps = np.exp(-0.5 * ((e[keep, None] - centres[None, :]) / TREND_WIDTH_EV) ** 2)
+    q, r = np.linalg.qr(bumps)
+    q = q[:, np.abs(np.diag(r)) > 1e-8 * np.abs(r).max()]
+    proj = q.T @ z
+    return float(chi2.sf(float(proj @ proj), q.shape[1]))
+
+
 def default_stop_rule(p: float = 0.99, targets: Mapping[str, float] | None = None) -> StopRule:
     """``all_of(ModelDecided(p), TargetStd(q, t) for each target)``; targets in eV
     (default std(Δ_f) ≤ 0.1, std(V) ≤ 0.01)."""
@@ -135,6 +165,7 @@ class XPSAgent(BayesAgent):
         self.sampler = {**SAMPLER_DEFAULTS, **sampler}
         self.energies: np.ndarray | None = None
         self.counts: np.ndarray | None = None
+        self.sweep_counts: list[np.ndarray] = []
         self.sweeps = 0
         self.beamtime_s = 0.0
         self.posteriors: dict[str, Posterior] = {}
@@ -149,6 +180,7 @@ class XPSAgent(BayesAgent):
         elif energies.shape != self.energies.shape or not np.allclose(energies, self.energies):
             raise ValueError("sweep energies differ from the first sweep's")
         self.counts += counts
+        self.sweep_counts.append(counts.copy())
         self.sweeps += 1
         self.beamtime_s = float(point.get("beamtime_s", self.beamtime_s))
         self._update()
@@ -192,6 +224,7 @@ class XPSAgent(BayesAgent):
             out[f"p_{tag}"] = probs.get(m, nan)
             out[f"rhat_max_{tag}"] = post.summary()["rhat_max"] if post else nan
         out["dF_3level_minus_2level"] = out["F_3level"] - out["F_2level"]
+        out["sweep_consistency_p"] = sweep_consistency(self.sweep_counts, self.energies) if self.sweeps > 1 else nan
         summ = _with_delta_f(self.posteriors[out["model_best"]]) if probs else {}
         for q in self.quantities:
             for s in ("mean", "std", "lo95", "hi95"):
@@ -216,7 +249,8 @@ class XPSAgent(BayesAgent):
         return coef[0] * shape + coef[1]
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {} if self.counts is None else {"energies": self.energies, "counts": self.counts}
+        arrays = {} if self.counts is None else {"energies": self.energies, "counts": self.counts,
+                                                 "sweep_counts": np.array(self.sweep_counts)}
         return arrays, {"sweeps": self.sweeps, "beamtime_s": self.beamtime_s, "seed": self.seed,
                         "analysis": self.analysis, "element": self.element}
 
@@ -228,6 +262,7 @@ class XPSAgent(BayesAgent):
         if "counts" in arrays:
             self.energies = np.asarray(arrays["energies"], float)
             self.counts = np.asarray(arrays["counts"], float)
+            self.sweep_counts = list(np.asarray(arrays["sweep_counts"], float)) if "sweep_counts" in arrays else []
             self._update()
 
 

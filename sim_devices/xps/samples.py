@@ -20,6 +20,9 @@ the final-state 3d⁹4fⁿ multiplet as discrete structure: each final state spl
 ± ``mult_split``·n_j/2 (n_j its 4f occupation) with a residual Gaussian ``w_mult``·√n_j, on the measured line
 shape of agent.xps.cluster_models.xps_line_shape (3d₃/₂ partner, Voigt, Shirley step, transmission, a
 charging shift), window FULL_ENERGIES (−25…+30 eV, 0.2 eV steps) holding both spin-orbit halves.
+Beam-induced reduction (``reduction_per_sweep`` r): in sweep k (0, 1, …) a fraction 1 − (1 − r)^(k+½) of the
+probed Ce⁴⁺ is Ce³⁺, whose 3d₅/₂ lines v₀, v′ lie 1.9 eV below and 2.8 eV above CeO₂'s v (Ce₂O₃: 880.6, 885.3 eV
+against CeO₂ 882.5 eV; Bêche et al., Surf. Interface Anal. 40, 264 (2008)), areas 0.35 : 0.65, same line shape.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class FullXPSSample:
     n_conf: int = 4
     energies: np.ndarray = field(default_factory=FULL_ENERGIES.copy, hash=False, repr=False)
     model: str = "full"
+    reduction_per_sweep: float = 0.0
 
     def lines(self):
         """Expanded lines (positions, weights, 4f occupations) with the multiplet doublets."""
@@ -118,23 +122,34 @@ class FullXPSSample:
         half = 0.5 * p.get("mult_split", 0.0) * nf
         return np.concatenate([pos - half, pos + half]), np.concatenate([w, w]) / 2, np.concatenate([nf, nf])
 
-    def shape(self, energies: np.ndarray) -> np.ndarray:
-        """Line shape (eV⁻¹; peaks of unit area, Shirley step, transmission)."""
+    def ce3_fraction(self, index: int) -> float:
+        """Fraction of Ce³⁺ during sweep ``index`` (0, 1, …)."""
+        return 1.0 - (1.0 - self.reduction_per_sweep) ** (index + 0.5) if self.reduction_per_sweep > 0 else 0.0
+
+    def shape(self, energies: np.ndarray, index: int = 0) -> np.ndarray:
+        """Line shape (eV⁻¹; peaks of unit area, Shirley step, transmission) during sweep ``index``."""
         p = self.params
         pos, w, nf = self.lines()
+        x = self.ce3_fraction(index)
+        if x > 0:
+            v = final_states(p["delta"], p["V"], p["U_ff"], p["U_fc"], self.n_conf)[0].min()  # CeO₂'s v
+            pos = np.concatenate([pos, v + np.array([-1.9, 2.8])])
+            w = np.concatenate([(1.0 - x) * w, x * np.array([0.35, 0.65])])
+            nf = np.concatenate([nf, [1.0, 2.0]])
         e = np.ascontiguousarray(energies, dtype=float)
         return xps_line_shape(e, pos, w, nf, p["gamma"], p["w_mult"], p["shift"], p["k_sh"],
                               SPIN_ORBIT_EV[self.element], CORE_LEVEL_EV[self.element])
 
-    def rate(self, energies: np.ndarray) -> np.ndarray:
-        """Expected count rate (counts/s) at binding energies ``energies`` (eV)."""
+    def rate(self, energies: np.ndarray, index: int = 0) -> np.ndarray:
+        """Expected count rate (counts/s) at binding energies ``energies`` (eV) during sweep ``index``; the
+        scale is set by the unreduced sample's highest point."""
         e = np.asarray(energies, dtype=float)
         peak = self.shape(np.linspace(e.min(), e.max(), 4001)).max()
-        return self.peak_rate_cps * self.shape(e) / peak + self.background_cps
+        return self.peak_rate_cps * self.shape(e, index) / peak + self.background_cps
 
-    def sweep(self, energies: np.ndarray, dwell_s: float, rng: np.random.Generator) -> np.ndarray:
-        """Poisson counts of one sweep with ``dwell_s`` seconds per channel."""
-        return rng.poisson(self.rate(energies) * dwell_s).astype(np.int64)
+    def sweep(self, energies: np.ndarray, dwell_s: float, rng: np.random.Generator, index: int = 0) -> np.ndarray:
+        """Poisson counts of sweep ``index`` with ``dwell_s`` seconds per channel."""
+        return rng.poisson(self.rate(energies, index) * dwell_s).astype(np.int64)
 
 
 #: line-shape truths (eV; eV⁻¹ for k_sh): multiplet doublets 1.2 eV per 4f electron with 0.4 eV residual σ,
