@@ -16,7 +16,11 @@ Printed per Δ: F (nats) of both models with errors, ΔF = F_2level − F_3level
 Prior sensitivity (``--part prior``): ΔF for U_ff uniform on 10.5 ± w/2 eV, w = 2, 5, 10, 20 (lower bound
 clipped at 0.5 eV), at Δ = 6 and 12, the ``exact`` truth.
 
-Run: ``python tests/bench/bench_xps_selection.py --part delta`` (≈ 5 min on one busy core) and ``--part prior``.
+``--calibrated``: no charging shift in the truth and a shift prior of ±0.02 eV (the axis the 0.1 analysis
+assumed), to see what the charging nuisance does to the selection.
+
+Run: ``python tests/bench/bench_xps_selection.py --part delta`` (≈ 6 min per kind on one busy core) and
+``--part prior`` (≈ 6 min).
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from agent.xps.likelihood import POISSON_PRIORS, fit_poisson
 from sim_devices.xps.samples import full_sample
 
 
-def truth(kind: str, delta: float):
+def truth(kind: str, delta: float, shift: float = 0.8):
     if kind == "exact":
-        return full_sample(delta, n_conf=3, mult_split=0.0)
-    return full_sample(delta)
+        return full_sample(delta, n_conf=3, mult_split=0.0, shift=shift)
+    return full_sample(delta, shift=shift)
 
 
 def counts(sample, e, sweeps, dwell, seed):
@@ -73,25 +77,29 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=0.4)
     ap.add_argument("--mc-sweeps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibrated", action="store_true",
+                    help="no charging: truth shift 0, shift prior ±0.02 eV (the 0.1 analysis's calibrated axis)")
     a = ap.parse_args()
+    shift = 0.0 if a.calibrated else 0.8
+    base = {**POISSON_PRIORS, "shift": Param("shift", -0.02, 0.02)} if a.calibrated else POISSON_PRIORS
     e = np.round(np.arange(-25.0, 30.0001, a.step), 10)
     print(f"{e.size} channels of {a.step} eV, {a.sweeps} sweep(s) of {a.dwell} s/channel, mc_sweeps {a.mc_sweeps}, "
-          f"seed {a.seed}")
+          f"seed {a.seed}{', calibrated axis' if a.calibrated else ''}")
     t0 = time.perf_counter()
     if a.part in ("delta", "all"):
         print(HEADER)
         for kind in a.kinds:
             for delta in a.deltas:
-                y = counts(truth(kind, delta), e, a.sweeps, a.dwell, a.seed + int(delta))
-                print(line(f"{kind} Δ={delta:g}", fit_both(e, y, a.sweeps, a.seed, a.mc_sweeps)), flush=True)
+                y = counts(truth(kind, delta, shift), e, a.sweeps, a.dwell, a.seed + int(delta))
+                print(line(f"{kind} Δ={delta:g}", fit_both(e, y, a.sweeps, a.seed, a.mc_sweeps, base)), flush=True)
     if a.part in ("prior", "all"):
         print("prior sensitivity: U_ff uniform on 10.5 ± w/2 eV")
         print(HEADER)
         for delta in (6.0, 12.0):
-            y = counts(truth("exact", delta), e, a.sweeps, a.dwell, a.seed + int(delta))
-            two = fit_both(e, y, a.sweeps, a.seed, a.mc_sweeps, models=("2-level",))  # it has no U_ff
+            y = counts(truth("exact", delta, shift), e, a.sweeps, a.dwell, a.seed + int(delta))
+            two = fit_both(e, y, a.sweeps, a.seed, a.mc_sweeps, base, models=("2-level",))  # it has no U_ff
             for w in (2.0, 5.0, 10.0, 20.0):
-                priors = {**POISSON_PRIORS, "U_ff": Param("U_ff", max(10.5 - w / 2, 0.5), 10.5 + w / 2)}
+                priors = {**base, "U_ff": Param("U_ff", max(10.5 - w / 2, 0.5), 10.5 + w / 2)}
                 three = fit_both(e, y, a.sweeps, a.seed, a.mc_sweeps, priors, models=("3-level",))
                 print(line(f"Δ={delta:g} w={w:g}", {**two, **three}), flush=True)
     print(f"wall {time.perf_counter() - t0:.0f} s")
