@@ -241,3 +241,23 @@ def test_three_level_truth_at_la2o3_like_delta_is_not_given_to_the_two_level_mod
     err = {m: p.free_energy_err for m, p in posts.items()}
     assert abs(f["2-level"] - f["3-level"]) < 3.0, (f, err)
     assert max(model_probabilities(f, err).values()) < 0.99
+
+
+def test_wide_analyser_sweeps_a_full_sample_that_reduces():
+    """SimWideAnalyser: Poisson counts over FULL_ENERGIES with the mean of the full sample at each sweep's
+    index, so the beam-induced reduction advances by one sweep per trigger."""
+    import math
+
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xps import SimWideAnalyser
+    from sim_devices.xps.samples import FULL_ENERGIES, full_sample
+
+    s = full_sample(1.6, reduction_per_sweep=0.3, peak_rate_cps=4e4)
+    det = SimWideAnalyser(name="xps", clock=SimClock(time_scale=math.inf), sample=s, seed=2)
+    assert det.describe()["xps_counts"]["shape"] == [FULL_ENERGIES.size]
+    for k in range(3):
+        det.trigger().wait(1)
+        y = det.read()["xps_counts"]["value"]
+        expected = s.rate(FULL_ENERGIES, k) * det.dwell_time.get()
+        assert np.sum((y - expected) ** 2 / expected) < FULL_ENERGIES.size + 5 * np.sqrt(2 * FULL_ENERGIES.size)
+    assert det.sweeps_done == 3 and s.ce3_fraction(2) > 0.5
