@@ -178,7 +178,7 @@ def test_poisson_agent_decides_the_full_ceo2_truth():
     """The agent with the Poisson analysis on one sweep of the full CeO₂ truth (4 configurations, multiplet
     doublets: both candidates approximate it): F of both models finite, the 3-level model decided
     (ΔF ≈ 200 nats at 0.2 s/channel), and the prediction at the posterior mean fits the counts (χ²/N < 1.5).
-    A fixed geometric ladder of 25 temperatures (adapted in burn-in) keeps it short; the default ladder
+    A fixed geometric ladder of 20 temperatures (adapted in burn-in) keeps it short; the default ladder
     refines to ≈ 45."""
     from agent.core.stopping import Budget
     from agent.xps.agent import XPSAgent
@@ -187,7 +187,7 @@ def test_poisson_agent_decides_the_full_ceo2_truth():
     truth = sample("CeO2-full")
     e = np.round(np.arange(-25.0, 30.0001, 0.4), 10)
     y = truth.sweep(e, 0.2, np.random.default_rng(11))
-    betas = np.concatenate([[0.0], np.geomspace(1e-7, 1.0, 24)])
+    betas = np.concatenate([[0.0], np.geomspace(1e-7, 1.0, 19)])
     agent = XPSAgent(Budget(cycles=1), seed=1, analysis="poisson", n_sweeps=150, n_burn=100, betas=betas)
     agent.ingest([{"counts": y, "energies": e, "_id": 1}])
     rep = agent.report()
@@ -234,7 +234,7 @@ def test_three_level_truth_at_la2o3_like_delta_is_not_given_to_the_two_level_mod
 
     e = np.round(np.arange(-25.0, 30.0001, 0.4), 10)
     y = full_sample(12.0, n_conf=3, mult_split=0.0).sweep(e, 0.2, np.random.default_rng(12)).astype(float)
-    betas = np.concatenate([[0.0], np.geomspace(1e-7, 1.0, 24)])
+    betas = np.concatenate([[0.0], np.geomspace(1e-7, 1.0, 19)])
     posts = {m: fit_poisson(e, y, m, 1, seed=i, n_sweeps=150, n_burn=100, betas=betas)
              for i, m in enumerate(("2-level", "3-level"))}
     f = {m: p.free_energy for m, p in posts.items()}
