@@ -227,7 +227,8 @@ def test_three_level_truth_at_la2o3_like_delta_is_not_given_to_the_two_level_mod
     two models' F differ by less than 3 nats and neither is decided (P < 0.99). With the seed's 2-level model
     (pure f⁰ initial state) the hybridised initial state is seen only through the absolute line positions
     (E_g ≈ −N_f V²/Δ), which the charging shift absorbs; the f²L̲²-like line carries 0.1 % of the weight.
-    (tests/bench/bench_xps_selection.py: Δ = 6 decides for 3 levels by ≈ 80 nats, Δ = 8…14 stay within 1 nat.)"""
+    tests/bench/bench_xps_selection.py: Δ = 6 decides for 3 levels by ≈ 80 nats, Δ = 8…14 stay within 1 nat;
+    on a calibrated axis (``--calibrated``: no charging) the same truths give 47 (Δ = 8) and 17 nats (Δ = 12)."""
     from agent.xps.agent import model_probabilities
     from agent.xps.likelihood import fit_poisson
     from sim_devices.xps.samples import full_sample
