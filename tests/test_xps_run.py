@@ -162,3 +162,26 @@ def test_the_feeder_judges_each_sweep_by_its_stored_reading_not_the_plan_s_verdi
         feeder(name, doc)
     assert rebuilt.sweeps == live.sweeps == 2 and np.array_equal(rebuilt.counts, live.counts)
     assert [(f["_id"], f["reason"]) for f in rebuilt.failures] == [(1, "non-finite counts in the sweep")]
+
+
+def test_poisson_analysis_runs_through_the_plan_on_the_wide_analyser(RE, catalog):
+    """The Poisson analysis of the full line shape through adaptive_xps: the wide analyser sweeps the full CeO₂
+    truth (with beam-induced reduction), the posterior stream records both free energies with their errors and
+    the sweep-consistency p-value, and the stored counts sum to the agent's."""
+    from plans.xps.sweeps import adaptive_xps
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xps import SimWideAnalyser
+    from sim_devices.xps.samples import full_sample
+
+    det = SimWideAnalyser(name="analyser", clock=SimClock(float("inf")), seed=3,
+                          sample=full_sample(1.6, reduction_per_sweep=0.05))
+    betas = np.concatenate([[0.0], np.geomspace(1e-7, 1.0, 19)])
+    agent = xps_agent(max_sweeps=2, analysis="poisson", n_sweeps=100, n_burn=100, betas=betas)
+    (uid,) = RE(adaptive_xps([det], agent))
+    run = catalog[uid]
+    post = run["posterior"].read()
+    assert len(post["F_3level"]) == 2 and np.all(np.isfinite(post["F_3level_err"]))
+    assert np.isnan(float(post["sweep_consistency_p"][0])) and 0 <= float(post["sweep_consistency_p"][1]) <= 1
+    assert str(post["model_best"].values[-1]) == "3-level"
+    assert np.allclose(run["primary"]["analyser_counts"].read().sum(0), agent.counts)
+    assert run.metadata["stop"]["reason"].startswith("budget")

@@ -20,7 +20,10 @@ Configurations f^n L̲^n (n ligand holes), N_f = 14, sudden approximation. Energ
 
 Spectra: I(E) = Σ_j w_j (Γ/π)/((E − ε_j)² + Γ²) with Σ_j w_j = 1 (area-normalised), ε_j = E_fj − E_g
 the removal (XPS, binding-energy-like) or excitation (XAS) energy relative to the core level, and
-Γ the Lorentzian half width at half maximum. The spin-orbit partner (3d₃/₂) is not modelled.
+Γ the Lorentzian half width at half maximum: the seed's line shape (:func:`xps2`, :func:`xps3`), kept
+for the 0.1 analysis. The measured line shape (:func:`xps_line_shape`, used by agent.xps.likelihood)
+adds the 3d₃/₂ partner, Voigt broadening with a per-final-state multiplet width, a Shirley step
+computed from the model's own peaks, the analyser transmission and a rigid (charging) shift.
 Eigenproblems are solved in closed form (2×2 rotation; 3×3 trigonometric roots refined by Newton
 steps, eigenvectors from cross products of rows of H − λ).
 """
@@ -202,3 +205,126 @@ def dense_lines(h_initial: np.ndarray, h_final: np.ndarray, transition: np.ndarr
 def theta_of(truth: dict, names: tuple[str, ...]) -> np.ndarray:
     """Parameter vector in the order ``names`` from a dict such as :data:`CEO2`."""
     return np.array([truth[n] for n in names], float)
+
+
+# --- the measured line shape -------------------------------------------------------------------------------------
+
+#: 3d spin-orbit splitting E(3d₃/₂) − E(3d₅/₂) (eV): Ce 18.6 (CeO₂, Bêche et al., Surf. Interface Anal. 40, 264
+#: (2008); Burroughs et al., J. Chem. Soc. Dalton Trans. 1976, 1686), La 16.8 (Moulder et al., Handbook of X-ray
+#: Photoelectron Spectroscopy, Perkin-Elmer 1992).
+SPIN_ORBIT_EV = {"Ce": 18.6, "La": 16.8}
+#: 3d₅/₂ binding energy of the bare core level (eV), only to place the window in kinetic energy for the
+#: transmission: Ce ≈ 882, La ≈ 835 (Moulder et al. 1992).
+CORE_LEVEL_EV = {"Ce": 882.0, "La": 835.0}
+#: area ratio I(3d₃/₂)/I(3d₅/₂) = (2j+1) ratio 4/6 (statistical branching; the sudden approximation with
+#: the same cluster Hamiltonian for both core holes, as in Kotani & Ogasawara, J. Electron Spectrosc. 60, 257 (1992)).
+BRANCHING_32 = 4.0 / 6.0
+PHOTON_EV = 1486.6  # photon energy (eV) of the kinetic-energy scale (Al Kα; a soft-X-ray beamline's is similar)
+#: analyser transmission T(E_kin) ∝ E_kin^−n at fixed pass energy (hemispherical analyser, FAT mode; n ≈ 0.5–1,
+#: Seah, J. Electron Spectrosc. 71, 191 (1995)); here n = 0.5, a calibrated constant, normalised to 1 at E = 0.
+TRANSMISSION_N = 0.5
+#: instrumental Gaussian σ (eV): photon bandwidth and analyser resolution combined, 0.5 eV FWHM, calibrated on a
+#: Au Fermi edge (a known constant of the set-up, not fitted).
+SIGMA_INSTR_EV = 0.5 / 2.3548
+
+_SQRT_PI_INV = 0.5641895835477563
+_SQRT_2PI = 2.5066282746310002
+
+
+@njit(cache=True)
+def _re_ratio(num, den):
+    """Re(num/den) without complex division."""
+    return (num.real * den.real + num.imag * den.imag) / (den.real * den.real + den.imag * den.imag)
+
+
+@njit(cache=True)
+def faddeeva_re(x, y):
+    """Re w(z), w(z) = e^{−z²} erfc(−iz), z = x + iy, y ≥ 0: Humlíček's W4 rational approximation (J. Quant.
+    Spectrosc. Radiat. Transfer 27, 437 (1982)), relative error ≲ 1e-4."""
+    t = complex(y, -x)
+    s = abs(x) + y
+    if s >= 15.0:
+        return _re_ratio(t * _SQRT_PI_INV, 0.5 + t * t)
+    if s >= 5.5:
+        u = t * t
+        return _re_ratio(t * (1.410474 + u * _SQRT_PI_INV), 0.75 + u * (3.0 + u))
+    if y >= 0.195 * abs(x) - 0.176:
+        num = 16.4955 + t * (20.20933 + t * (11.96482 + t * (3.778987 + t * 0.5642236)))
+        den = 16.4955 + t * (38.82363 + t * (39.27121 + t * (21.69274 + t * (6.699398 + t))))
+        return _re_ratio(num, den)
+    u = t * t
+    num = t * (36183.31 - u * (3321.9905 - u * (1540.787 - u * (219.0313 - u * (35.76683 - u * (1.320522
+                                                                                             - u * 0.56419))))))
+    den = 32066.6 - u * (24322.84 - u * (9022.228 - u * (2186.181 - u * (364.2191 - u * (61.57037 - u * (1.841439
+                                                                                                      - u))))))
+    return np.exp(u.real) * np.cos(u.imag) - _re_ratio(num, den)
+
+
+@njit(cache=True)
+def voigt(x, sigma, gamma):
+    """Area-normalised Voigt profile (eV⁻¹) at offset ``x`` (eV): Gaussian σ, Lorentzian HWHM γ (eV)."""
+    c = 1.0 / (sigma * np.sqrt(2.0))
+    return faddeeva_re(x * c, gamma * c) / (sigma * _SQRT_2PI)
+
+
+@njit(cache=True)
+def xps2_states(delta, v, ufc):
+    """2-level final states: (positions ε_j, weights w_j, 4f occupations n_j), eV."""
+    f0, f1, u0, u1 = eig2(0.0, np.sqrt(N_F) * v, delta - ufc)
+    return np.array([f0, f1]), np.array([u0 * u0, u1 * u1]), np.array([u1 * u1, u0 * u0])
+
+
+@njit(cache=True)
+def xps3_states(delta, v, uff, ufc):
+    """3-level final states: (positions ε_j, weights w_j, 4f occupations n_j), eV."""
+    eg, g = _ground3(delta, v, uff)
+    e0 = np.sqrt(N_F) * v
+    e1 = np.sqrt(2.0 * (N_F - 1)) * v
+    d1 = delta - ufc
+    d2 = 2.0 * delta + uff - 2.0 * ufc
+    lam = eigvals3(0.0, d1, d2, e0, e1)
+    w = np.empty(3)
+    nf = np.empty(3)
+    for j in range(3):
+        u = eigvec3(lam[j], 0.0, d1, d2, e0, e1)
+        o = np.sum(u * g)
+        w[j] = o * o
+        nf[j] = u[1] * u[1] + 2.0 * u[2] * u[2]
+    return lam - eg, w / np.sum(w), nf
+
+
+@njit(cache=True)
+def xps_line_shape(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split, e_core):
+    """Measured 3d XPS shape on binding energies ``e`` (eV, ascending, relative to the bare 3d₅/₂ level).
+
+    Each final state j (position ε_j, weight w_j, 4f occupation n_j) gives a 3d₅/₂ line at ε_j + shift and a
+    3d₃/₂ line ``so_split`` higher with BRANCHING_32 of its area; both Voigt, Lorentzian HWHM ``gamma`` (core-hole
+    lifetime) and Gaussian σ_j² = SIGMA_INSTR_EV² + w_mult²·n_j: ``w_mult`` (eV) stands for the unresolved
+    3d⁹4fⁿ multiplet (3d–4f Coulomb and exchange coupling), absent for the closed-shell 3d⁹4f⁰ final state
+    and growing with the 4f occupation. The peaks P(E) have unit total area (eV⁻¹). Shirley step:
+    ``k_shirley`` (eV⁻¹) × ∫_{−∞}^{E} P, the peak area at lower binding (higher kinetic) energy, whose
+    electrons lose energy and appear at higher binding energy (trapezoid on the grid; the area below the
+    first channel from the Lorentzian tails). Everything × the transmission (E_kin/E_kin(E=0))^−n,
+    E_kin = PHOTON_EV − e_core − E. Returns the shape (eV⁻¹)."""
+    n = e.size
+    peaks = np.zeros(n)
+    below = 0.0
+    norm = 1.0 / (1.0 + BRANCHING_32)
+    g0 = SIGMA_INSTR_EV * SIGMA_INSTR_EV
+    for j in range(pos.size):
+        sig = np.sqrt(g0 + w_mult * w_mult * nf[j])
+        for h in range(2):
+            p = pos[j] + shift + h * so_split
+            a = w[j] * norm * (BRANCHING_32 if h else 1.0)
+            below += a * (0.5 + np.arctan((e[0] - p) / gamma) / np.pi)
+            for i in range(n):
+                peaks[i] += a * voigt(e[i] - p, sig, gamma)
+    out = np.empty(n)
+    cum = below
+    ek0 = PHOTON_EV - e_core
+    for i in range(n):
+        if i > 0:
+            cum += 0.5 * (peaks[i] + peaks[i - 1]) * (e[i] - e[i - 1])
+        t = ((ek0 - e[i]) / ek0) ** (-TRANSMISSION_N)
+        out[i] = t * (peaks[i] + k_shirley * cum)
+    return out

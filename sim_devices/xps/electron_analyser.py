@@ -4,6 +4,8 @@ Each trigger records one sweep over ``n_points`` binding energies (eV, relative 
 level) with ``dwell_time`` seconds per channel: Poisson counts from the sample physics
 (sim_devices.xps.samples), scaled by the mean ring current over the sweep when a ring is given.
 A sweep occupies n_points·dwell_time + sweep_overhead seconds of beamtime on the shared clock.
+:class:`SimWideAnalyser`: the same over FULL_ENERGIES (−25…+30 eV, 0.2 eV), for the full-line-shape samples
+(sim_devices.xps.samples.FullXPSSample), which it tells the index of each sweep (beam-induced reduction).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ophyd import Device, Kind, Signal
 from sim_devices.core.clock import SimClock, refused
 from sim_devices.core.faults import FaultQueue
 from sim_devices.core.signals import ArraySignal, ElapsedSignal
-from sim_devices.xps.samples import DEFAULT_ENERGIES, XPSSample
+from sim_devices.xps.samples import DEFAULT_ENERGIES, FULL_ENERGIES, FullXPSSample, XPSSample
 
 REFERENCE_CURRENT_MA = 100.0
 
@@ -36,11 +38,15 @@ class SimElectronAnalyser(Device):
     sweep_overhead = Cpt(Signal, value=2.0, kind=Kind.config)
     pass_energy = Cpt(Signal, value=50.0, kind=Kind.config)
 
-    def __init__(self, *args, clock: SimClock, sample: XPSSample, ring=None, seed: int | None = None, **kwargs):
+    window = DEFAULT_ENERGIES
+
+    def __init__(self, *args, clock: SimClock, sample: XPSSample | FullXPSSample, ring=None, seed: int | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.clock, self.sample, self.ring = clock, sample, ring
         self.rng = np.random.default_rng(seed)
-        self.energies.put(DEFAULT_ENERGIES.copy())
+        self.energies.put(self.window.copy())
+        self.sweeps_done = 0  # sweeps the sample has been exposed to (a full sample's reduction follows it)
         self._faults = FaultQueue("analyser", ("nan", "timeout", "hang"))
 
     def fail_next(self, mode: str = "nan", n: int = 1, after: int = 0) -> None:
@@ -65,7 +71,12 @@ class SimElectronAnalyser(Device):
             if failure == "timeout":
                 raise TimeoutError(f"{self.name}: analyser did not report the end of the sweep")
             scale = 1.0 if self.ring is None else self.ring.mean_current(t0, t1) / REFERENCE_CURRENT_MA
-            counts = self.rng.poisson(self.sample.rate(energies) * dwell * scale).astype(float)
+            if isinstance(self.sample, FullXPSSample):
+                rate = self.sample.rate(energies, self.sweeps_done)
+            else:
+                rate = self.sample.rate(energies)
+            self.sweeps_done += 1
+            counts = self.rng.poisson(rate * dwell * scale).astype(float)
             if failure == "nan":
                 counts[self.rng.integers(0, counts.size, 8)] = np.nan
             self.counts.put(counts)
@@ -74,3 +85,12 @@ class SimElectronAnalyser(Device):
 
         return self.clock.action(self.sweep_duration(), on_done=done, obj=self, what="sweep",
                                  hang=failure == "hang")
+
+
+class SimWideAnalyser(SimElectronAnalyser):
+    """The analyser over FULL_ENERGIES (both 3d spin-orbit halves), for the full-line-shape samples."""
+
+    n_points = FULL_ENERGIES.size
+    window = FULL_ENERGIES
+    counts = Cpt(ArraySignal, length=FULL_ENERGIES.size, dtype="<f8", kind=Kind.normal)
+    energies = Cpt(ArraySignal, length=FULL_ENERGIES.size, dtype="<f8", kind=Kind.normal)
