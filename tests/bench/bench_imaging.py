@@ -274,10 +274,12 @@ def main(argv=None):
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-full-stack", action="store_true", help="leave out section 3 (say so)")
+    p.add_argument("--workers", type=int, default=2, help="Dask worker processes (the protocol's: 2; say so)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    out: dict = {"protocol": "bench_imaging v3", "seed": args.seed, "full_stack": not args.skip_full_stack}
+    out: dict = {"protocol": "bench_imaging v3", "seed": args.seed, "full_stack": not args.skip_full_stack,
+                 "workers": args.workers}
     det = DetectorModel()
     sample0 = default_sample(args.seed)
     lib = library_without(sample0.minority)
@@ -287,7 +289,7 @@ def main(argv=None):
     out["design"] = {"energies_eV": energies.tolist(), "bound": design.expected_error,
                      "wall_s": time.perf_counter() - t0, "minority": sample0.minority}
     print(f"designed {len(energies)} energies: {energies.tolist()} (bound {design.expected_error:.3g})", flush=True)
-    with executor_for("local", workers=2) as ex:
+    with executor_for("local", workers=args.workers) as ex:
         if not args.skip_accuracy:
             rows = []
             for i in range(args.n):
