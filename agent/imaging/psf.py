@@ -60,7 +60,10 @@ def pixel_sums(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, bg: np.ndarr
 
 
 #: Wiener regularisation λ of the deconvolution of the fraction maps: K = H*/(|H|² + λ), H the PSF's transfer
-#: function; λ is the noise-to-signal power ratio the filter assumes at every spatial frequency.
+#: function; λ is the noise-to-signal power ratio the filter assumes at every spatial frequency. Chosen on the
+#: development samples at one pass of 10⁴ photons and σ = 0.6 px, where it mostly denoises (K ⊛ PSF has centre
+#: 0.47 against the PSF's 0.44): minority P/R of the classification 0.859/0.752 per pixel, 0.866/0.860 at 0.3,
+#: 0.776/0.885 at 0.1 (which sharpens: noiseless recall 0.97 against 0.90 at 0.3), 0.922/0.804 at 1.
 WIENER_LAMBDA = 0.3
 
 
