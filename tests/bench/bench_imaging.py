@@ -12,10 +12,10 @@ ceilings (the truth's fractions, no registration error, no noise): the argmax of
 any per-pixel labelling can reach) and the oracle labelling with the PSF step of the noiseless stack (what the
 PSF step can reach with perfect spectra). ``--skip-full-stack`` leaves out section 3 (state it when used).
 
-Protocol v2 (session 12; results: README): v1 plus the oracle row of section 2, and a new seed base. Between v1
-and v2 the simulator's registration shift became a translation (Lanczos) instead of a bilinear blur-and-shift, and the
-classifier gained the endmember step; both were developed on samples 0, 100 and 101 (100-109 are v1's samples),
-so v2's default seed base is 200, a range no development run has seen.
+Protocol v2 (session 12; results in commit 3488dde): v1 plus the oracle row of section 2, and a new seed base.
+Between v1 and v2 the simulator's registration shift became a translation (Lanczos) instead of a bilinear
+blur-and-shift, and the classifier gained the endmember step; both were developed on samples 0, 100 and 101
+(100-109 are v1's samples), so v2's default seed base is 200, a range no development run has seen.
 
 Data: ``sim_devices.imaging`` generated tile by tile inside the tasks (``SimStackSource``), the default sample
 (``default_sample``: LiFePO4, FePO4, Fe3O4 with their library nearest neighbour hidden at 0.5 % of the pixels in
