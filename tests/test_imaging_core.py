@@ -3,16 +3,18 @@ the whole two-pass classification, against brute force and a toy stack whose tru
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.optimize import least_squares
 
 from agent.imaging.classify import class_loglik
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance, estimate_gain
 from agent.imaging.orchestration import classify_stack, executor_for
 from agent.imaging.partition import CellTable, SpectralSpace, cell_centres, cell_keys, find_classes
+from agent.imaging.psf import WIENER_LAMBDA, deconvolved_labels, fraction_maps, psf_kernel, wiener_kernel
 from agent.imaging.registration import RegisteredSource, spline_variance_factor
 from agent.imaging.scoring import scores
 from agent.imaging.spatial import potts_meanfield
-from agent.imaging.tiles import ArraySource
+from agent.imaging.tiles import ArraySource, tile_labels, windows
 from agent.imaging.unmixing import common_endmember, fan_endpoint
 from agent.xas.prior import SpectraLibrary
 
@@ -208,3 +210,90 @@ def test_spline_registration_variance_factor_against_the_scatter_of_shifted_nois
     measured = images.reshape(k, -1).var(axis=1)
     assert measured == pytest.approx(spline_variance_factor(shifts), rel=0.03)
     assert spline_variance_factor(shifts)[[0, 3]] == pytest.approx(1.0)
+
+
+def _blurred_grains(library, size=120, sigma=0.6, n0=1e5, seed=7):
+    """Phase 1 with grains of phase 2 every 12 px (2×2 squares, 5-px crosses, 1×3 bars, in turn) whose edges
+    are mixtures (the mask smoothed by a Gaussian of 0.5 px; the truth: phase 2 where its fraction > 0.5), then
+    blurred by the Gaussian PSF of σ ``sigma`` px (``psf_kernel``): A = 0.3 + t·Σ f·m, t = 1, with the
+    Gaussian absorbance noise of a pixel at ``n0`` photons."""
+    spec = library.only(["LiFePO4", "Fe3O4"]).on(ENERGIES).T
+    shapes = [np.ones((2, 2)), np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]), np.ones((1, 3))]
+    mask = np.zeros((size, size))
+    for i, y in enumerate(range(4, size - 6, 12)):
+        for j, x in enumerate(range(4, size - 6, 12)):
+            g = shapes[(i + j) % 3]
+            mask[y:y + g.shape[0], x:x + g.shape[1]] = g
+    f1 = ndimage.gaussian_filter(mask, 0.5)
+    truth = (f1 > 0.5).astype(int)
+    f = np.stack([ndimage.correlate(x, psf_kernel(sigma), mode="nearest") for x in (1 - f1, f1)])
+    a = 0.3 + np.einsum("ck,chw->khw", spec, f)
+    var = np.exp(a) / n0
+    a = a + np.sqrt(var) * np.random.default_rng(seed).standard_normal(a.shape)
+    return a, var, spec, truth
+
+
+def test_psf_deconvolved_labels_recover_the_grain_pixels_the_per_pixel_labels_lose(library):
+    """Small grains with mixed edges blurred by a σ = 0.6 px PSF: per-pixel labels lose a good part of the
+    grain pixels; the boundary relabelling by deconvolved class amounts recovers ≥ 0.15 more of them and
+    ≥ 90 % in all, with precision ≥ 0.9, and keeps the labels away from the boundaries. λ = 0.1: two phases far
+    apart (LiFePO4, Fe3O4) at 10⁵ photons, a higher signal-to-noise than the default λ assumes; a λ of 1
+    smooths beyond the PSF and loses grain pixels the per-pixel labels had."""
+    a, var, spec, truth = _blurred_grains(library)
+    k = len(ENERGIES)
+    logp, _, _ = class_loglik(a.reshape(k, -1), var.reshape(k, -1), spec)
+    base = logp.argmax(0).reshape(truth.shape)
+    out = deconvolved_labels(base, a, var, spec, 0.6, lam=0.1)
+    grain = truth == 1
+    recall_base, recall = base[grain].mean(), out[grain].mean()
+    assert recall >= 0.9 and recall >= recall_base + 0.15, (recall_base, recall)
+    assert grain[out == 1].mean() >= 0.9, grain[out == 1].mean()
+    far = ~ndimage.binary_dilation(base == 1, iterations=3)
+    assert np.array_equal(out[far], base[far])
+    assert np.array_equal(deconvolved_labels(base, a, var, spec, 0.0), base)
+    assert deconvolved_labels(base, a, var, spec, 0.6, lam=1.0)[grain].mean() < recall_base
+
+
+def test_psf_labelling_of_tiles_with_their_halo_is_the_whole_image_labelling(toy):
+    """The labelling pass with the PSF step on 64-px tiles (each reading its halo) equals the one on a single
+    tile, pixel for pixel, and differs from the per-pixel labels (the step does something)."""
+    src, lab, spec, names = toy
+    noise = NoiseModel(GAIN, READ_VAR, 10, 10**9)
+    sub = ArraySource(src.images[:, :200, :200], src.flats[:, :200, :200], src.dark[:200, :200], ENERGIES, 1)
+    res = classify_stack(sub, noise, library=spec, library_names=names, tile=256)
+    spectra = res.classes.z + res.space.reference
+    log_prior = np.log(res.classes.counts / res.classes.counts.sum())
+
+    def labels(tile, sigma):
+        out = np.full((200, 200), -9)
+        for w in windows((200, 200), tile):
+            _, lab_w, _ = tile_labels(sub, noise, res.space, 1.0, spectra, log_prior, 1.0, 2, w, keep=True,
+                                      psf_sigma_px=sigma, psf_lambda=0.1)
+            out[w[0]:w[0] + w[2], w[1]:w[1] + w[3]] = lab_w
+        return out
+
+    tiled, whole = labels(64, 0.6), labels(200, 0.6)
+    assert np.array_equal(tiled, whole)
+    assert (tiled != labels(200, None)).sum() > 10
+
+
+def test_wiener_kernel_inverts_the_psf_as_lambda_goes_to_zero_and_fraction_maps_commute_with_the_blur(library):
+    """K_λ ⊛ PSF → δ as λ → 0 (its centre > 0.95 at λ = 10⁻³); at the default λ it is barely sharper than the
+    PSF itself (centre 0.44): the default mostly denoises. With one variance for all pixels the class amounts of a
+    blurred stack are the blurred class amounts."""
+    psf = psf_kernel(0.6)
+    for lam, lo, hi in ((1e-3, 0.95, 1.0), (WIENER_LAMBDA, psf.max(), 0.6)):
+        k = wiener_kernel(0.6, lam)
+        delta = ndimage.convolve(np.pad(k, 4), psf, mode="constant")
+        c = delta.shape[0] // 2
+        assert lo < delta[c, c] < hi and delta.sum() == pytest.approx(1.0)
+    rng = np.random.default_rng(11)
+    spec = library.only(["LiFePO4", "FePO4", "Fe3O4"]).on(ENERGIES).T
+    u = rng.random((3, 40, 40))
+    a = 0.3 + np.einsum("ck,chw->khw", spec, u)
+    var = np.full(a.shape, 1e-4)
+    n = a.shape[0]
+    blurred = np.stack([ndimage.correlate(x, psf, mode="nearest") for x in a])
+    got = fraction_maps(blurred.reshape(n, -1), var.reshape(n, -1), spec).reshape(u.shape)
+    want = np.stack([ndimage.correlate(x, psf, mode="nearest") for x in u])
+    assert got == pytest.approx(want, abs=1e-9)

@@ -59,7 +59,8 @@ class ClassificationDecided(StopRule):
 class ImagingAgent(BayesAgent):
     """Ingests dark, flat and sample images (``{"kind", "energy", "image", "_id"}``, images in ADU) and
     classifies the stack after each complete pass. ``library`` (m, k) spectra at ``energies_eV`` of the phases
-    the classifier may name (``library_names``); ``scheduler``: ``orchestration.executor_for``'s."""
+    the classifier may name (``library_names``); ``scheduler``: ``orchestration.executor_for``'s;
+    ``psf_sigma_px``: the detector's measured Gaussian PSF σ (px) for the PSF-aware labelling (None: per pixel)."""
 
     quantities = ("decided_fraction",)
 
@@ -67,7 +68,8 @@ class ImagingAgent(BayesAgent):
                  library: np.ndarray | None = None, library_names: Sequence[str] = (), n_flat: int = 10,
                  n_dark: int = 10,
                  tile: int = 512, beta: float = 1.0, iterations: int = 2, scheduler: str = "threads",
-                 workers: int = 2, design: Mapping | None = None, checkpoint_path=None):
+                 workers: int = 2, design: Mapping | None = None, checkpoint_path=None,
+                 psf_sigma_px: float | None = None):
         energies = np.asarray(energies_eV, float)
         if energies.ndim != 1 or len(energies) < 3 or np.any(np.diff(np.sort(energies)) <= 0):
             raise ValueError(f"imaging needs at least 3 distinct energies, got {energies.tolist()}")
@@ -80,6 +82,7 @@ class ImagingAgent(BayesAgent):
         self.library_names = list(library_names)
         self.n_flat, self.n_dark, self.tile = int(n_flat), int(n_dark), int(tile)
         self.beta, self.iterations = float(beta), int(iterations)
+        self.psf_sigma_px = None if psf_sigma_px is None else float(psf_sigma_px)
         self.scheduler, self.workers = scheduler, int(workers)
         self.design = dict(design or {})
         self._reset_data()
@@ -140,7 +143,8 @@ class ImagingAgent(BayesAgent):
         with executor_for(self.scheduler, self.workers) as ex:
             self.result = classify_stack(source, self.noise, ex, library=self.library,
                                          library_names=self.library_names, tile=self.tile, beta=self.beta,
-                                         iterations=self.iterations, keep_labels=True)
+                                         iterations=self.iterations, keep_labels=True,
+                                         psf_sigma_px=self.psf_sigma_px)
 
     # -- design --------------------------------------------------------------------------------
     def suggest(self, num_points: int = 1) -> list[dict[str, Any]]:
@@ -194,7 +198,8 @@ class ImagingAgent(BayesAgent):
     def config(self) -> dict[str, Any]:
         return {"energies_eV": self.energies.tolist(), "library_names": self.library_names, "n_flat": self.n_flat,
                 "n_dark": self.n_dark,
-                "tile": self.tile, "beta": self.beta, "iterations": self.iterations, "design": self.design}
+                "tile": self.tile, "beta": self.beta, "iterations": self.iterations, "design": self.design,
+                "psf_sigma_px": self.psf_sigma_px}
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"images_per_energy": self.images_per_energy}

@@ -4,7 +4,8 @@ run, a Dask cluster (local, bound to 127.0.0.1, or at an address) for stacks tha
 Three stages, each O(N): a sample of tiles fixes the spectral space (``SpectralSpace.fit``); pass 1 counts every
 pixel into cells (batches of tiles per task, merged where they were counted, then in the client); the classes
 are found on the merged cell table alone; pass 2 labels every tile (``tiles.tile_labels``) and sums its
-statistics. Only cell tables, per-tile sums and (if asked) label tiles travel to the client.
+statistics (given the detector's measured PSF, the final pass's labels account for it: ``psf``). Only cell
+tables, per-tile sums and (if asked) label tiles travel to the client.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from agent.imaging.classify import background_shape
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
 from agent.imaging.partition import CellTable, Classes, SpectralSpace, find_classes, join
+from agent.imaging.psf import WIENER_LAMBDA
 from agent.imaging.registration import RegisteredSource, estimate_shifts
 from agent.imaging.tiles import TileStats, tile_cells, tile_labels, windows
 from agent.imaging.unmixing import endmembers
@@ -152,7 +154,7 @@ def _names(space: SpectralSpace, classes: Classes, library, library_names, match
 
 
 def _label_all(ex, source, noise, space, cell, classes, beta, iterations, wins, truth, n_truth, keep_labels,
-               progress, shape, hosts=None):
+               progress, shape, hosts=None, psf_sigma_px=None, psf_lambda=WIENER_LAMBDA):
     """Pass 2 over every tile: (summed TileStats, labels, max posterior) (maps None unless ``keep_labels``)."""
     spectra = classes.z + space.reference  # z = R·μ/t̂ is μ/τ less the projected reference: μ ∝ z + μ̄
     log_prior = np.log(classes.counts / classes.counts.sum())
@@ -160,7 +162,7 @@ def _label_all(ex, source, noise, space, cell, classes, beta, iterations, wins, 
     labels = np.full((hh, ww), -1, np.int8) if keep_labels else None
     qmax = np.zeros((hh, ww), np.float32) if keep_labels else None
     futures = {ex.submit(tile_labels, source, noise, space, cell, spectra, log_prior, beta, iterations, w, truth,
-                         n_truth, keep_labels, hosts): w for w in wins}
+                         n_truth, keep_labels, hosts, psf_sigma_px, psf_lambda): w for w in wins}
     stats: TileStats | None = None
     for i, f in enumerate(as_completed(futures)):
         s, lab, q = f.result()
@@ -180,7 +182,8 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
                    match_sigma: float = 3.0, batch: int = 8, truth: Callable | None = None, n_truth: int = 0,
                    keep_labels: bool = False, progress: Callable[[str, int, int], None] | None = None,
                    sample_tiles: int = 8, sample_pixels: int = 200_000, residual_pixels: float = 2e7,
-                   register: bool = True) -> ClassificationResult:
+                   register: bool = True, psf_sigma_px: float | None = None,
+                   psf_lambda: float = WIENER_LAMBDA) -> ClassificationResult:
     """Classify the stack of ``source`` (``tiles`` module) under ``noise``. ``library`` (m, k) spectra of the
     known phases at the stack's energies (names ``library_names``) name the classes and, when k − 2 > ``r_max``,
     choose the reduced directions; ``reference`` (k) is the spectrum projected off (default: the library mean,
@@ -188,7 +191,9 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
     confusion matrix. ``progress(stage, done, total)`` is called as tiles finish. The search among unexplained
     pixels labels tiles of ≥ ``residual_pixels`` pixels first; the full labelling pass follows (reusing that one
     when it covered every tile and found nothing new). ``register``: shift the energies' images onto the first's
-    (``registration``) before anything else."""
+    (``registration``) before anything else. ``psf_sigma_px``: the detector's Gaussian point-spread σ (px) as
+    the beamline measured it (e.g. a knife edge); given, the final labelling pass relabels class boundaries by
+    the PSF-deconvolved class amounts (``psf``, Wiener ``psf_lambda``); None: per-pixel labels."""
     own = executor is None
     ctx = ThreadPoolExecutor(2) if own else contextlib.nullcontext(executor)
     timings: dict[str, float] = {}
@@ -254,10 +259,11 @@ def classify_stack(source, noise: NoiseModel, executor: Executor | None = None, 
         unknown = [i for i, n in enumerate(names) if n.startswith("unknown-")]
         classes, fans = endmembers(classes, unknown, stats.residual, space)
         timings["endmembers_s"] = time.perf_counter() - t0
-        if len(found.z) or fans or not every:
+        if len(found.z) or fans or not every or psf_sigma_px:
             t0 = time.perf_counter()
             stats, labels, qmax = _label_all(ex, source, noise, space, cell, classes, beta, iterations, wins,
-                                             truth, n_truth, keep_labels, progress, source.shape)
+                                             truth, n_truth, keep_labels, progress, source.shape, None,
+                                             psf_sigma_px, psf_lambda)
             timings["pass2_s"] = time.perf_counter() - t0
         table_cells = len(table.keys)
     names, matches = _names(space, classes, library, library_names, match_sigma)

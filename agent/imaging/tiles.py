@@ -22,6 +22,7 @@ from agent.imaging.classify import (
 )
 from agent.imaging.noise import NoiseModel, absorbance, absorbance_variance
 from agent.imaging.partition import CellTable, SpectralSpace, cell_keys
+from agent.imaging.psf import WIENER_LAMBDA, deconvolved_labels, psf_radius
 from agent.imaging.spatial import potts_meanfield
 
 UNCLASSIFIED = -1  # label of pixels without an absorption edge (t̂ below the space's t_min) or dead
@@ -140,39 +141,66 @@ class TileStats:
 
 def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, spectra: np.ndarray,
                 log_prior: np.ndarray, beta: float, iterations: int, window, truth=None, n_truth: int = 0,
-                keep: bool = False, hosts: np.ndarray | None = None):
+                keep: bool = False, hosts: np.ndarray | None = None, psf_sigma_px: float | None = None,
+                psf_lambda: float = WIENER_LAMBDA):
     """Pass 2 over one tile: (TileStats, labels (h, w) int8 or None, max posterior (h, w) float32 or None).
     The likelihoods are computed on the window grown by ``iterations`` pixels (clipped to the image) so the
     Potts sweeps see the tile's true neighbours; ``truth(y0, x0, h, w)`` → int labels for the confusion. The
     residual table holds the pixels that no class of ``hosts`` (indices; default all), alone or mixed with one
-    other, explains under the pixel's own noise: where a phase the library lacks shows up."""
+    other, explains under the pixel's own noise: where a phase the library lacks shows up. ``psf_sigma_px``
+    (the detector's measured Gaussian PSF σ, px; None: per-pixel labels) relabels the pixels within the PSF
+    radius r of a class boundary by the largest of their class amounts deconvolved with that PSF
+    (``psf.deconvolved_labels``, Wiener ``psf_lambda``); the window then grows by max(3r, r + ``iterations``)."""
     y0, x0, h, w = window
     hh, ww = source.shape
     g = int(iterations)
-    wy0, wx0 = max(y0 - g, 0), max(x0 - g, 0)
-    wy1, wx1 = min(y0 + h + g, hh), min(x0 + w + g, ww)
+    sigma = float(psf_sigma_px or 0.0)
+    r = psf_radius(sigma)
+    grow = max(g + r, 3 * r) if r else g
+    wy0, wx0 = max(y0 - grow, 0), max(x0 - grow, 0)
+    wy1, wx1 = min(y0 + h + grow, hh), min(x0 + w + grow, ww)
     a, v = _absorbance(source, noise, wy0, wx0, wy1 - wy0, wx1 - wx0)
     k, gh, gw = a.shape
     af, vf = a.reshape(k, -1).astype(np.float64), v.reshape(k, -1).astype(np.float64)
     logp, x2, t = class_loglik(af, vf, spectra, log_prior, space.background)
     c = len(spectra)
     q = potts_meanfield(logp.reshape(c, gh, gw), beta, g) if g else softmax(logp).reshape(c, gh, gw)
-    cy, cx = y0 - wy0, x0 - wx0
-    q = q[:, cy:cy + h, cx:cx + w]
-    label = q.argmax(axis=0)
-    qmax = q.max(axis=0)
-    inner = np.zeros((gh, gw), bool)
-    inner[cy:cy + h, cx:cx + w] = True
-    inner = inner.ravel()
-    t_best = np.take_along_axis(t[:, inner], label.reshape(1, -1), 0)[0]
-    dead = vf[:, inner].max(axis=0) >= 1e5
+    # the base labels on the tile grown by r (clipped to the image): a tile pixel's boundary test needs them
+    ey0, ex0 = max(y0 - r, 0), max(x0 - r, 0)
+    eh, ew = min(y0 + h + r, hh) - ey0, min(x0 + w + r, ww) - ex0
+    ext = np.zeros((gh, gw), bool)
+    ext[ey0 - wy0:ey0 - wy0 + eh, ex0 - wx0:ex0 - wx0 + ew] = True
+    ext = ext.ravel()
+    qe = q.reshape(c, -1)[:, ext]
+    label = qe.argmax(axis=0)
+    t_best = np.take_along_axis(t[:, ext], label.reshape(1, -1), 0)[0]
+    dead = vf[:, ext].max(axis=0) >= 1e5
     has_edge = (t_best > space.t_min) & ~dead
-    label = np.where(has_edge.reshape(h, w), label, UNCLASSIFIED)
-    x2min = np.take_along_axis(x2[:, inner], q.argmax(axis=0).reshape(1, -1), 0)[0]
+    x2min = np.take_along_axis(x2[:, ext], label.reshape(1, -1), 0)[0]
+    label = np.where(has_edge, label, UNCLASSIFIED)
+    odd = (x2min > unexplained_threshold(k)) & has_edge
+    if odd.any() and c > 1:  # a two-class mixture (grain boundaries, grains below the PSF): labelled by its
+        cand = np.flatnonzero(odd)  # dominant class where it fits clearly better, and then not unexplained
+        mix, dominant = pair_chi2(af[:, ext][:, cand], vf[:, ext][:, cand], spectra, space.background)
+        use = mix + MIXTURE_GAIN < x2min[cand]
+        label[cand[use]] = dominant[use]
+        odd[cand[mix <= unexplained_threshold(k - 1)]] = False
+    label = label.reshape(eh, ew)
+    if r:
+        label = deconvolved_labels(label, a, v, spectra, sigma, space.background, psf_lambda,
+                                   (ey0 - wy0, ex0 - wx0))
+    cy, cx = y0 - ey0, x0 - ex0
+    crop = (slice(cy, cy + h), slice(cx, cx + w))
+    label = label[crop]
+    qmax = qe.max(axis=0).reshape(eh, ew)[crop]
+    has_edge = has_edge.reshape(eh, ew)[crop].ravel()
+    odd = odd.reshape(eh, ew)[crop].ravel()
+    inner = np.zeros((gh, gw), bool)
+    inner[y0 - wy0:y0 - wy0 + h, x0 - wx0:x0 - wx0 + w] = True
+    inner = inner.ravel()
     lab = label.ravel()
     counts = np.bincount(np.where(lab >= 0, lab, c), minlength=c + 1)
     decided = int(((qmax.ravel() >= DECIDED_P) & has_edge).sum())
-    odd = (x2min > unexplained_threshold(k)) & has_edge
     hosts = np.arange(c) if hosts is None else np.asarray(hosts, int)
     x2h = x2[hosts][:, inner].min(axis=0) if len(hosts) else np.full(h * w, np.inf)
     res_px = np.flatnonzero((x2h > unexplained_threshold(k)) & has_edge)
@@ -181,14 +209,6 @@ def tile_labels(source, noise: NoiseModel, space: SpectralSpace, cell: float, sp
         res_px = res_px[mix_h > unexplained_threshold(k - 1)]
     z_res = space.z(af[:, inner][:, res_px])[0]
     residual = CellTable.of(cell_keys(space.whiten @ z_res, cell), z_res)
-    if odd.any() and c > 1:  # a two-class mixture (grain boundaries, grains below the PSF): labelled by its
-        cand = np.flatnonzero(odd)  # dominant class where it fits clearly better, and then not unexplained
-        mix, dominant = pair_chi2(af[:, inner][:, cand], vf[:, inner][:, cand], spectra, space.background)
-        use = mix + MIXTURE_GAIN < x2min[cand]
-        lab_flat = label.reshape(-1)
-        lab_flat[cand[use]] = dominant[use]
-        label = lab_flat.reshape(h, w)
-        odd[cand[mix <= unexplained_threshold(k - 1)]] = False
     unexplained = int(odd.sum())
     # each labelled pixel's spectrum normalised by its own class fit: b̂ and t̂ of A = b + t·m_c
     ai = af[:, inner]
