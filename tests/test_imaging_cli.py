@@ -33,11 +33,14 @@ def test_rehearse_writes_json_with_the_required_keys_and_the_run(tmp_path, catal
     run = catalog[s["uid"]]
     assert run.metadata["stop"]["reason"] == s["stop_reason"]
     assert "Fe3_PO4_2_8H2O" not in run.metadata["start"]["library_names"]
+    assert run.metadata["start"]["agent_config"]["psf_sigma_px"] == 0.6  # the simulated detector's PSF, as measured
     out = CliRunner().invoke(main, ["classify", "--catalog", str(catalog_dir), "--run", s["uid"][:8], "--scheduler",
-                                    "threads", "--json", str(tmp_path / "run.json"), "--no-progress"])
+                                    "threads", "--psf-sigma-px", "0.6", "--json", str(tmp_path / "run.json"),
+                                    "--no-progress"])
     assert out.exit_code == 0, out.output
     again = json.loads((tmp_path / "run.json").read_text())
     assert again["run"] == s["uid"] and again["pixels"] == 6400 and again["passes"] == s["passes"]
+    assert again["psf_sigma_px"] == 0.6
 
 
 def test_bad_options_are_one_line_before_anything(tmp_path):

@@ -56,13 +56,22 @@ def _whole(value, name: str, minimum: int) -> int:
     return int(value)
 
 
+def _psf(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"adaptive_xas_imaging: psf_sigma_px must be a PSF sigma > 0 px, got {value!r}")
+    return float(value)
+
+
 def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono: Movable = "mono",
                          agent: ImagingAgent | None = None, *, energies: list[float] | None = None,
                          library: list[str] | None = None, exclude: list[str] | None = None,
                          n0: float | None = None, exposure_s: float | None = None,
                          target_error: float = TARGET_ERROR, decided: float = 0.99, min_passes: int | None = None,
                          max_passes: int = 50, n_flat: int = 10, n_dark: int = 10, scheduler: str = "threads",
-                         tile: int = 512, stage: Movable = "sample_x", shutter: Movable = "shutter",
+                         tile: int = 512, psf_sigma_px: float | None = None, stage: Movable = "sample_x",
+                         shutter: Movable = "shutter",
                          ring: Readable | None = "ring", beamtime: Readable | None = "beamtime",
                          beam_floor_ma: float = 10.0, beam_poll_s: float = 1.0, energy_tolerance_ev: float = 0.1,
                          stage_tolerance_mm: float = 0.05, max_consecutive_failures: int = 3,
@@ -81,7 +90,9 @@ def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono:
     × ``exposure_s`` — to the per-pixel misclassification bound ``target_error``); stop when ``decided`` of the
     pixels have a class posterior ≥ 0.99 after at least ``min_passes`` (default: the passes the design needs for
     ``target_error``, at most ``max_passes``) or after ``max_passes``; ``n_flat`` flats per energy and ``n_dark``
-    darks; classification on ``scheduler`` (``agent.imaging.executor_for``) in tiles of ``tile`` px.
+    darks; classification on ``scheduler`` (``agent.imaging.executor_for``) in tiles of ``tile`` px;
+    ``psf_sigma_px``: the detector's Gaussian PSF σ (px) as measured (knife edge), for the PSF-aware final
+    labelling (``agent.imaging.psf``; default None: per-pixel labels).
     ``exposure_s``: per frame (s; default the detector's). ``ring``: a ring reporting its minimum over each frame
     (``plans.core.check_ring``): the plan waits for beam (≥ ``beam_floor_ma`` mA, polled every ``beam_poll_s``
     wall s) before each flat and image, and they count only with the ring's minimum at or above the floor.
@@ -114,7 +125,8 @@ def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono:
     if not (np.isfinite(exposure) and exposure > 0):
         raise ValueError(f"adaptive_xas_imaging: exposure must be > 0 s, got {exposure_s!r}")
     photons = float(n0) if n0 is not None else float(_config(det, "n0", 1e4 / exposure)) * exposure
-    params = {"energies": energies, "library": library, "exclude": exclude, "n0": n0, "min_passes": min_passes}
+    params = {"energies": energies, "library": library, "exclude": exclude, "n0": n0, "min_passes": min_passes,
+              "psf_sigma_px": psf_sigma_px}
     given = {k: v for k, v in params.items() if v is not None}
     design = None
     if agent is not None:
@@ -132,7 +144,7 @@ def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono:
         agent = imaging_agent(design.energies_eV, lib.on(design.energies_eV).T, list(lib.names), decided=decided,
                               min_passes=min(passes, max_passes), max_passes=max_passes, n_flat=n_flat,
                               n_dark=_whole(n_dark, "n_dark", 2), tile=_whole(tile, "tile", 16), scheduler=scheduler,
-                              design=design.to_dict())
+                              design=design.to_dict(), psf_sigma_px=_psf(psf_sigma_px))
     _check_range(mono, agent.energies)
     stage_in, stage_out = stage.target("in"), stage.target("out")
     shape = list(np.asarray(det.image.get()).shape) if hasattr(det, "image") else None

@@ -115,10 +115,11 @@ def _whole_passes(primary, image, table, spec, valid, energies, passes) -> np.nd
 
 
 def classify(stack: StackInput, library=None, *, scheduler: str | None = "local", workers: int = 2,
-             dashboard: bool = False, tile: int = 512, keep_labels: bool = False,
+             dashboard: bool = False, tile: int = 512, keep_labels: bool = False, psf_sigma_px: float | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Classify ``stack`` on ``scheduler`` (``agent.imaging.executor_for``) with the phases of ``library`` (a
-    ``SpectraLibrary``; None: no names, classes numbered). Returns ``{"result": ClassificationResult,
+    ``SpectraLibrary``; None: no names, classes numbered); ``psf_sigma_px``: the detector's measured PSF σ (px)
+    for the PSF-aware final labelling (None: per pixel). Returns ``{"result": ClassificationResult,
     "summary": JSON values, "scores": agent.imaging.scoring.scores when the truth is known}``."""
     from agent.imaging import classify_stack, executor_for
     from agent.imaging.scoring import scores
@@ -132,10 +133,10 @@ def classify(stack: StackInput, library=None, *, scheduler: str | None = "local"
         dash = getattr(getattr(ex, "_client", None), "dashboard_link", None)
         result = classify_stack(stack.source, stack.noise, ex, library=spectra, library_names=names, tile=tile,
                                 truth=stack.truth, n_truth=len(stack.truth_names or ()), keep_labels=keep_labels,
-                                progress=progress)
+                                psf_sigma_px=psf_sigma_px, progress=progress)
     wall = time.perf_counter() - t0
     summary = {**stack.origin, **result.summary(), "wall_s": wall, "scheduler": scheduler or "local",
-               "noise": stack.noise.to_dict(), "tile": tile, "dashboard": dash}
+               "noise": stack.noise.to_dict(), "tile": tile, "dashboard": dash, "psf_sigma_px": psf_sigma_px}
     out = {"result": result, "summary": summary, "scores": None}
     if stack.truth is not None and result.confusion is not None:
         out["scores"] = scores(result.confusion, stack.minority)

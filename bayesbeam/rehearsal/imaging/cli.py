@@ -40,13 +40,16 @@ def _library(names):
 @click.option("--tile", type=click.IntRange(min=16), default=512, help="Tile side (px) of each task.")
 @click.option("--library", default=None, help="Comma-separated Fe K-edge standards that may name the classes "
                                                "(any case; default: all 61).")
+@click.option("--psf-sigma-px", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The detector's Gaussian PSF sigma (px) as measured (knife edge): PSF-aware labels at class "
+                   "boundaries. Default: per-pixel labels.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the classes, fractions, timings (and scores against a simulated truth) as JSON.")
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False), default=None,
               help="Write the class map, max posterior and class spectra to this HDF5 file.")
 @progress_option
-def classify_command(stack, catalog, run_uid, scheduler, workers, dashboard, tile, library, json_path, labels_path,
-                     progress):
+def classify_command(stack, catalog, run_uid, scheduler, workers, dashboard, tile, library, psf_sigma_px, json_path,
+                     labels_path, progress):
     """Classify the per-pixel spectra of an imaging stack, O(N) (noise-aware partition, Potts filter): an HDF5 or
     NeXus file (/entry/data: images, flats, dark, energy) or, with --run, a stored adaptive_xas_imaging run."""
     if (stack is None) == (run_uid is None):
@@ -73,7 +76,7 @@ def classify_command(stack, catalog, run_uid, scheduler, workers, dashboard, til
             bar.update(tasks[stage], completed=done, description=f"{stage}: {done}/{total} tiles")
 
         out = classify(data, lib, scheduler=scheduler, workers=workers, dashboard=dashboard, tile=tile,
-                       keep_labels=labels_path is not None, progress=shown)
+                       keep_labels=labels_path is not None, psf_sigma_px=psf_sigma_px, progress=shown)
     s = out["summary"]
     print_table(classes_table(s, title))
     if out["scores"] is not None:

@@ -63,7 +63,8 @@ def rehearse_imaging_run(RE, options: ImagingOptions, md: dict | None = None, st
                                 exclude=[sample.minority] if sample.minority else None, n0=options.n0,
                                 target_error=options.target_error, decided=options.decided,
                                 max_passes=options.max_passes, n_flat=options.n_flat, n_dark=options.n_dark,
-                                scheduler=options.scheduler, stage=station.stage, shutter=station.shutter,
+                                scheduler=options.scheduler, psf_sigma_px=station.model.psf_sigma_px,
+                                stage=station.stage, shutter=station.shutter,
                                 ring=station.ring, beamtime=beamtime, beam_poll_s=0.0, md=run_md)
     agents = []
     plan = capture_agent(plan, agents)
