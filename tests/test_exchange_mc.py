@@ -14,6 +14,7 @@ from agent.core.exchange_mc import (
     ess_bulk,
     exchange_mc,
     gelman_rubin,
+    mbar_log_z,
     split_rhat,
 )
 from agent.core.nonlinear import Dataset, Param, fit
@@ -139,6 +140,18 @@ def test_bridge_estimator_exact_on_gaussian_energies():
         th = th[np.abs(th) <= 1][:20000]
         trace[:, k] = -0.5 * (th / s) ** 2 - np.log(s * np.sqrt(2 * np.pi))
     assert abs(bridge_log_z(trace, betas) - np.log(0.5)) < 0.05
+    assert abs(mbar_log_z(trace, betas) - np.log(0.5)) < 0.05
+
+
+def test_mbar_agrees_with_stepping_stone_and_exact_evidence(linear_case):
+    """Multi-histogram (MBAR) F per run of the exact linear-Gaussian fit: within 3 of its across-run error
+    bars (or 0.1 nats) of the exact F, and each run within 0.1 nats of that run's stepping stone."""
+    r = linear_case[0].result
+    log_z = linear_case[3]
+    f_mbar = np.array([-mbar_log_z(tr, b) for tr, b in zip(r.logl, r.betas, strict=True)])
+    err = f_mbar.std(ddof=1) / np.sqrt(f_mbar.size)
+    assert abs(f_mbar.mean() + log_z) < max(3 * err, 0.1), (f_mbar, -log_z)
+    assert np.all(np.abs(f_mbar - r.free_energy_runs) < 0.1), (f_mbar, r.free_energy_runs)
 
 
 def test_auto_ladder_and_rhat():
@@ -210,11 +223,12 @@ def test_round_trip_time_exact_on_a_flat_likelihood():
     shift the replicas cyclically: each goes coldest → hottest in L−1 sweeps and back in one, so a round
     trip lasts exactly L sweeps (L = 4 temperatures here)."""
     r = exchange_mc(flat_loglike, (), [0.0, 0.0], [1.0, 1.0], betas=[0.0, 0.2, 0.6, 1.0], adapt_ladder=False,
-                    n_sweeps=400, n_burn=50, n_runs=2, seed=1)
+                    n_sweeps=400, n_burn=50, n_runs=2, seed=1, mbar=True)
     assert r.round_trip_sweeps == 4.0
     assert r.round_trips >= 2 * 4 * (400 // 4 - 2)
     assert np.all(r.exchange_acceptance == 1.0)
     assert r.rhat_split.shape == (2,) and r.ess_bulk.shape == (2,)
+    assert r.free_energy == 0.0 and abs(r.free_energy_mbar) < 1e-9  # L = 1: F = 0
 
 
 def test_linear_gaussian_diagnostics_in_result(linear_case):
