@@ -7,7 +7,16 @@ import pytest
 from numba import njit
 from scipy.stats import multivariate_normal
 
-from agent.core.exchange_mc import auto_ladder, bridge_log_z, exchange_mc, gelman_rubin
+from agent.core.exchange_mc import (
+    auto_ladder,
+    bridge_log_z,
+    effective_sample_size,
+    ess_bulk,
+    exchange_mc,
+    gelman_rubin,
+    mbar_log_z,
+    split_rhat,
+)
 from agent.core.nonlinear import Dataset, Param, fit
 
 X = np.linspace(-4.0, 4.0, 80)
@@ -131,6 +140,18 @@ def test_bridge_estimator_exact_on_gaussian_energies():
         th = th[np.abs(th) <= 1][:20000]
         trace[:, k] = -0.5 * (th / s) ** 2 - np.log(s * np.sqrt(2 * np.pi))
     assert abs(bridge_log_z(trace, betas) - np.log(0.5)) < 0.05
+    assert abs(mbar_log_z(trace, betas) - np.log(0.5)) < 0.05
+
+
+def test_mbar_agrees_with_stepping_stone_and_exact_evidence(linear_case):
+    """Multi-histogram (MBAR) F per run of the exact linear-Gaussian fit: within 3 of its across-run error
+    bars (or 0.1 nats) of the exact F, and each run within 0.1 nats of that run's stepping stone."""
+    r = linear_case[0].result
+    log_z = linear_case[3]
+    f_mbar = np.array([-mbar_log_z(tr, b) for tr, b in zip(r.logl, r.betas, strict=True)])
+    err = f_mbar.std(ddof=1) / np.sqrt(f_mbar.size)
+    assert abs(f_mbar.mean() + log_z) < max(3 * err, 0.1), (f_mbar, -log_z)
+    assert np.all(np.abs(f_mbar - r.free_energy_runs) < 0.1), (f_mbar, r.free_energy_runs)
 
 
 def test_auto_ladder_and_rhat():
@@ -154,3 +175,94 @@ def test_bad_bounds_raise():
         exchange_mc(ll, (), [0.0], [np.inf])
     with pytest.raises(ValueError, match="betas"):
         exchange_mc(ll, (), [0.0], [1.0], betas=[0.1, 1.0])
+
+
+def _ar1(rng, rho: float, m: int, n: int) -> np.ndarray:
+    """m stationary AR(1) chains of n draws, unit innovations: x_t = ρ x_{t−1} + ε_t."""
+    from scipy.signal import lfilter
+
+    eps = rng.normal(size=(m, n))
+    eps[:, 0] /= np.sqrt(1 - rho**2)
+    return lfilter([1.0], [1.0, -rho], eps, axis=1)
+
+
+def test_ess_matches_ar1_theory():
+    """AR(1) chains have ESS = m·n·(1−ρ)/(1+ρ); the estimate averaged over 100 sets of 4 chains lies within
+    5 % of it (bulk ESS, on split rank-normalised chains, within 10 %), and independent draws give ≈ m·n."""
+    rng = np.random.default_rng(5)
+    m, n = 4, 1000
+    for rho in (0.0, 0.5, 0.9):
+        expected = m * n * (1 - rho) / (1 + rho)
+        plain, bulk = [], []
+        for _ in range(100):
+            chains = _ar1(rng, rho, m, n)[..., None]
+            plain.append(effective_sample_size(chains)[0])
+            bulk.append(ess_bulk(chains)[0])
+        assert abs(np.mean(plain) / expected - 1) < 0.05, (rho, np.mean(plain), expected)
+        assert abs(np.mean(bulk) / expected - 1) < 0.10, (rho, np.mean(bulk), expected)
+
+
+def test_split_rhat_sees_a_drift_plain_rhat_misses():
+    """Four chains drifting alike (mean −1 → +1) agree with each other: plain R-hat ≈ 1; their halves
+    do not: split R-hat > 1.1. Stationary chains pass both."""
+    rng = np.random.default_rng(9)
+    n = 1000
+    still = rng.normal(size=(4, n, 1))
+    drift = still + np.linspace(-1.0, 1.0, n)[None, :, None]
+    assert gelman_rubin(drift)[0] < 1.02 and split_rhat(drift)[0] > 1.1
+    assert split_rhat(still)[0] < 1.01 and gelman_rubin(still)[0] < 1.01
+
+
+@njit
+def flat_loglike(theta, args):
+    return 0.0
+
+
+def test_round_trip_time_exact_on_a_flat_likelihood():
+    """With a flat likelihood every swap is accepted and the swaps, proposed from hot to cold in each sweep,
+    shift the replicas cyclically: each goes coldest → hottest in L−1 sweeps and back in one, so a round
+    trip lasts exactly L sweeps (L = 4 temperatures here)."""
+    r = exchange_mc(flat_loglike, (), [0.0, 0.0], [1.0, 1.0], betas=[0.0, 0.2, 0.6, 1.0], adapt_ladder=False,
+                    n_sweeps=400, n_burn=50, n_runs=2, seed=1, mbar=True)
+    assert r.round_trip_sweeps == 4.0
+    assert r.round_trips >= 2 * 4 * (400 // 4 - 2)
+    assert np.all(r.exchange_acceptance == 1.0)
+    assert r.rhat_split.shape == (2,) and r.ess_bulk.shape == (2,)
+    assert r.free_energy == 0.0 and abs(r.free_energy_mbar) < 1e-9  # L = 1: F = 0
+
+
+def test_linear_gaussian_diagnostics_in_result(linear_case):
+    """The exact linear-Gaussian fit: split R-hat near 1, bulk ESS between 5 % and 100 % of the draws,
+    finite round trips, and the summary and report carry them."""
+    post = linear_case[0]
+    r = post.result
+    assert np.all(r.rhat_split < 1.05)
+    assert np.all((r.ess_bulk > 0.05 * r.pooled.shape[0]) & (r.ess_bulk < 1.2 * r.pooled.shape[0]))
+    assert r.round_trips > 0 and r.round_trip_sweeps > r.betas.shape[1]
+    s = post.summary()
+    assert s["rhat_split_max"] == pytest.approx(r.rhat_split.max()) and s["ess_bulk_min"] == r.ess_bulk.min()
+    assert "R-hat(split)" in post.report() and "round trips" in post.report()
+
+
+@njit
+def reads_past_theta(theta, args):
+    return -0.5 * (theta[0] ** 2 + theta[5] ** 2)
+
+
+def test_loglike_reading_out_of_bounds_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"reads_past_theta: reads out of bounds .* \(2 parameters\)"):
+        exchange_mc(reads_past_theta, (), [-1.0, -1.0], [1.0, 1.0], n_sweeps=10, n_burn=10, n_runs=1)
+
+
+def test_loglike_numba_cannot_compile_is_a_clear_error():
+    @njit
+    def makes_a_class(theta, args):
+        class Local:
+            pass
+
+        return 0.0
+
+    with pytest.raises(ValueError, match="loglike 'makes_a_class' cannot be compiled by numba: "
+                                         "UnsupportedBytecodeError") as info:
+        exchange_mc(makes_a_class, (), [0.0], [1.0], n_sweeps=10, n_burn=10, n_runs=1)
+    assert "\n" not in str(info.value) and info.value.__cause__ is not None
