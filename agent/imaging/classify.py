@@ -33,17 +33,24 @@ def background_shape(energies_eV) -> np.ndarray:
     return (np.asarray(energies_eV, float) / E_REF_EV) ** BACKGROUND_POWER
 
 
-def class_loglik(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, log_prior: np.ndarray | None = None,
-                 bg: np.ndarray | None = None):
-    """(ln p (C, n) up to a constant per pixel, χ² (C, n), t̂ (C, n)) of absorbances ``a`` and variances
-    ``var`` (k, n) for class ``spectra`` (C, k), background shape ``bg`` (k; default constant). A fit with
-    t̂ ≤ 0 (the class's edge upside down) gets the background-only χ², i.e. no credit for the class's shape."""
+def background_sums(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, bg: np.ndarray | None = None):
+    """The float64 arrays of a weighted fit of absorbances ``a`` (k, n) with variances ``var`` on class ``spectra``
+    (C, k) plus background shape ``bg`` (k; default constant): (w = 1/var, m, bg, wa = w·a, s0 = Σwβ², y0 = Σwβa,
+    yy = Σwa²)."""
     a = np.asarray(a, np.float64)
     w = 1.0 / np.asarray(var, np.float64)
     m = np.asarray(spectra, np.float64)
     bg = np.ones(a.shape[0]) if bg is None else np.asarray(bg, float)
     wa = w * a
-    s0, y0, yy = (bg * bg) @ w, bg @ wa, (wa * a).sum(0)
+    return w, m, bg, wa, (bg * bg) @ w, bg @ wa, (wa * a).sum(0)
+
+
+def class_loglik(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, log_prior: np.ndarray | None = None,
+                 bg: np.ndarray | None = None):
+    """(ln p (C, n) up to a constant per pixel, χ² (C, n), t̂ (C, n)) of absorbances ``a`` and variances
+    ``var`` (k, n) for class ``spectra`` (C, k), background shape ``bg`` (k; default constant). A fit with
+    t̂ ≤ 0 (the class's edge upside down) gets the background-only χ², i.e. no credit for the class's shape."""
+    w, m, bg, wa, s0, y0, yy = background_sums(a, var, spectra, bg)
     s1, s2, y1 = (m * bg) @ w, (m * m) @ w, m @ wa
     det = s0 * s2 - s1 * s1
     t = (s0 * y1 - s1 * y0) / det

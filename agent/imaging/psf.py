@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from agent.imaging.classify import background_sums
+
 
 def psf_radius(sigma_px: float) -> int:
     """Radius (px) of the discrete Gaussian PSF of σ ``sigma_px``: int(4σ + 0.5) (0 for σ ≤ 0)."""
@@ -47,12 +49,7 @@ def pixel_sums(a: np.ndarray, var: np.ndarray, spectra: np.ndarray, bg: np.ndarr
     P, Q (n, C), R (n, C, C)) of absorbances ``a`` and variances ``var`` (k, n), class ``spectra`` (C, k) and
     background shape ``bg`` (k): s0 = Σwβ², y0 = Σwβa, yy = Σwa², P_c = Σwβm_c, Q_c = Σwam_c,
     R_cd = Σwm_cm_d (w = 1/var)."""
-    a = np.asarray(a, np.float64)
-    w = 1.0 / np.asarray(var, np.float64)
-    m = np.asarray(spectra, np.float64)
-    bg = np.ones(a.shape[0]) if bg is None else np.asarray(bg, float)
-    wa = w * a
-    s0, y0, yy = (bg * bg) @ w, bg @ wa, (wa * a).sum(0)
+    w, m, bg, wa, s0, y0, yy = background_sums(a, var, spectra, bg)
     p = ((m * bg) @ w).T
     q = (m @ wa).T
     r = np.einsum("ck,dk,kn->ncd", m, m, w)

@@ -45,7 +45,7 @@ from agent.core.model_decision import model_probabilities
 from agent.core.nonlinear import Dataset, Param, Posterior, fit
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, ModelDecided, StopRule, TargetStd, all_of, any_of
-from agent.xps.cluster_models import CORE_LEVEL_EV, SPIN_ORBIT_EV, XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
+from agent.xps.cluster_models import CLUSTER_PRIORS, CORE_LEVEL_EV, SPIN_ORBIT_EV, XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
 from agent.xps.likelihood import (
     MODEL_CODE,
     POISSON_PARAMS,
@@ -57,15 +57,7 @@ from agent.xps.likelihood import (
 
 MODELS = {"2-level": (xps2, XPS2_PARAMS), "3-level": (xps3, XPS3_PARAMS)}
 
-#: Uniform priors (eV) shared by both models (the 2-level parameters are a subset); physically
-#: plausible ranges for 4f oxides (seed 002: Δ 1.6–12.5, V 0.6–0.8, U_ff 10.5, U_fc 12.5–12.7).
-XPS_PRIORS = {
-    "delta": Param("delta", -2.0, 16.0),
-    "V": Param("V", 0.2, 1.5),
-    "U_ff": Param("U_ff", 4.0, 14.0),
-    "U_fc": Param("U_fc", 8.0, 16.0),
-    "gamma": Param("gamma", 0.2, 1.5),
-}
+XPS_PRIORS = CLUSTER_PRIORS  #: the cluster parameters' priors (eV), agent.xps.cluster_models
 
 SMOOTH_EV = 0.4  # width (eV) of the running mean that estimates the count variance
 SAMPLER_DEFAULTS = {"n_sweeps": 800, "n_burn": 400, "n_runs": 2}

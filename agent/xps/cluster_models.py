@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from agent.core.nonlinear import Param
+
 N_F = 14
 
 XPS2_PARAMS = ("delta", "V", "U_fc", "gamma")
@@ -42,6 +44,17 @@ XAS3_PARAMS = ("delta", "V", "U_ff", "U_fc", "gamma_xas")
 #: DESIGN §4.3 parameters (eV): Δ, V, U_ff, U_fc, Γ.
 LA2O3 = {"delta": 12.5, "V": 0.57, "U_ff": 10.5, "U_fc": 12.7, "gamma": 0.5}
 CEO2 = {"delta": 1.6, "V": 0.76, "U_ff": 10.5, "U_fc": 12.5, "gamma": 0.7}
+
+#: Uniform priors (eV) of the cluster parameters, shared by both models (the 2-level parameters are a subset) and
+#: both analyses: physically plausible ranges for 4f oxides (seed 002: Δ 1.6–12.5, V 0.6–0.8, U_ff 10.5,
+#: U_fc 12.5–12.7).
+CLUSTER_PRIORS = {
+    "delta": Param("delta", -2.0, 16.0),
+    "V": Param("V", 0.2, 1.5),
+    "U_ff": Param("U_ff", 4.0, 14.0),
+    "U_fc": Param("U_fc", 8.0, 16.0),
+    "gamma": Param("gamma", 0.2, 1.5),
+}
 
 
 @njit(cache=True)
@@ -125,17 +138,8 @@ def _ground3(delta, v, uff):
 @njit(cache=True)
 def xps3_lines(delta, v, uff, ufc):
     """3-level 3d XPS: (positions ε_j, weights w_j) of the three final states, eV."""
-    eg, g = _ground3(delta, v, uff)
-    e0 = np.sqrt(N_F) * v
-    e1 = np.sqrt(2.0 * (N_F - 1)) * v
-    d1 = delta - ufc
-    d2 = 2.0 * delta + uff - 2.0 * ufc
-    lam = eigvals3(0.0, d1, d2, e0, e1)
-    w = np.empty(3)
-    for j in range(3):
-        o = np.sum(eigvec3(lam[j], 0.0, d1, d2, e0, e1) * g)
-        w[j] = o * o
-    return lam - eg, w / np.sum(w)
+    pos, w, _ = xps3_states(delta, v, uff, ufc)
+    return pos, w
 
 
 @njit(cache=True)

@@ -33,7 +33,14 @@ from scipy.special import gammaln
 
 from agent.core.exchange_mc import exchange_mc
 from agent.core.nonlinear import Param, Posterior
-from agent.xps.cluster_models import CORE_LEVEL_EV, SPIN_ORBIT_EV, xps2_states, xps3_states, xps_line_shape
+from agent.xps.cluster_models import (
+    CLUSTER_PRIORS,
+    CORE_LEVEL_EV,
+    SPIN_ORBIT_EV,
+    xps2_states,
+    xps3_states,
+    xps_line_shape,
+)
 
 NUISANCE = ("gamma", "w_mult", "shift", "k_sh", "log_A", "log_b")
 POISSON_PARAMS = {
@@ -43,11 +50,7 @@ POISSON_PARAMS = {
 MODEL_CODE = {"2-level": 2, "3-level": 3}
 
 POISSON_PRIORS = {
-    "delta": Param("delta", -2.0, 16.0),
-    "V": Param("V", 0.2, 1.5),
-    "U_ff": Param("U_ff", 4.0, 14.0),
-    "U_fc": Param("U_fc", 8.0, 16.0),
-    "gamma": Param("gamma", 0.2, 1.5),
+    **CLUSTER_PRIORS,
     "w_mult": Param("w_mult", 0.0, 2.0),
     "shift": Param("shift", -3.0, 3.0),
     "k_sh": Param("k_sh", 0.0, 0.3),
