@@ -149,7 +149,7 @@ def test_exchange_mc_free_energy_matches_quadrature_of_the_poisson_evidence():
     n = 60
     grids = tuple(lo[i] + (np.arange(n) + 0.5) * (hi[i] - lo[i]) / n for i in range(3))
     log_z = logsumexp(_grid_loglike(grids, args)) - 3 * np.log(n)  # mean of L over the box = Z (uniform prior)
-    res = exchange_mc(_sub_loglike, args, lo, hi, n_sweeps=1500, n_burn=400, n_runs=4, seed=2)
+    res = exchange_mc(_sub_loglike, args, lo, hi, n_sweeps=800, n_burn=300, n_runs=2, seed=2)
     assert abs(res.free_energy + log_z) < max(3 * res.free_energy_err, 0.05), (res.free_energy, -log_z,
                                                                                  res.free_energy_err)
 
