@@ -96,7 +96,7 @@ def test_a_run_stores_every_frame_the_posterior_and_the_stop_reason_and_skips_a_
     (dict(energies=[7113.5, 7162.0]), "at least 3 distinct"),
     (dict(max_passes=0), "max_passes must be an integer >= 1"),
     (dict(energy_tolerance_ev=0.0), "energy tolerance must be > 0"),
-    (dict(psf_sigma_px=-0.6), "psf_sigma_px must be a PSF sigma > 0 px"),
+    (dict(psf_sigma_px=-0.6), "psf_sigma_px must be > 0"),
 ])
 def test_bad_input_is_one_line_before_anything_moves(RE, call, words):
     from plans.imaging import adaptive_xas_imaging

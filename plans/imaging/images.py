@@ -56,14 +56,6 @@ def _whole(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _psf(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
-        raise ValueError(f"adaptive_xas_imaging: psf_sigma_px must be a PSF sigma > 0 px, got {value!r}")
-    return float(value)
-
-
 def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono: Movable = "mono",
                          agent: ImagingAgent | None = None, *, energies: list[float] | None = None,
                          library: list[str] | None = None, exclude: list[str] | None = None,
@@ -117,8 +109,9 @@ def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono:
     beamtime = optional_device(beamtime, "adaptive_xas_imaging beamtime", "beamtime", measured_with)
     check_ring(ring)
     max_consecutive_failures = _whole(max_consecutive_failures, "max_consecutive_failures", 1)
-    for name, value in (("energy tolerance", energy_tolerance_ev), ("stage tolerance", stage_tolerance_mm),
-                        ("beam floor", beam_floor_ma)):
+    checks = [("energy tolerance", energy_tolerance_ev), ("stage tolerance", stage_tolerance_mm),
+              ("beam floor", beam_floor_ma)] + ([("psf_sigma_px", psf_sigma_px)] if psf_sigma_px is not None else [])
+    for name, value in checks:
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"adaptive_xas_imaging: {name} must be > 0, got {value!r}")
     exposure = float(exposure_s if exposure_s is not None else _config(det, "exposure_s", 1.0))
@@ -144,7 +137,7 @@ def adaptive_xas_imaging(detectors: Sequence[Readable] = ("imaging_det",), mono:
         agent = imaging_agent(design.energies_eV, lib.on(design.energies_eV).T, list(lib.names), decided=decided,
                               min_passes=min(passes, max_passes), max_passes=max_passes, n_flat=n_flat,
                               n_dark=_whole(n_dark, "n_dark", 2), tile=_whole(tile, "tile", 16), scheduler=scheduler,
-                              design=design.to_dict(), psf_sigma_px=_psf(psf_sigma_px))
+                              design=design.to_dict(), psf_sigma_px=psf_sigma_px)
     _check_range(mono, agent.energies)
     stage_in, stage_out = stage.target("in"), stage.target("out")
     shape = list(np.asarray(det.image.get()).shape) if hasattr(det, "image") else None
