@@ -158,7 +158,7 @@ def test_full_truth_reduces_to_the_3level_candidate():
     """The simulator's richer truth, cut to three configurations without multiplet doublets, is the 3-level
     candidate's line shape exactly; its 4-configuration Hamiltonian continues the 3-level one (same hoppings)."""
     from agent.xps.likelihood import cluster_shape
-    from sim_devices.xps.samples import final_states, full_sample
+    from sim_devices.xps.samples import cluster_hamiltonians, final_states, full_sample
 
     for delta in (1.6, 8.0, 12.0):
         ref = xps3_states(delta, 0.76, 10.5, 12.5)
@@ -171,7 +171,11 @@ def test_full_truth_reduces_to_the_3level_candidate():
         e = s.energies
         assert np.allclose(s.shape(e), cluster_shape(theta, 3, e, CE_SO, CE_CORE), rtol=1e-9, atol=1e-12)
     four = final_states(1.6, 0.76, 10.5, 12.5, n_conf=4)
-    assert four[0].size == 4 and abs(four[1].sum() - 1) < 1e-12 and not np.allclose(four[0][:3], ref[0], atol=0.1)
+    assert four[0].size == 4 and abs(four[1].sum() - 1) < 1e-12
+    assert not np.allclose(four[0][:3], xps3_states(1.6, 0.76, 10.5, 12.5)[0], atol=0.1)  # the 4th configuration
+    for h4, h3 in zip(cluster_hamiltonians(1.6, 0.76, 10.5, 12.5, 4), cluster_hamiltonians(1.6, 0.76, 10.5, 12.5, 3),
+                      strict=True):
+        assert np.array_equal(h4[:3, :3], h3)  # the same configurations and hoppings, one more beyond
 
 
 def test_poisson_agent_decides_the_full_ceo2_truth():

@@ -209,7 +209,7 @@ class XPSAgent(BayesAgent):
             out[f"p_{tag}"] = probs.get(m, nan)
             out[f"rhat_max_{tag}"] = post.summary()["rhat_max"] if post else nan
         out["dF_3level_minus_2level"] = out["F_3level"] - out["F_2level"]
-        out["sweep_consistency_p"] = sweep_consistency(self.sweep_counts, self.energies) if self.sweeps > 1 else nan
+        out["sweep_consistency_p"] = sweep_consistency(self.sweep_counts, self.energies)
         summ = _with_delta_f(self.posteriors[out["model_best"]]) if probs else {}
         for q in self.quantities:
             for s in ("mean", "std", "lo95", "hi95"):

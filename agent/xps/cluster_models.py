@@ -122,8 +122,8 @@ def eigvec3(lam, d0, d1, d2, e0, e1):
 @njit(cache=True)
 def xps2_lines(delta, v, ufc):
     """2-level 3d XPS from the pure |f⁰⟩ initial state (E_g = 0): (positions ε_j, weights w_j), eV."""
-    f0, f1, u0, u1 = eig2(0.0, np.sqrt(N_F) * v, delta - ufc)
-    return np.array([f0, f1]), np.array([u0 * u0, u1 * u1])
+    pos, w, _ = xps2_states(delta, v, ufc)
+    return pos, w
 
 
 @njit(cache=True)
