@@ -20,7 +20,14 @@ from agent.xps.cluster_models import (
     xps3_states,
     xps_line_shape,
 )
-from agent.xps.likelihood import POISSON_PARAMS, channel_widths, expected_counts, poisson_args, poisson_loglike
+from agent.xps.likelihood import (
+    POISSON_PARAMS,
+    channel_widths,
+    cluster_emission,
+    expected_counts,
+    poisson_args,
+    poisson_loglike,
+)
 
 CE_SO, CE_CORE = 18.6, CORE_LEVEL_EV["Ce"]
 
@@ -96,8 +103,7 @@ def synthetic(model="3-level", sweeps=2, seed=0, e=None):
     e = np.linspace(-25, 30, 111) if e is None else e
     theta = (np.array([1.6, 0.76, 10.5, 12.5, 0.7, 0.8, 0.2, 0.1, np.log(800.0), np.log(2.0)]) if model == "3-level"
              else np.array([12.5, 0.57, 12.7, 0.5, 0.6, 0.2, 0.1, np.log(800.0), np.log(2.0)]))
-    code = 3 if model == "3-level" else 2
-    mu = expected_counts(theta, code, e, channel_widths(e), float(sweeps), CE_SO, CE_CORE)
+    mu = expected_counts(theta, poisson_args(e, np.zeros_like(e), model, sweeps))
     return e, np.random.default_rng(seed).poisson(mu).astype(float), theta
 
 
@@ -110,7 +116,8 @@ def test_poisson_loglike_matches_scipy(model):
     for _ in range(5):
         t = theta + rng.normal(0, 0.05, theta.size)
         t[code + 4] = abs(t[code + 4])  # the Shirley step k_sh ≥ 0
-        mu = expected_counts(t, code, e, channel_widths(e), 3.0, CE_SO, CE_CORE)
+        shape = cluster_emission(t, code, e, CE_SO) * transmission(e)  # the transmission of this file
+        mu = 3.0 * (np.exp(t[code + 4]) * channel_widths(e) * shape + np.exp(t[code + 5]))
         assert poisson_loglike(t, args) == pytest.approx(poisson.logpmf(y, mu).sum(), rel=1e-12, abs=1e-8)
     assert len(POISSON_PARAMS[model]) == theta.size
 
@@ -157,7 +164,6 @@ def test_exchange_mc_free_energy_matches_quadrature_of_the_poisson_evidence():
 def test_full_truth_reduces_to_the_3level_candidate():
     """The simulator's richer truth, cut to three configurations without multiplet doublets, is the 3-level
     candidate's line shape exactly; its 4-configuration Hamiltonian continues the 3-level one (same hoppings)."""
-    from agent.xps.likelihood import cluster_shape
     from sim_devices.xps.samples import cluster_hamiltonians, final_states, full_sample
 
     for delta in (1.6, 8.0, 12.0):
@@ -169,7 +175,7 @@ def test_full_truth_reduces_to_the_3level_candidate():
         p = s.params
         theta = np.array([p[k] for k in ("delta", "V", "U_ff", "U_fc", "gamma", "w_mult", "shift", "k_sh")])
         e = s.energies
-        assert np.allclose(s.shape(e), cluster_shape(theta, 3, e, CE_SO, CE_CORE), rtol=1e-9, atol=1e-12)
+        assert np.allclose(s.shape(e), cluster_emission(theta, 3, e, CE_SO) * transmission(e), rtol=1e-9, atol=1e-12)
     four = final_states(1.6, 0.76, 10.5, 12.5, n_conf=4)
     assert four[0].size == 4 and abs(four[1].sum() - 1) < 1e-12
     assert not np.allclose(four[0][:3], xps3_states(1.6, 0.76, 10.5, 12.5)[0], atol=0.1)  # the 4th configuration

@@ -66,6 +66,15 @@ class Param:
             raise ValueError(f"parameter {self.name!r}: prior sd must be > 0 and finite, mean finite")
 
 
+def prior_arrays(params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper, mean, sd) of ``Param``s as exchange_mc takes them (mean, sd 0 for a uniform prior)."""
+    lo = np.array([p.lower for p in params], float)
+    hi = np.array([p.upper for p in params], float)
+    mu = np.array([p.mean if p.sd is not None else 0.0 for p in params], float)
+    sd = np.array([p.sd if p.sd is not None else 0.0 for p in params], float)
+    return lo, hi, mu, sd
+
+
 @dataclass
 class Dataset:
     """One measured spectrum: ``y`` ± ``sigma`` at ``x``, modelled by ``model(theta, x)`` where
@@ -377,10 +386,7 @@ def fit(params: Sequence[Param], datasets: Dataset | Sequence[Dataset], *, excha
     names = [p.name for p in params]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate parameter names in {names}")
-    lo = np.array([p.lower for p in params], float)
-    hi = np.array([p.upper for p in params], float)
-    mu = np.array([p.mean if p.sd is not None else 0.0 for p in params], float)
-    sd = np.array([p.sd if p.sd is not None else 0.0 for p in params], float)
+    lo, hi, mu, sd = prior_arrays(params)
     groups = _exchangeable_indices(exchangeable, names)
     n_check = int(sampler.get("n_prior_check", 256))
     draws = draw_prior(np.random.default_rng([int(sampler.get("seed", 0)), 77]), max(n_check, 1), lo, hi, mu, sd)

@@ -45,14 +45,13 @@ from agent.core.model_decision import model_probabilities
 from agent.core.nonlinear import Dataset, Param, Posterior, fit
 from agent.core.protocol import BayesAgent
 from agent.core.stopping import Budget, ModelDecided, StopRule, TargetStd, all_of, any_of
-from agent.xps.cluster_models import CLUSTER_PRIORS, CORE_LEVEL_EV, SPIN_ORBIT_EV, XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
+from agent.xps.cluster_models import CLUSTER_PRIORS, SPIN_ORBIT_EV, XPS2_PARAMS, XPS3_PARAMS, xps2, xps3
 from agent.xps.likelihood import (
-    MODEL_CODE,
     POISSON_PARAMS,
     POISSON_PRIORS,
-    channel_widths,
     expected_counts,
     fit_poisson,
+    poisson_args,
 )
 
 MODELS = {"2-level": (xps2, XPS2_PARAMS), "3-level": (xps3, XPS3_PARAMS)}
@@ -223,9 +222,7 @@ class XPSAgent(BayesAgent):
         post = self.posteriors[model]
         if self.analysis == "poisson":
             theta = np.array([post.mean[n] for n in POISSON_PARAMS[model]])
-            e = np.ascontiguousarray(self.energies)
-            return expected_counts(theta, MODEL_CODE[model], e, channel_widths(e), float(self.sweeps),
-                                   SPIN_ORBIT_EV[self.element], CORE_LEVEL_EV[self.element])
+            return expected_counts(theta, poisson_args(self.energies, self.counts, model, self.sweeps, self.element))
         f, names = MODELS[model]
         shape = f(np.array([post.mean[n] for n in names]), self.energies)
         w = 1.0 / (self.counts + 1.0)

@@ -298,8 +298,17 @@ def xps3_states(delta, v, uff, ufc):
 
 
 @njit(cache=True)
-def xps_line_shape(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split, e_core):
-    """Measured 3d XPS shape on binding energies ``e`` (eV, ascending, relative to the bare 3d₅/₂ level).
+def transmission(e, e_core):
+    """Analyser transmission (E_kin/E_kin(E=0))^−n at binding energies ``e`` (eV), E_kin = PHOTON_EV − e_core − E
+    (dimensionless, 1 at E = 0). A constant of the window: the likelihood computes it once per dataset."""
+    ek0 = PHOTON_EV - e_core
+    return ((ek0 - e) / ek0) ** (-TRANSMISSION_N)
+
+
+@njit(cache=True)
+def xps_emission(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split):
+    """Emitted 3d XPS shape (eV⁻¹) on binding energies ``e`` (eV, ascending, relative to the bare 3d₅/₂ level),
+    before the analyser's transmission.
 
     Each final state j (position ε_j, weight w_j, 4f occupation n_j) gives a 3d₅/₂ line at ε_j + shift and a
     3d₃/₂ line ``so_split`` higher with BRANCHING_32 of its area; both Voigt, Lorentzian HWHM ``gamma`` (core-hole
@@ -308,8 +317,7 @@ def xps_line_shape(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split, e_c
     and growing with the 4f occupation. The peaks P(E) have unit total area (eV⁻¹). Shirley step:
     ``k_shirley`` (eV⁻¹) × ∫_{−∞}^{E} P, the peak area at lower binding (higher kinetic) energy, whose
     electrons lose energy and appear at higher binding energy (trapezoid on the grid; the area below the
-    first channel from the Lorentzian tails). Everything × the transmission (E_kin/E_kin(E=0))^−n,
-    E_kin = PHOTON_EV − e_core − E. Returns the shape (eV⁻¹)."""
+    first channel from the Lorentzian tails)."""
     n = e.size
     peaks = np.zeros(n)
     below = 0.0
@@ -325,10 +333,14 @@ def xps_line_shape(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split, e_c
                 peaks[i] += a * voigt(e[i] - p, sig, gamma)
     out = np.empty(n)
     cum = below
-    ek0 = PHOTON_EV - e_core
     for i in range(n):
         if i > 0:
             cum += 0.5 * (peaks[i] + peaks[i - 1]) * (e[i] - e[i - 1])
-        t = ((ek0 - e[i]) / ek0) ** (-TRANSMISSION_N)
-        out[i] = t * (peaks[i] + k_shirley * cum)
+        out[i] = peaks[i] + k_shirley * cum
     return out
+
+
+@njit(cache=True)
+def xps_line_shape(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split, e_core):
+    """Measured 3d XPS shape (eV⁻¹): :func:`xps_emission` × :func:`transmission`."""
+    return transmission(e, e_core) * xps_emission(e, pos, w, nf, gamma, w_mult, shift, k_shirley, so_split)

@@ -32,14 +32,15 @@ from numba import njit
 from scipy.special import gammaln
 
 from agent.core.exchange_mc import exchange_mc
-from agent.core.nonlinear import Param, Posterior
+from agent.core.nonlinear import Param, Posterior, prior_arrays
 from agent.xps.cluster_models import (
     CLUSTER_PRIORS,
     CORE_LEVEL_EV,
     SPIN_ORBIT_EV,
+    transmission,
     xps2_states,
     xps3_states,
-    xps_line_shape,
+    xps_emission,
 )
 
 NUISANCE = ("gamma", "w_mult", "shift", "k_sh", "log_A", "log_b")
@@ -60,32 +61,36 @@ POISSON_PRIORS = {
 
 
 @njit(cache=True)
-def cluster_shape(theta, model, e, so_split, e_core):
-    """Line shape S(E) (eV⁻¹) of ``model`` (2 or 3) at θ laid out as POISSON_PARAMS."""
+def cluster_emission(theta, model, e, so_split):
+    """Emitted line shape (eV⁻¹, before the transmission) of ``model`` (2 or 3) at θ laid out as POISSON_PARAMS."""
     if model == 2:
         pos, w, nf = xps2_states(theta[0], theta[1], theta[2])
         k = 3
     else:
         pos, w, nf = xps3_states(theta[0], theta[1], theta[2], theta[3])
         k = 4
-    return xps_line_shape(e, pos, w, nf, theta[k], theta[k + 1], theta[k + 2], theta[k + 3], so_split, e_core)
+    return xps_emission(e, pos, w, nf, theta[k], theta[k + 1], theta[k + 2], theta[k + 3], so_split)
 
 
 @njit(cache=True)
-def expected_counts(theta, model, e, de, n_sweeps, so_split, e_core):
-    """μ_i (counts) of the accumulated spectrum: n·(A·δE_i·S(E_i) + b)."""
+def expected_counts(theta, args):
+    """μ_i (counts) of the accumulated spectrum, n·(A·δE_i·T_i·S_emitted(E_i) + b), for ``args`` of
+    :func:`poisson_args` (δE_i·T_i precomputed there, once per dataset)."""
+    e, response, _, _, consts = args
+    model = int(consts[0])
     k = 3 if model == 2 else 4
     a = np.exp(theta[k + 4])
     b = np.exp(theta[k + 5])
-    s = cluster_shape(theta, model, e, so_split, e_core)
-    return n_sweeps * (a * de * s + b)
+    s = cluster_emission(theta, model, e, consts[2])
+    return consts[1] * (a * response * s + b)
 
 
 @njit(cache=True)
 def poisson_loglike(theta, args):
-    """Σ y log μ − μ − log y! (nats); args = (e, de, y, Σ log y!, consts = (model, n_sweeps, so_split, e_core))."""
-    e, de, y, log_fact, consts = args
-    mu = expected_counts(theta, int(consts[0]), e, de, consts[1], consts[2], consts[3])
+    """Σ y log μ − μ − log y! (nats); args of :func:`poisson_args`: (e, δE·T, y, Σ log y!, (model, n_sweeps,
+    so_split))."""
+    y, log_fact = args[2], args[3]
+    mu = expected_counts(theta, args)
     out = -log_fact
     for i in range(y.size):
         m = mu[i]
@@ -117,8 +122,9 @@ def poisson_args(energies, counts, model: str, n_sweeps: int, element: str = "Ce
         raise ValueError(f"element must be one of {sorted(SPIN_ORBIT_EV)}, got {element!r}")
     if int(n_sweeps) < 1:
         raise ValueError(f"n_sweeps must be >= 1, got {n_sweeps!r}")
-    consts = np.array([MODEL_CODE[model], int(n_sweeps), SPIN_ORBIT_EV[element], CORE_LEVEL_EV[element]], float)
-    return (e, channel_widths(e), y, float(np.sum(gammaln(y + 1.0))), consts)
+    consts = np.array([MODEL_CODE[model], int(n_sweeps), SPIN_ORBIT_EV[element]], float)
+    response = channel_widths(e) * transmission(e, CORE_LEVEL_EV[element])
+    return (e, response, y, float(np.sum(gammaln(y + 1.0))), consts)
 
 
 def fit_poisson(energies, counts, model: str, sweeps: int = 1, element: str = "Ce",
@@ -127,9 +133,5 @@ def fit_poisson(energies, counts, model: str, sweeps: int = 1, element: str = "C
     ``sweeps`` sweeps; ``sampler``: keywords of agent.core.exchange_mc.exchange_mc."""
     names = POISSON_PARAMS[model]
     args = poisson_args(energies, counts, model, sweeps, element)
-    ps = [priors[n] for n in names]
-    lo = np.array([p.lower for p in ps])
-    hi = np.array([p.upper for p in ps])
-    mu = np.array([p.mean if p.sd is not None else 0.0 for p in ps])
-    sd = np.array([p.sd if p.sd is not None else 0.0 for p in ps])
+    lo, hi, mu, sd = prior_arrays([priors[n] for n in names])
     return Posterior(names, exchange_mc(poisson_loglike, args, lo, hi, mu, sd, **sampler))

@@ -22,7 +22,19 @@ Protocol (fixed before any result was looked at; nothing is tuned afterwards)
 - Reported per rule: false decisions / runs with the Clopper–Pearson 95 % upper bound, decided and
   undecided fractions, median sweeps to a decision; target from the issue: false ≤ 5 %. Wall time counts
   screening and compilation.
+
+``--analysis poisson`` (the same protocol for the Poisson analysis, agent.xps.likelihood; fixed before it was run):
+
+- Truths are the two Poisson candidates: parameters of ``POISSON_PARAMS[model]`` drawn from ``POISSON_PRIORS``
+  (the cluster parameters, Γ, multiplet width, charging shift, Shirley step, and the log-uniform peak counts
+  per sweep A ∈ [1e2, 1e7] and background b ∈ [1e-2, 1e4] per channel per sweep, so the count level is part of
+  the draw and ``--dwell`` does not apply); element Ce; the window −25…+30 eV in 0.4 eV channels (138).
+- Screening: both models (``fit_poisson``, the same short sampler) on the 10-sweep expected counts rounded to
+  integers; the same 1 nat/sweep cut. Runs: Poisson sweeps of the truth's expected counts per sweep,
+  ``XPSAgent(ModelDecided(p), analysis="poisson")`` with its default sampler; the rest as above.
+
 Run: python tests/bench/bench_xps_stop.py [--runs 100] [--seed 0] [--jobs 2] [--max-sweeps 10] [--p 0.99]
+[--analysis 0.1|poisson]
 """
 
 from __future__ import annotations
@@ -46,7 +58,10 @@ from parallel import pool_map  # noqa: E402
 from agent.core.model_decision import look_z  # noqa: E402
 from agent.core.stopping import ModelDecided  # noqa: E402
 from agent.xps.agent import MODELS, XPS_PRIORS, XPSAgent, fit_xps  # noqa: E402
+from agent.xps.likelihood import POISSON_PARAMS, POISSON_PRIORS, expected_counts, fit_poisson, poisson_args  # noqa: E402
 from sim_devices.xps.samples import DEFAULT_ENERGIES, XPSSample  # noqa: E402
+
+POISSON_ENERGIES = np.round(np.arange(-25.0, 30.0001, 0.4), 10)
 
 SCREEN_SWEEPS = 10
 AMBIGUOUS_NATS_PER_SWEEP = 1.0
@@ -70,25 +85,48 @@ def truth(seed: int, k: int) -> XPSSample:
     return XPSSample(f"draw{k}", model, params)
 
 
+class PoissonTruth:
+    """Draw ``k`` of the Poisson candidates (3-level for even k): expected counts per sweep on POISSON_ENERGIES."""
+
+    def __init__(self, seed: int, k: int):
+        rng = np.random.default_rng([seed, k])
+        self.model = "3-level" if k % 2 == 0 else "2-level"
+        theta = np.array([prior_draw(POISSON_PRIORS[n], rng) for n in POISSON_PARAMS[self.model]])
+        e = POISSON_ENERGIES
+        self.mu = expected_counts(theta, poisson_args(e, np.zeros_like(e), self.model, 1))
+
+    def sweep(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.poisson(self.mu).astype(float)
+
+
 def screen(args) -> tuple[int, float]:
     """(k, expected |ΔF| per sweep, nats) from both models fitted to 10 sweeps' expected counts."""
-    seed, k, dwell = args
-    s = truth(seed, k)
-    y = np.round(s.rate(DEFAULT_ENERGIES) * dwell * SCREEN_SWEEPS)
-    f = {m: fit_xps(DEFAULT_ENERGIES, y, m, seed=0, **SCREEN_SAMPLER).free_energy for m in MODELS}
+    seed, k, dwell, analysis = args
+    if analysis == "poisson":
+        y = np.round(PoissonTruth(seed, k).mu * SCREEN_SWEEPS)
+        f = {m: fit_poisson(POISSON_ENERGIES, y, m, SCREEN_SWEEPS, seed=0, **SCREEN_SAMPLER).free_energy
+             for m in MODELS}
+    else:
+        y = np.round(truth(seed, k).rate(DEFAULT_ENERGIES) * dwell * SCREEN_SWEEPS)
+        f = {m: fit_xps(DEFAULT_ENERGIES, y, m, seed=0, **SCREEN_SAMPLER).free_energy for m in MODELS}
     return k, abs(f["3-level"] - f["2-level"]) / SCREEN_SWEEPS
 
 
 def run(args) -> dict:
     """One sequential run of truth ``k``: the free energies and errors after every sweep, and the decision."""
-    seed, k, dwell, max_sweeps, p = args
-    s = truth(seed, k)
+    seed, k, dwell, max_sweeps, p, analysis = args
     rng = np.random.default_rng([seed, k, 1])
-    agent = XPSAgent(ModelDecided(p), seed=k)
+    if analysis == "poisson":
+        s = PoissonTruth(seed, k)
+        energies, sweep = POISSON_ENERGIES, lambda: s.sweep(rng)
+    else:
+        s = truth(seed, k)
+        energies, sweep = DEFAULT_ENERGIES, lambda: s.sweep(DEFAULT_ENERGIES, dwell, rng)
+    agent = XPSAgent(ModelDecided(p), seed=k, analysis=analysis)
     hist = []
     reason = None
     while reason is None and agent.sweeps < max_sweeps:
-        agent.ingest([{"counts": s.sweep(DEFAULT_ENERGIES, dwell, rng), "energies": DEFAULT_ENERGIES}])
+        agent.ingest([{"counts": sweep(), "energies": energies}])
         post = agent.posteriors
         hist.append({m: (post[m].free_energy, post[m].free_energy_err) for m in MODELS})
         stop, reason = agent.should_stop()
@@ -118,12 +156,13 @@ def main() -> None:
     ap.add_argument("--max-sweeps", type=int, default=10)
     ap.add_argument("--max-draws", type=int, default=1000)
     ap.add_argument("--p", type=float, default=0.99)
+    ap.add_argument("--analysis", choices=("0.1", "poisson"), default="0.1")
     a = ap.parse_args()
     t0 = time.perf_counter()
     kept, screened, k = [], 0, 0
     while len(kept) < a.runs and k < a.max_draws:
         batch = list(range(k, min(k + 2 * a.jobs * 4, a.max_draws)))
-        res, _ = pool_map(screen, [(a.seed, j, a.dwell) for j in batch], a.jobs)
+        res, _ = pool_map(screen, [(a.seed, j, a.dwell, a.analysis) for j in batch], a.jobs)
         screened += len(batch)
         kept += [j for j, d in res if d <= AMBIGUOUS_NATS_PER_SWEEP]
         k = batch[-1] + 1
@@ -131,11 +170,12 @@ def main() -> None:
     t_screen = time.perf_counter() - t0
     print(f"screened {screened} draws, {len(kept)} ambiguous (|ΔF| ≤ {AMBIGUOUS_NATS_PER_SWEEP} nat/sweep), "
           f"{sum(j % 2 == 0 for j in kept)} of them 3-level truths; {t_screen:.0f} s")
-    runs, t_runs = pool_map(run, [(a.seed, j, a.dwell, a.max_sweeps, a.p) for j in kept], a.jobs)
+    runs, t_runs = pool_map(run, [(a.seed, j, a.dwell, a.max_sweeps, a.p, a.analysis) for j in kept], a.jobs)
     n = len(runs)
     if not n:
         raise SystemExit("no ambiguous truth among the screened draws: raise --max-draws or lower --dwell")
-    print(f"{n} runs, ≤ {a.max_sweeps} sweeps, ModelDecided(p = {a.p}), {a.dwell} s/channel; {t_runs:.0f} s "
+    level = "counts drawn with the truth" if a.analysis == "poisson" else f"{a.dwell} s/channel"
+    print(f"{n} runs, analysis {a.analysis}, ≤ {a.max_sweeps} sweeps, ModelDecided(p = {a.p}), {level}; {t_runs:.0f} s "
           f"({a.jobs} processes); total wall {time.perf_counter() - t0:.0f} s")
     print(f"{'rule':16s} {'false':>7s} {'(95 % upper)':>13s} {'decided':>8s} {'undecided':>10s} {'sweeps med':>11s}")
     for name, allowance in RULES.items():
