@@ -117,7 +117,7 @@ def test_poisson_loglike_matches_scipy(model):
         t = theta + rng.normal(0, 0.05, theta.size)
         t[code + 4] = abs(t[code + 4])  # the Shirley step k_sh ≥ 0
         shape = cluster_emission(t, code, e, CE_SO) * transmission(e)  # the transmission of this file
-        mu = 3.0 * (np.exp(t[code + 4]) * channel_widths(e) * shape + np.exp(t[code + 5]))
+        mu = 3.0 * (np.exp(t[code + 5]) * channel_widths(e) * shape + np.exp(t[code + 6]))  # A, b
         assert poisson_loglike(t, args) == pytest.approx(poisson.logpmf(y, mu).sum(), rel=1e-12, abs=1e-8)
     assert len(POISSON_PARAMS[model]) == theta.size
 
