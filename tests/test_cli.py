@@ -1,5 +1,6 @@
 """The command line, as a scientist types it: options, bad input, the printed result and its --json file."""
 
+import os
 import subprocess
 import sys
 
@@ -71,12 +72,16 @@ def test_repeats_json_matches_the_planning_table(tmp_path):
 
 
 def test_full_rehearsal_writes_catalog_figure_and_json(tmp_path):
-    """Piped, as a script or a log file sees it: no library warnings, every line whole (none wrapped)."""
-    cat, fig, path = tmp_path / "catalog", tmp_path / "fig.png", tmp_path / "run.json"
+    """Piped, as a script or a log file sees it: no library warnings, every line whole (none wrapped). No
+    --catalog, as the README's first command on a fresh machine: the default catalog's directories are made."""
+    fig, path = tmp_path / "fig.png", tmp_path / "run.json"
+    data_home = tmp_path / "fresh-home" / ".local" / "share"  # nothing of it exists yet
+    cat = data_home / "bayesbeam" / "catalog"
+    env = {k: v for k, v in os.environ.items() if k != "BAYESBEAM_CATALOG"} | {"XDG_DATA_HOME": str(data_home)}
     out = subprocess.run([sys.executable, "-m", "bayesbeam.cli", "rehearse", "compton", "--sample", "FE",
-                          "--target-std", "0.01", "--catalog", str(cat), "--figure", str(fig), "--seed", "2",
+                          "--target-std", "0.01", "--figure", str(fig), "--seed", "2",
                           "--time-scale", "1e6", "--json", str(path)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr == "", out.stderr  # no StarletteDeprecationWarning, no "Tiled version", no progress
     assert "stopped after" in out.stdout and "target_std" in out.stdout and "conventional 136 cycles" in out.stdout

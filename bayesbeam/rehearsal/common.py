@@ -107,8 +107,8 @@ def open_run_engine(location: str | None = None):
     from bayesbeam.catalog import default_catalog_location, open_catalog
     from bayesbeam.session import make_run_engine
 
-    location = location or default_catalog_location()
-    return make_run_engine(open_catalog(location)), location
+    catalog = open_catalog(location or None)  # None: the default, whose parent directories are created
+    return make_run_engine(catalog), location or default_catalog_location()
 
 
 INTERRUPTED = "interrupted from the command line (Ctrl-C)"
