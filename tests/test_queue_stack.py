@@ -155,7 +155,7 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
              BPlan("adaptive_compton", target_std=1e-6, max_cycles=3, md={"sample": "fe"}),
              BPlan("adaptive_xas", quantity="fractions", components=["Fe-foil", "a-Fe2O3"], target_std=1e-6,
                    max_points=5, exclude="Fe3O4", md={"sample": "Fe3O4"}),
-             BPlan("adaptive_xps", max_sweeps=1, md={"sample": "la2o3"}),
+             BPlan("adaptive_xps", max_sweeps=1, analysis="0.1", md={"sample": "CeO2-full"}),  # 0.1: seconds, not 30 s
              BPlan("adaptive_fly_xas", quantity="edge_position", target_std=1e-6, max_sweeps=1, exclude="Fe3O4"),
              BPlan("adaptive_saxs", stop="kde", exposure_s=0.01, max_frames=8, md={"sample": "silica-50nm"}),
              BPlan("adaptive_xas_imaging", max_passes=1, n_flat=2, n_dark=2),
@@ -182,7 +182,8 @@ def test_the_adaptive_plans_run_from_plain_parameters_as_the_agents_group(stack)
     stops = [run.metadata["stop"]["reason"] for run in runs]
     assert stops[:3] == ["budget: cycles = 2 reached the limit 2", "budget: cycles = 3 reached the limit 3",
                          "budget: points = 5 reached the limit 5"]
-    assert stops[3].startswith(("budget", "model_decided"))  # one sweep may decide la2o3's model
+    assert stops[3].startswith(("budget", "model_decided"))  # one sweep may decide the model
+    assert runs[3].metadata["start"]["agent_config"]["analysis"] == "0.1"  # the queued parameter reached the agent
     assert [run["posterior"].read().sizes["time"] for run in runs[:5]] == [2, 3, 5, 1, 1]
     saxs = runs[5]["posterior"].read()
     assert stops[5].startswith("kde_converged") and int(saxs["sample_frames"][-1]) >= 2  # the queue's own sim profile

@@ -80,7 +80,7 @@ def test_v0_xas_run_replays_into_the_same_posterior(catalog, v0_catalog):
 
 def test_v0_xps_run_replays_into_the_same_free_energies(catalog, v0_catalog):
     run = catalog[v0_catalog["xps"]]
-    agent = xps_agent(max_sweeps=2, seed=1, n_sweeps=300, n_burn=200, n_runs=2)  # as the 0.1 run was sampled
+    agent = xps_agent(max_sweeps=2, seed=1, analysis="0.1", n_sweeps=300, n_burn=200, n_runs=2)  # as the 0.1 run was
     replay(run, XPSFeeder(agent))
     stored = run["posterior"].read()
     assert agent.sweeps == len(stored["F_2level"]) >= 1

@@ -14,7 +14,7 @@ from sim_devices.core.clock import SimClock
 from sim_devices.xps.electron_analyser import SimElectronAnalyser
 from sim_devices.xps.samples import sample
 
-FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
+FAST = dict(analysis="0.1", n_sweeps=300, n_burn=200, n_runs=2)  # the seed-line-shape samples of this file
 
 
 def analyser(name="ceo2", seed=0):

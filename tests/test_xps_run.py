@@ -10,7 +10,7 @@ from bayesbeam.cli import main
 from bayesbeam.rehearsal.xps.cli import rehearse_xps
 from bayesbeam.rehearsal.xps.rehearse import XPSOptions, rehearse_xps_run
 
-FAST = dict(n_sweeps=300, n_burn=200, n_runs=2)
+FAST = dict(analysis="0.1", n_sweeps=300, n_burn=200, n_runs=2)  # for the seed-line-shape samples
 
 
 def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog, tmp_path):
@@ -24,7 +24,7 @@ def test_ceo2_run_stops_when_decided_and_is_stored(RE, catalog, tmp_path):
     docs = []
     token = RE.subscribe(lambda name, doc: docs.append((name, doc)))
     agent = xps_agent(max_sweeps=6, **FAST)
-    r = rehearse_xps_run(RE, XPSOptions("ceo2", seed=3, time_scale=1e6), agent=agent)
+    r = rehearse_xps_run(RE, XPSOptions("ceo2", analysis="0.1", seed=3, time_scale=1e6), agent=agent)
     RE.unsubscribe(token)
     hinted = {d["name"]: set(hinted_fields(d)) for n, d in docs if n == "descriptor"}
     assert hinted == {"primary": {"sweep", "analyser_total"}, "sweeps": set(),
@@ -106,11 +106,13 @@ def test_cli_bad_input_is_rejected_before_anything_moves(tmp_path):
 def test_xps_json_matches_the_printed_table_and_the_catalog(tmp_path, catalog, catalog_dir):
     path = tmp_path / "xps.json"
     result = CliRunner().invoke(main, ["rehearse", "xps", "--truth", "la2o3", "--max-sweeps", "1", "--mc-sweeps", "50",
-                                       "--seed", "3", "--time-scale", "1e6", "--catalog", str(catalog_dir),
-                                       "--json", str(path), "--figure", str(tmp_path / "xps.png")])
+                                       "--analysis", "0.1", "--seed", "3", "--time-scale", "1e6",
+                                       "--catalog", str(catalog_dir), "--json", str(path),
+                                       "--figure", str(tmp_path / "xps.png")])
     assert result.exit_code == 0, result.output
     s = read_json(path)
     assert s["sample"] == "La2O3" and s["seed"] == 3 and s["options"]["mc_sweeps"] == 50
+    assert s["options"]["analysis"] == "0.1"
     assert s["steps"] == s["sweeps"] == 1 and s["stop_reason"]
     assert s["p_2level"] + s["p_3level"] == pytest.approx(1)
     assert s["model_prob_max"] == max(s["p_2level"], s["p_3level"])
@@ -131,6 +133,25 @@ def test_xps_json_matches_the_printed_table_and_the_catalog(tmp_path, catalog, c
     run = catalog[s["uid"]]
     assert run.metadata["stop"]["reason"] == s["stop_reason"]
     assert float(run["posterior"]["F_2level"].read()[-1]) == pytest.approx(s["F_2level"])
+    config = run.metadata["start"]["agent_config"]  # the analysis that decided the run, in its record
+    assert config["analysis"] == "0.1" and config["sampler"]["n_sweeps"] == 50
+
+
+def test_the_default_rehearsal_is_the_poisson_analysis_of_the_full_line_shape():
+    """Without --analysis: the Poisson agent with the sample's element, on the truth's full-line-shape sample
+    over the wide analyser (the run itself: tests/test_xps_run's plan test; ~40 s of fits, so not repeated)."""
+    from sim_devices.core.clock import SimClock
+    from sim_devices.xps import SimWideAnalyser, analyser_for
+
+    for truth, element in (("la2o3", "La"), ("CeO2", "Ce"), ("CeO2-full", "Ce")):
+        options = XPSOptions(truth)
+        s, agent = options.sample(), options.agent()
+        assert s.name.endswith("-full") and (agent.analysis, agent.element) == ("poisson", element)
+        det = analyser_for(s, name="analyser", clock=SimClock(float("inf")))
+        assert isinstance(det, SimWideAnalyser) and det.energies.get().size == 276
+    assert XPSOptions("la2o3", analysis="0.1").sample().name == "La2O3"
+    with pytest.raises(ValueError, match="analysis must be one of poisson, 0.1"):
+        XPSOptions("la2o3", analysis="gauss").agent()
 
 
 def test_the_feeder_judges_each_sweep_by_its_stored_reading_not_the_plan_s_verdict(RE, catalog):

@@ -12,13 +12,15 @@ U_fc separately, so the default stop targets are on Δ_f and V, identifiable in 
 
 Two analyses (``analysis``):
 
-* ``"poisson"``: the Poisson likelihood of the counts under the measured line shape (3d₃/₂ partner, Voigt,
+* ``"poisson"`` (default): the Poisson likelihood of the counts under the measured line shape (3d₃/₂ partner, Voigt,
   multiplet width, Shirley step from the model's peaks, transmission, charging shift), the intensity scale and
   background sampled as parameters with fixed log-uniform priors (agent.xps.likelihood, where every prior is
   stated); F includes them. ``element`` ("Ce", "La") sets the spin-orbit splitting. About 10⁶ likelihood
-  evaluations per model and sweep (≈ 45 temperatures × 10 parameters): measured 7–23 s per fit on 138
-  channels, 75–110 s on 276, on a busy 2-core machine.
-* ``"0.1"`` (default, the release-0.1 analysis the stored runs were decided with): the seed's line shape.
+  evaluations per model and sweep (≈ 45 temperatures × 10 parameters, 4–6 µs each on 138 channels): measured
+  6 / 11 s (2- / 3-level) per fit on 138 channels and 10 / 19 s on 276 on an idle 2-core machine, about the
+  beamtime of one 276-channel sweep at 0.1 s per channel.
+* ``"0.1"`` (the release-0.1 analysis the stored runs were decided with, and the analysis of checkpoints that
+  name none): the seed's line shape on the narrow window of the simulated SimElectronAnalyser.
 
 Sweep consistency (both analyses): after each sweep, a test that the K sweeps share one expected
 spectrum against a smooth drift with the sweep index (:func:`sweep_consistency`) gives
@@ -60,7 +62,7 @@ XPS_PRIORS = CLUSTER_PRIORS  #: the cluster parameters' priors (eV), agent.xps.c
 
 SMOOTH_EV = 0.4  # width (eV) of the running mean that estimates the count variance
 SAMPLER_DEFAULTS = {"n_sweeps": 800, "n_burn": 400, "n_runs": 2}
-ANALYSES = ("0.1", "poisson")
+ANALYSES = ("poisson", "0.1")  # the default first
 
 
 def xps_dataset(energies, counts, model: str) -> Dataset:
@@ -136,8 +138,8 @@ class XPSAgent(BayesAgent):
 
     quantities = ("delta", "V", "U_ff", "U_fc", "gamma", "delta_f")
 
-    def __init__(self, stop_rule: StopRule | None = None, seed: int = 0, checkpoint_path=None, analysis: str = "0.1",
-                 element: str = "Ce", priors: Mapping[str, Param] | None = None, **sampler):
+    def __init__(self, stop_rule: StopRule | None = None, seed: int = 0, checkpoint_path=None,
+                 analysis: str = "poisson", element: str = "Ce", priors: Mapping[str, Param] | None = None, **sampler):
         super().__init__(stop_rule or default_stop_rule(), checkpoint_path)
         if analysis not in ANALYSES:
             raise ValueError(f"analysis must be one of {ANALYSES}, got {analysis!r}")
@@ -230,6 +232,12 @@ class XPSAgent(BayesAgent):
         coef, *_ = np.linalg.lstsq(design, self.counts * np.sqrt(w), rcond=None)
         return coef[0] * shape + coef[1]
 
+    def config(self) -> dict[str, Any]:
+        """The analysis, element, seed and exchange-MC settings (arrays as lists): what decided the run, in its
+        start document."""
+        sampler = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.sampler.items()}
+        return {"analysis": self.analysis, "element": self.element, "seed": self.seed, "sampler": sampler}
+
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {} if self.counts is None else {"energies": self.energies, "counts": self.counts,
                                                  "sweep_counts": np.array(self.sweep_counts)}
@@ -249,7 +257,7 @@ class XPSAgent(BayesAgent):
 
 
 def xps_agent(p_model: float = 0.99, target_delta_f: float = 0.1, target_v: float = 0.01, max_sweeps: int = 20,
-              seed: int = 0, analysis: str = "0.1", element: str = "Ce", **sampler) -> XPSAgent:
+              seed: int = 0, analysis: str = "poisson", element: str = "Ce", **sampler) -> XPSAgent:
     """The XPS agent a user configures: stop when one model's probability reaches ``p_model`` and
     std(Δ − U_fc), std(V) reach ``target_delta_f``, ``target_v`` (eV), or after ``max_sweeps`` sweeps.
     ``analysis``, ``element``: as XPSAgent; ``sampler``: exchange-MC settings (``n_sweeps``, ``n_burn`` …)."""

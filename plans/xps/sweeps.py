@@ -34,7 +34,8 @@ from plans.registry import optional_device
 
 def adaptive_xps(detectors: Sequence[Readable] = ("analyser",), agent: XPSAgent | None = None, *,
                  p_model: float | None = None, target_delta_f: float | None = None, target_v: float | None = None,
-                 max_sweeps: int | None = None, seed: int | None = None, beamtime: Readable | None = "beamtime",
+                 max_sweeps: int | None = None, seed: int | None = None, analysis: str | None = None,
+                 element: str | None = None, beamtime: Readable | None = "beamtime",
                  max_consecutive_failures: int = 3, continue_from: str | None = None,
                  md: dict[str, Any] | None = None):
     """Sweeps of the analyser ``detectors[0]`` (fields ``<name>_counts``, ``<name>_energies``; the
@@ -42,14 +43,15 @@ def adaptive_xps(detectors: Sequence[Readable] = ("analyser",), agent: XPSAgent 
     fed through ``XPSFeeder`` from this run's documents. The agent: ``agent``, an ``XPSAgent`` object (an
     IPython session's); or, as a queued plan gives it, its parameters: stop when one model's probability
     reaches ``p_model`` (default 0.99) and std(Δ − U_fc), std(V) reach ``target_delta_f``, ``target_v`` (eV,
-    defaults 0.1, 0.01), or after ``max_sweeps`` (default 20); ``seed`` of its exchange Monte Carlo
-    (``agent.xps_agent``). ``beamtime``: readable of the elapsed beamtime (s), recorded as beamtime since
+    defaults 0.1, 0.01), or after ``max_sweeps`` (default 20); ``seed`` of its exchange Monte Carlo;
+    ``analysis`` ("poisson", the default, or "0.1") and ``element`` ("Ce", the default, or "La": the spin-orbit
+    splitting) as ``agent.xps_agent``. ``beamtime``: readable of the elapsed beamtime (s), recorded as beamtime since
     the run's start (NaN if unreadable). Discarded sweeps (device fault, non-finite counts) are not
     accumulated; ``max_consecutive_failures`` in a row abort the run."""
     detectors = device_list(detectors, "adaptive_xps")
     beamtime = optional_device(beamtime, "adaptive_xps beamtime", "beamtime", detectors)
     params = {"p_model": p_model, "target_delta_f": target_delta_f, "target_v": target_v, "max_sweeps": max_sweeps,
-              "seed": seed}
+              "seed": seed, "analysis": analysis, "element": element}
     agent, continue_from = plan_agent("adaptive_xps", agent, continue_from, xps_agent, params)
     analyser = detectors[0]
     if int(max_consecutive_failures) < 1:

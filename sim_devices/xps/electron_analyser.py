@@ -94,3 +94,10 @@ class SimWideAnalyser(SimElectronAnalyser):
     window = FULL_ENERGIES
     counts = Cpt(ArraySignal, length=FULL_ENERGIES.size, dtype="<f8", kind=Kind.normal)
     energies = Cpt(ArraySignal, length=FULL_ENERGIES.size, dtype="<f8", kind=Kind.normal)
+
+
+def analyser_for(sample: XPSSample | FullXPSSample, **kw) -> SimElectronAnalyser:
+    """The simulated analyser a sample is measured with: SimWideAnalyser for a full-line-shape sample (both
+    spin-orbit halves, for the Poisson analysis), SimElectronAnalyser for the seed's line shape; ``kw``: the
+    device's (name, clock, seed …)."""
+    return (SimWideAnalyser if isinstance(sample, FullXPSSample) else SimElectronAnalyser)(sample=sample, **kw)

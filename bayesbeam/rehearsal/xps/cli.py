@@ -12,7 +12,7 @@ from bayesbeam.rehearsal.common import (
     run_options,
     run_progress,
 )
-from bayesbeam.rehearsal.xps.options import TRUTHS, XPSOptions
+from bayesbeam.rehearsal.xps.options import ANALYSES, TRUTHS, XPSOptions
 
 D = XPSOptions()  # the defaults of every option
 
@@ -28,13 +28,16 @@ D = XPSOptions()  # the defaults of every option
 @click.option("--dwell", type=float, default=D.dwell_s, help="Dwell time per analyser channel (s).")
 @click.option("--mc-sweeps", type=int, default=D.mc_sweeps,
               help="Exchange-MC sweeps per run and model after each sweep.")
+@click.option("--analysis", type=click.Choice(ANALYSES), default=D.analysis, show_default=True,
+              help="poisson: Poisson likelihood of the measured line shape (both 3d halves, the wide analyser); "
+                   "0.1: the seed's line shape on the narrow window.")
 @run_options(D.time_scale)
 @click.option("--figure", type=click.Path(dir_okay=False), default="rehearsal_xps.png", help="Figure (PNG).")
 @progress_option
-def rehearse_xps(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps, seed, time_scale,
+def rehearse_xps(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps, analysis, seed, time_scale,
                  catalog, json_path, figure, progress):
     """Hamiltonian selection (2- vs 3-level cluster model) from repeated simulated 3d XPS sweeps."""
-    options = checked(XPSOptions(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps,
+    options = checked(XPSOptions(truth, p_model, target_delta_f, target_v, max_sweeps, dwell, mc_sweeps, analysis,
                                  seed=seed, time_scale=time_scale))
     from bayesbeam.rehearsal.xps import report
     from bayesbeam.rehearsal.xps.rehearse import rehearse_xps_run

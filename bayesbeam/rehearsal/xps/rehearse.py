@@ -42,16 +42,15 @@ def rehearse_xps_run(RE, options: XPSOptions | None = None, md: dict | None = No
     targets then do not apply). The options are checked before anything moves."""
     from plans.xps.sweeps import adaptive_xps
     from sim_devices.core.clock import BeamtimeSignal, SimClock
-    from sim_devices.xps.electron_analyser import SimElectronAnalyser
-    from sim_devices.xps.samples import sample
+    from sim_devices.xps.electron_analyser import analyser_for
 
     options = options_from(XPSOptions, options, legacy, "rehearse_xps_run")
     built = options.agent()  # checks the options, also when ``agent`` is given
     agent = agent or built
-    s = sample(options.truth)
-    options = replace(options, truth=s.name)  # as the sample spells it (ceo2 is CeO2)
+    s = options.sample()
+    options = replace(options, truth=s.name)  # as the sample spells it (ceo2 is CeO2; CeO2-full for "poisson")
     clock = SimClock(time_scale=options.time_scale)
-    det = SimElectronAnalyser(name="analyser", clock=clock, sample=s, seed=options.seed)
+    det = analyser_for(s, name="analyser", clock=clock, seed=options.seed)
     det.dwell_time.put(float(options.dwell_s))
     beamtime = BeamtimeSignal(clock, name="beamtime")
     run_md = {"sample": s.name, "purpose": "rehearsal", "truth_model": s.model, "truth_params": dict(s.params),
