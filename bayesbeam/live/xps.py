@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, SymmetricalLogLocator
 
 from bayesbeam.live.base import LiveFigure, pretty_reason, spectrum_and_history_axes
 
@@ -37,6 +37,8 @@ class LiveXPS(LiveFigure):
         self.ax_df.xaxis.set_major_locator(MaxNLocator(integer=True))
         self.ax_df.set_yscale("symlog", linthresh=10)
         self.ax_df.yaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=10, subs=[1.0]))
+        # plain numbers: symlog's default formatter labels a view inside ±linthresh with its limits (5.18883×10⁰)
+        self.ax_df.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         self.ax_df.set_title("ΔF < 0 favours the 3-level model, ΔF > 0 the 2-level one", fontsize=8, loc="left")
         (self.l_counts,) = self.ax_spec.plot([], [], ".", ms=2.5, color="0.4", label="measured (sum of sweeps)")
         self.l_fit = {m: self.ax_spec.plot([], [], ls, color=c, lw=1.2, label=f"{m} fit (posterior mean)")[0]
