@@ -209,9 +209,6 @@ class CompileRegistry:
             self.compile_s += dt
             return obj, dt
 
-    def __contains__(self, kind_key) -> bool:
-        return kind_key in self._items
-
 
 COMPILED = CompileRegistry()
 
@@ -488,16 +485,22 @@ def scale_of(lo: np.ndarray, hi: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return np.where(sd > 0, np.minimum(sd, np.where(np.isfinite(hi - lo), hi - lo, np.inf)), hi - lo)
 
 
-def _check_bounds(loglike, args, theta: np.ndarray, name: str) -> None:
-    """Run a ``boundscheck=True`` twin of ``loglike`` at ``theta``: an out-of-bounds read is a ValueError."""
-    args_type = numba.typeof(args)
+def boundscheck_twin(func, sig: tuple, kind: str = "boundscheck"):
+    """(twin, seconds compiling it now) of the njit function ``func``: its Python function compiled with
+    ``boundscheck=True`` for ``sig``, once per process (in memory only: numba's disk cache does not key on the
+    flag), registered in COMPILED under ``kind``."""
 
     def build():
-        twin = njit(boundscheck=True)(loglike.py_func)
-        twin.compile((types.float64[::1], args_type))
+        twin = njit(boundscheck=True)(func.py_func)
+        twin.compile(sig)
         return twin
 
-    twin, _ = COMPILED.get("boundscheck", (loglike.py_func, args_type), build)
+    return COMPILED.get(kind, (func.py_func, sig), build)
+
+
+def _check_bounds(loglike, args, theta: np.ndarray, name: str) -> None:
+    """Run a ``boundscheck=True`` twin of ``loglike`` at ``theta``: an out-of-bounds read is a ValueError."""
+    twin, _ = boundscheck_twin(loglike, (types.float64[::1], numba.typeof(args)))
     try:
         twin(theta, args)
     except IndexError as exc:

@@ -34,6 +34,7 @@ from agent.core.exchange_mc import (
     _NUMBA_ERRORS,
     COMPILED,
     ExchangeResult,
+    boundscheck_twin,
     draw_prior,
     exchange_mc,
     numba_error_line,
@@ -255,25 +256,12 @@ def _nest(args: list) -> tuple:
     return nested
 
 
-def _bounds_twin(ds: Dataset):
-    """``boundscheck=True`` twin of the model (in memory only: numba's disk cache does not key on the
-    flag), compiled once per process and argument types."""
-    sig = _model_types(ds)
-
-    def build():
-        twin = njit(boundscheck=True)(ds.jitted.py_func)
-        twin.compile(sig)
-        return twin
-
-    return COMPILED.get("model_boundscheck", (ds.jitted.py_func, sig), build)
-
-
 def _check_model(ds: Dataset, thetas: np.ndarray, names: Sequence[str]) -> float:
     """Validate ``ds``'s model on prior draws ``thetas`` (n, its parameters): compiles, reads within
     bounds (boundscheck twin on the first draw), returns y's shape, is finite somewhere. Returns the
     compile seconds spent now."""
     spent = compile_model(ds)
-    twin, dt = _bounds_twin(ds)
+    twin, dt = boundscheck_twin(ds.jitted, _model_types(ds), "model_boundscheck")
     label = f"dataset {ds.name!r}: model {ds.model_name!r}"
     try:
         first = np.asarray(twin(thetas[0], ds.x))
