@@ -149,6 +149,10 @@ def test_the_default_rehearsal_is_the_poisson_analysis_of_the_full_line_shape():
         assert s.name.endswith("-full") and (agent.analysis, agent.element) == ("poisson", element)
         det = analyser_for(s, name="analyser", clock=SimClock(float("inf")))
         assert isinstance(det, SimWideAnalyser) and det.energies.get().size == 276
+    from agent.xps.agent import ANALYSES
+    from bayesbeam.rehearsal.xps.options import ANALYSES as OPTION_ANALYSES  # kept light for --help
+
+    assert OPTION_ANALYSES == ANALYSES and XPSOptions().analysis == ANALYSES[0]
     assert XPSOptions("la2o3", analysis="0.1").sample().name == "La2O3"
     with pytest.raises(ValueError, match="analysis must be one of poisson, 0.1"):
         XPSOptions("la2o3", analysis="gauss").agent()
